@@ -1,0 +1,99 @@
+# libdedup — see README.md. `make test` and `make demo` install their own deps.
+CXX      ?= g++
+CC       ?= gcc
+BUILD    := build
+WARN     := -Wall -Wextra
+CXXFLAGS ?= -O2 -g
+CFLAGS   ?= -O2 -g
+LIB_CXXFLAGS := $(CXXFLAGS) $(WARN) -std=c++17 -fPIC -fno-exceptions -fno-rtti \
+                -fvisibility=hidden -pthread -ftls-model=initial-exec -I.
+
+SCANNER_SRCS := $(wildcard scanner/*.cpp)
+SHIM_SRCS    := $(wildcard shim/*.cpp)
+LIB_OBJS     := $(patsubst %.cpp,$(BUILD)/obj/%.o,$(SCANNER_SRCS) $(SHIM_SRCS))
+
+UNIT_SRCS    := $(wildcard tests/unit/*.cpp)
+INTEG_SRCS   := $(wildcard tests/integration/*.cpp)
+PROG_SRCS    := $(wildcard tests/programs/*.c) $(wildcard tests/programs/*.cpp)
+PROGS        := $(patsubst tests/programs/%,$(BUILD)/programs/%,$(basename $(PROG_SRCS)))
+BENCH_SRCS   := $(wildcard bench/*.c) $(wildcard bench/*.cpp)
+BENCH_PROGS  := $(patsubst bench/%,$(BUILD)/bench/%,$(basename $(BENCH_SRCS)))
+
+.PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs
+
+all: lib programs
+lib: $(BUILD)/libdedup.so
+
+deps:
+	./scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.cpp $(wildcard scanner/*.h shim/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(LIB_CXXFLAGS) -c $< -o $@
+
+$(BUILD)/libdedup.so: $(LIB_OBJS)
+	$(CXX) -shared -o $@ $^ -pthread -Wl,-z,now -Wl,--no-undefined -ldl
+
+# Unit tests link the scanner (no interposition) straight into the test binary.
+$(BUILD)/unit_tests: $(UNIT_SRCS) $(SCANNER_SRCS) $(wildcard scanner/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(UNIT_SRCS) $(SCANNER_SRCS) \
+	    -o $@ -lgtest -lgtest_main
+
+$(BUILD)/integration_tests: $(INTEG_SRCS) $(wildcard tests/integration/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(INTEG_SRCS) -o $@ -lgtest -lgtest_main
+
+$(BUILD)/programs/%: tests/programs/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -pthread $< -o $@
+
+$(BUILD)/programs/%: tests/programs/%.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread $< -o $@
+
+$(BUILD)/bench/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -pthread $< -o $@
+
+$(BUILD)/bench/%: bench/%.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread $< -o $@
+
+programs: $(PROGS)
+
+unit: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+integration: lib programs $(BUILD)/integration_tests
+	DEDUP_LIB=$(abspath $(BUILD)/libdedup.so) DEDUP_PROGRAMS=$(abspath $(BUILD)/programs) \
+	    $(BUILD)/integration_tests
+
+# The README's test command: installs deps, builds, runs every test.
+test:
+	./scripts/install-deps.sh
+	$(MAKE) test-all
+
+test-all: unit integration sanitize
+
+# Unit tests (no interposition) under ThreadSanitizer, then UBSan.
+sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
+	@mkdir -p $(BUILD)
+	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=thread $(UNIT_SRCS) $(SCANNER_SRCS) \
+	    -o $(BUILD)/unit_tests_tsan -lgtest -lgtest_main
+	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=undefined -fno-sanitize-recover=undefined \
+	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main
+	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/unit_tests_tsan
+	$(BUILD)/unit_tests_ubsan
+
+bench: lib $(BENCH_PROGS)
+	./scripts/install-deps.sh gnuplot-nox
+	./scripts/bench
+
+demo: 
+	./scripts/install-deps.sh
+	$(MAKE) lib programs
+	./scripts/demo
+
+clean:
+	rm -rf $(BUILD)
