@@ -34,6 +34,12 @@ $(BUILD)/obj/%.o: %.cpp $(wildcard scanner/*.h shim/*.h)
 $(BUILD)/libdedup.so: $(LIB_OBJS)
 	$(CXX) -shared -o $@ $^ -pthread -Wl,-z,now -Wl,--no-undefined -ldl
 
+# Test-only: a library whose merge skips the write protection, so it loses
+# writes under races. The race test must catch it (proves it can fail).
+$(BUILD)/libdedup-broken.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
+	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_MERGE -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
+	    -pthread -Wl,-z,now -Wl,--no-undefined -ldl
+
 # Unit tests link the scanner (no interposition) straight into the test binary.
 $(BUILD)/unit_tests: $(UNIT_SRCS) $(SCANNER_SRCS) $(wildcard scanner/*.h)
 	@mkdir -p $(dir $@)
@@ -65,9 +71,9 @@ programs: $(PROGS)
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
-integration: lib programs $(BUILD)/integration_tests
-	DEDUP_LIB=$(abspath $(BUILD)/libdedup.so) DEDUP_PROGRAMS=$(abspath $(BUILD)/programs) \
-	    $(BUILD)/integration_tests
+integration: lib $(BUILD)/libdedup-broken.so programs $(BUILD)/integration_tests
+	DEDUP_LIB=$(abspath $(BUILD)/libdedup.so) DEDUP_LIB_BROKEN=$(abspath $(BUILD)/libdedup-broken.so) \
+	    DEDUP_PROGRAMS=$(abspath $(BUILD)/programs) $(BUILD)/integration_tests
 
 # The README's test command: installs deps, builds, runs every test.
 test:

@@ -1,0 +1,37 @@
+// Every DEDUP_* option in one table (as mimalloc's options.c): name, default,
+// range, and where the value came from. Read once, lazily, from the
+// environment; a bad value gets one warning naming the variable, the value
+// and the default used.
+#pragma once
+#include <stdint.h>
+
+namespace dedup {
+
+enum class Scope { kAll, kAdvised };
+
+struct Config {
+    bool disable = false;
+    Scope scope = Scope::kAll;
+    uint64_t min_region = 64 * 1024;      // bytes: smallest anon mmap registered
+    uint64_t malloc_min = 64 * 1024;      // bytes: smallest malloc served by the shim
+    uint64_t pages_to_scan = 2048;        // pages per scanner wake-up (KSM: pages_to_scan)
+    uint64_t sleep_ms = 20;               // sleep between batches (KSM: sleep_millisecs)
+    uint64_t vma_reserve = 0;             // VMAs kept free for the app; 0 = max_map_count/8
+    char log[256] = "stderr";            // stderr | off | a file path
+    char stats_file[256] = "";            // JSON written here at exit
+};
+
+// Parses the environment (envp-style array) into `out`, reporting bad values
+// through log_warning. Pure apart from logging, so unit tests can call it.
+void config_parse(const char* const* envp, Config* out);
+
+// Parses "123", "64K", "2M", "1G" (binary units). Returns false on bad syntax
+// or overflow.
+bool parse_size(const char* s, uint64_t* out);
+// Parses a plain non-negative decimal integer.
+bool parse_uint(const char* s, uint64_t* out);
+
+// The process-wide configuration, parsed from environ on first use.
+const Config& config();
+
+}  // namespace dedup

@@ -1,0 +1,56 @@
+#include "scanner/log.h"
+
+#include <atomic>
+#include <stdio.h>
+#include <string.h>
+
+#include "scanner/sys.h"
+
+namespace dedup {
+namespace {
+std::atomic<int> g_log_fd{2};
+std::atomic<int> g_warnings{0};
+constexpr int kMaxWarnings = 32;
+
+void vlog(const char* fmt, va_list ap) {
+    int fd = g_log_fd.load(std::memory_order_relaxed);
+    if (fd < 0) return;
+    char buf[1024];
+    static const char prefix[] = "libdedup: ";
+    size_t n = sizeof(prefix) - 1;
+    memcpy(buf, prefix, n);
+    int m = vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
+    if (m < 0) return;
+    n += (size_t)m < sizeof(buf) - n - 1 ? (size_t)m : sizeof(buf) - n - 2;
+    buf[n++] = '\n';
+    size_t off = 0;
+    while (off < n) {
+        long w = sys::write(fd, buf + off, n - off);
+        if (w == -4 /*EINTR*/) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+}
+}  // namespace
+
+void log_set_fd(int fd) { g_log_fd.store(fd, std::memory_order_relaxed); }
+int log_fd() { return g_log_fd.load(std::memory_order_relaxed); }
+
+void log_line(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(fmt, ap);
+    va_end(ap);
+}
+
+void log_warning(const char* fmt, ...) {
+    int n = g_warnings.fetch_add(1, std::memory_order_relaxed);
+    if (n >= kMaxWarnings) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(fmt, ap);
+    va_end(ap);
+    if (n + 1 == kMaxWarnings) log_line("further warnings suppressed");
+}
+
+}  // namespace dedup

@@ -1,0 +1,473 @@
+#include "scanner/merge_engine.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "scanner/log.h"
+#include "scanner/sys.h"
+
+#ifdef DEDUP_BROKEN_MERGE
+// Test-only build (build/libdedup-broken.so): skips the write protection, so
+// a write between compare and remap is lost. Proves the race test can fail.
+#define DEDUP_WRITE_PROTECT 0
+#else
+#define DEDUP_WRITE_PROTECT 1
+#endif
+
+namespace dedup {
+namespace {
+
+constexpr size_t kMaxBatch = 256;
+constexpr uint64_t kPmPresent = 1ull << 63;
+constexpr uint64_t kPmFile = 1ull << 61;  // file page or shared anonymous
+constexpr int kRW = PROT_READ | PROT_WRITE;
+
+enum class Act { kNone, kZero, kToSlot, kPair };
+
+struct Action {
+    Act kind = Act::kNone;
+    uint32_t slot = 0;          // kToSlot
+    uintptr_t cand = 0;         // kPair: the earlier page with the same content
+    Region* cand_region = nullptr;
+};
+
+struct Run {
+    Act kind = Act::kNone;
+    uintptr_t start = 0;
+    size_t n = 0;
+    uint32_t first_slot = 0;
+    uintptr_t cand = 0;
+    Region* cand_region = nullptr;
+    uint64_t hashes[kMaxBatch];
+};
+
+uint32_t hash32(uint64_t h) {
+    uint32_t v = (uint32_t)h;
+    return v ? v : 1;
+}
+
+bool page_is_zero(const void* p) {
+    const uint64_t* w = static_cast<const uint64_t*>(p);
+    uint64_t acc = 0;
+    for (size_t i = 0; i < kPageSize / 8; i += 8)
+        acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
+    return acc == 0;
+}
+
+void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
+
+bool read_pagemap(State& s, uintptr_t addr, size_t n, uint64_t* out) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        if (s.pagemap_fd < 0) {
+            long fd = sys::call(SYS_open, (long)"/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+            if (sys::failed(fd)) return false;
+            long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
+            if (!sys::failed(high)) { sys::close((int)fd); fd = high; }
+            s.pagemap_fd = (int)fd;
+        }
+        long r = sys::pread(s.pagemap_fd, out, n * 8, (off_t)(addr / kPageSize * 8));
+        if (r == (long)(n * 8)) return true;
+        sys::close(s.pagemap_fd);
+        s.pagemap_fd = -1;
+    }
+    return false;
+}
+
+// Opens a write-protect window over [a, a+len). The seq bump lets the fault
+// handler recognise faults that a window explains.
+bool protect(State& s, uintptr_t a, size_t len, int app_prot) {
+    s.window_seq.fetch_add(1, std::memory_order_release);
+    if (!DEDUP_WRITE_PROTECT) return true;
+    int ro = (app_prot & ~PROT_WRITE) | PROT_READ;
+    return !sys::failed(sys::mprotect(page(a), len, ro));
+}
+
+// Closes the window: the application's protection comes back on every page
+// of the range, whatever happened in between. Retried because leaving a page
+// read-only would crash the application on its next write.
+void restore(State& s, uintptr_t a, size_t len, int app_prot) {
+    if (DEDUP_WRITE_PROTECT) {
+        long r = 0;
+        for (int i = 0; i < 1000; ++i) {
+            r = sys::mprotect(page(a), len, app_prot);
+            if (!sys::failed(r)) break;
+        }
+        if (sys::failed(r))
+            log_warning("could not restore protection of %p+%zu (errno %ld)", page(a), len, -r);
+    }
+    s.window_seq.fetch_add(1, std::memory_order_release);
+}
+
+void release_slot_ref(State& s, uint32_t slot) {
+    if (!s.store.unref(slot)) return;
+    uint64_t h = s.store.hash(slot);
+    PageIndex::Entry* e = s.index.find(h);
+    if (e && PageIndex::is_slot(e->value) && PageIndex::slot_id(e->value) == slot) s.index.erase(h);
+}
+
+void note_saving(State& s) {
+    uint64_t now = bytes_saved_now(s);
+    uint64_t peak = s.stats.bytes_saved_peak.load(std::memory_order_relaxed);
+    if (now > peak) s.stats.bytes_saved_peak.store(now, std::memory_order_relaxed);
+}
+
+// Decides what to do with a present private page whose hash is h. Has side
+// effects (remembering the hash, inserting a candidate) only when it returns
+// kNone, so it may be asked again after the pending run was flushed.
+Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
+    Action a;
+    PageIndex::Entry* e = s.index.find(h);
+    if (e && PageIndex::is_slot(e->value)) {
+        uint32_t slot = PageIndex::slot_id(e->value);
+        if (s.store.hash(slot) == h && s.store.refs(slot) > 0) {
+            a.kind = Act::kToSlot;  // equals a canonical page: merge on first look, as KSM's stable tree
+            a.slot = slot;
+            return a;
+        }
+    }
+    if (m.hash32 != hash32(h)) {  // first look, or changed since: volatile
+        if (m.hash32) ++s.stats.pass_volatile;
+        m.hash32 = hash32(h);
+        return a;
+    }
+    if (h == s.zero_hash && !in_file_vma(m.state)) {
+        a.kind = Act::kZero;
+        return a;
+    }
+    if (e && PageIndex::is_candidate(e->value) && s.store.ensure_ready()) {
+        uintptr_t c = PageIndex::candidate_addr(e->value);
+        if (c != addr) {
+            Region* cr = s.regions.find(c);
+            if (cr && region_mergeable(s, *cr)) {
+                PageMeta& cm = cr->at(c);
+                if (!has_slot(cm.state) && !is_zero_freed(cm.state) && cm.hash32 == hash32(h)) {
+                    a.kind = Act::kPair;
+                    a.cand = c;
+                    a.cand_region = cr;
+                    return a;
+                }
+            }
+        }
+    }
+    s.index.put(h, PageIndex::candidate_value(addr));
+    ++s.stats.pass_unshared;
+    return a;
+}
+
+bool extends(const Run& run, const Action& a, uintptr_t addr) {
+    if (run.kind != a.kind || run.n == 0 || addr != run.start + run.n * kPageSize) return false;
+    switch (a.kind) {
+        case Act::kZero: return true;
+        case Act::kToSlot: return a.slot == run.first_slot + run.n;
+        case Act::kPair: {
+            if (a.cand_region != run.cand_region || a.cand != run.cand + run.n * kPageSize) return false;
+            uintptr_t cend = a.cand + kPageSize, pend = addr + kPageSize;
+            return cend <= run.start || run.cand >= pend;  // the two ranges must not overlap
+        }
+        case Act::kNone: return false;
+    }
+    return false;
+}
+
+void merge_zero_run(State& s, Region& r, const Run& run) {
+    size_t len = run.n * kPageSize;
+    if (!s.vmas.can_afford(2)) { ++s.stats.vma_budget_skips; return; }
+    if (!protect(s, run.start, len, r.prot)) {
+        ++s.stats.merge_failures;
+        restore(s, run.start, len, r.prot);
+        return;
+    }
+    size_t k = 0;
+    while (k < run.n && page_is_zero(page(run.start + k * kPageSize))) ++k;
+    if (k && !sys::failed(sys::madvise(page(run.start), k * kPageSize, MADV_DONTNEED))) {
+        for (size_t i = 0; i < k; ++i) {
+            PageMeta& m = r.at(run.start + i * kPageSize);
+            m.state = kZeroFreed;
+            m.hash32 = 0;
+        }
+        s.stats.zero_pages += k;
+    } else if (k) {
+        ++s.stats.merge_failures;
+    }
+    restore(s, run.start, len, r.prot);
+    note_saving(s);
+}
+
+void merge_slot_run(State& s, Region& r, const Run& run) {
+    size_t len = run.n * kPageSize;
+    if (!s.store.fd_is_ours()) { ++s.stats.merge_failures; return; }
+    if (!s.vmas.can_afford(2)) { ++s.stats.vma_budget_skips; return; }
+    if (!protect(s, run.start, len, r.prot)) {
+        ++s.stats.merge_failures;
+        restore(s, run.start, len, r.prot);
+        return;
+    }
+    size_t k = 0;
+    while (k < run.n && memcmp(page(run.start + k * kPageSize), s.store.content(run.first_slot + (uint32_t)k), kPageSize) == 0)
+        ++k;
+    if (k) {
+        void* p = sys::mmap(page(run.start), k * kPageSize, r.prot, MAP_PRIVATE | MAP_FIXED, s.store.fd(),
+                            s.store.offset(run.first_slot), nullptr);
+        if (p != MAP_FAILED) {
+            for (size_t i = 0; i < k; ++i) {
+                r.at(run.start + i * kPageSize).state = merged_state(run.first_slot + (uint32_t)i);
+                s.store.ref(run.first_slot + (uint32_t)i);
+            }
+            reapply_flags(r.flags, run.start, k * kPageSize);
+            s.vmas.spent(2);
+            s.stats.pages_merged += k;
+            ++s.stats.merge_runs;
+        } else {
+            ++s.stats.merge_failures;
+        }
+    }
+    restore(s, run.start, len, r.prot);
+    note_saving(s);
+}
+
+void merge_pair_run(State& s, Region& r, const Run& run) {
+    size_t len = run.n * kPageSize;
+    Region& cr = *run.cand_region;
+    if (!s.store.fd_is_ours()) { ++s.stats.merge_failures; return; }
+    if (!s.vmas.can_afford(4)) { ++s.stats.vma_budget_skips; return; }
+    int64_t first = s.store.alloc_run((uint32_t)run.n);
+    if (first < 0) { ++s.stats.merge_failures; return; }
+    bool ok = protect(s, run.start, len, r.prot);
+    bool cok = ok && protect(s, run.cand, len, cr.prot);
+    size_t used = 0;
+    if (ok && cok) {
+        size_t k = 0;
+        while (k < run.n) {
+            uintptr_t pa = run.start + k * kPageSize, ca = run.cand + k * kPageSize;
+            if (memcmp(page(pa), page(ca), kPageSize) != 0) break;
+            uint64_t h = page_hash(page(pa));  // the page is stable now; hash what we store
+            if (h != run.hashes[k]) break;
+            s.store.fill((uint32_t)first + (uint32_t)k, page(pa), h);
+            ++k;
+        }
+        if (k) {
+            void* p = sys::mmap(page(run.start), k * kPageSize, r.prot, MAP_PRIVATE | MAP_FIXED, s.store.fd(),
+                                s.store.offset((uint32_t)first), nullptr);
+            if (p != MAP_FAILED) {
+                used = k;
+                for (size_t i = 0; i < k; ++i) {
+                    uint32_t slot = (uint32_t)first + (uint32_t)i;
+                    r.at(run.start + i * kPageSize).state = merged_state(slot);
+                    s.store.ref(slot);
+                    s.index.put(run.hashes[i], PageIndex::slot_value(slot));
+                }
+                reapply_flags(r.flags, run.start, k * kPageSize);
+                s.vmas.spent(2);
+                s.stats.pages_merged += k;
+                ++s.stats.merge_runs;
+                void* q = sys::mmap(page(run.cand), k * kPageSize, cr.prot, MAP_PRIVATE | MAP_FIXED, s.store.fd(),
+                                    s.store.offset((uint32_t)first), nullptr);
+                if (q != MAP_FAILED) {
+                    for (size_t i = 0; i < k; ++i) {
+                        cr.at(run.cand + i * kPageSize).state = merged_state((uint32_t)first + (uint32_t)i);
+                        s.store.ref((uint32_t)first + (uint32_t)i);
+                    }
+                    reapply_flags(cr.flags, run.cand, k * kPageSize);
+                    s.vmas.spent(2);
+                    s.stats.pages_merged += k;
+                    ++s.stats.merge_runs;
+                } else {
+                    ++s.stats.merge_failures;
+                }
+            } else {
+                ++s.stats.merge_failures;
+            }
+        }
+    } else {
+        ++s.stats.merge_failures;
+    }
+    if (cok || ok) restore(s, run.cand, len, cr.prot);
+    restore(s, run.start, len, r.prot);
+    for (size_t i = used; i < run.n; ++i) s.store.release_unused((uint32_t)first + (uint32_t)i);
+    note_saving(s);
+}
+
+void flush(State& s, Region& r, Run& run) {
+    switch (run.kind) {
+        case Act::kZero: merge_zero_run(s, r, run); break;
+        case Act::kToSlot: merge_slot_run(s, r, run); break;
+        case Act::kPair: merge_pair_run(s, r, run); break;
+        case Act::kNone: break;
+    }
+    run.kind = Act::kNone;
+    run.n = 0;
+}
+
+void start_run(Run& run, const Action& a, uintptr_t addr, uint64_t h) {
+    run.kind = a.kind;
+    run.start = addr;
+    run.n = 1;
+    run.first_slot = a.slot;
+    run.cand = a.cand;
+    run.cand_region = a.cand_region;
+    run.hashes[0] = h;
+}
+
+}  // namespace
+
+uint64_t page_hash(const void* p) { return XXH3_64bits(p, kPageSize); }
+
+bool region_mergeable(const State& s, const Region& r) {
+    if (r.flags & kRegExcluded) return false;
+    if (r.prot != kRW) return false;
+    return s.merge_all ? !(r.flags & kRegUnmergeable) : (r.flags & kRegAdvised) != 0;
+}
+
+void reapply_flags(uint32_t flags, uintptr_t start, size_t len) {
+    if (flags & kRegDontfork) sys::madvise(page(start), len, MADV_DONTFORK);
+    if (flags & kRegDontdump) sys::madvise(page(start), len, MADV_DONTDUMP);
+    if (flags & kRegHugepage) sys::madvise(page(start), len, MADV_HUGEPAGE);
+    if (flags & kRegNohugepage) sys::madvise(page(start), len, MADV_NOHUGEPAGE);
+}
+
+void forget_page(State& s, PageMeta& m) {
+    if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));
+    else if (is_zero_freed(m.state)) --s.stats.zero_pages;
+    m.state = 0;
+    m.hash32 = 0;
+}
+
+size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
+    size_t n = (r.end - from) / kPageSize;
+    if (n > max_pages) n = max_pages;
+    if (n > kMaxBatch) n = kMaxBatch;
+    if (n == 0) return 0;
+    uint64_t pm[kMaxBatch];
+    // Without pagemap we cannot tell untouched pages (reading them would
+    // allocate memory here: no zero page) from present ones: skip.
+    if (!read_pagemap(s, from, n, pm)) return n;
+    static Run run;  // only the scanner thread, under the lock, uses it
+    run.kind = Act::kNone;
+    run.n = 0;
+    for (size_t i = 0; i < n; ++i) {
+        uintptr_t addr = from + i * kPageSize;
+        PageMeta& m = r.at(addr);
+        bool present = pm[i] & kPmPresent, file = pm[i] & kPmFile;
+        Action a;
+        uint64_t h = 0;
+        bool look = true;
+        if (has_slot(m.state)) {
+            if (present && !file) {  // written since the merge: the kernel made a private copy
+                release_slot_ref(s, slot_of(m.state));
+                m.state = kFileVma;
+                m.hash32 = 0;
+                ++s.stats.cow_breaks;
+            }
+            look = false;  // merged, or just broken: look again next pass
+        } else if (is_zero_freed(m.state)) {
+            if (present) {  // read or written since it was given back
+                --s.stats.zero_pages;
+                m.state = 0;
+                m.hash32 = 0;
+            } else {
+                look = false;
+            }
+        }
+        if (look && present && !file) {
+            h = page_hash(page(addr));
+            ++s.stats.pages_scanned;
+            a = choose(s, addr, m, h);
+        }
+        if (a.kind == Act::kNone) {
+            flush(s, r, run);
+            continue;
+        }
+        if (extends(run, a, addr)) {
+            run.hashes[run.n++] = h;
+            continue;
+        }
+        if (run.kind != Act::kNone) {
+            flush(s, r, run);
+            a = choose(s, addr, m, h);  // the flush may have made a canonical page for it
+            if (a.kind == Act::kNone) continue;
+        }
+        start_run(run, a, addr, h);
+    }
+    flush(s, r, run);
+    return n;
+}
+
+long unmerge_range(State& s, uintptr_t start, uintptr_t end) {
+    long result = 0;
+    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && s.regions[i].start < end; ++i) {
+        Region& r = s.regions[i];
+        uintptr_t a = start > r.start ? start : r.start;
+        uintptr_t b = end < r.end ? end : r.end;
+        while (a < b) {
+            if (!in_file_vma(r.at(a).state)) { a += kPageSize; continue; }
+            uintptr_t e = a;
+            // Runs of at most 64 MiB: the copy doubles the run's memory briefly.
+            while (e < b && in_file_vma(r.at(e).state) && e - a < (64u << 20)) e += kPageSize;
+            size_t len = e - a;
+            long err = 0;
+            void* tmp = sys::mmap(nullptr, len, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, &err);
+            if (tmp == MAP_FAILED) return -err;
+            // Block writers while copying; keep reads (and exec) working.
+            int ro = (r.prot & ~PROT_WRITE) | PROT_READ;
+            s.window_seq.fetch_add(1, std::memory_order_release);
+            bool ok = !sys::failed(sys::mprotect(page(a), len, ro));
+            if (ok) {
+                memcpy(tmp, page(a), len);
+                if (r.prot != kRW) sys::mprotect(tmp, len, r.prot);
+                ok = !sys::failed(sys::mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, page(a)));
+            }
+            if (ok) {
+                reapply_flags(r.flags, a, len);
+                for (uintptr_t p = a; p < e; p += kPageSize) {
+                    PageMeta& m = r.at(p);
+                    if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));
+                    m.state = 0;
+                    m.hash32 = 0;
+                }
+                s.stats.unmerged_pages += len / kPageSize;
+            } else {
+                sys::munmap(tmp, len);
+                sys::mprotect(page(a), len, r.prot);
+                result = -12;  // ENOMEM, as the kernel reports a failed unmerge
+            }
+            s.window_seq.fetch_add(1, std::memory_order_release);
+            a = e;
+        }
+    }
+    return result;
+}
+
+long zero_file_pages(State& s, uintptr_t start, uintptr_t end) {
+    long result = 0;
+    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && s.regions[i].start < end; ++i) {
+        Region& r = s.regions[i];
+        uintptr_t a = start > r.start ? start : r.start;
+        uintptr_t b = end < r.end ? end : r.end;
+        while (a < b) {
+            if (!in_file_vma(r.at(a).state)) { a += kPageSize; continue; }
+            uintptr_t e = a;
+            while (e < b && in_file_vma(r.at(e).state)) e += kPageSize;
+            long err = 0;
+            void* p = sys::mmap(page(a), e - a, r.prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0, &err);
+            if (p == MAP_FAILED) {
+                result = -err;
+            } else {
+                reapply_flags(r.flags, a, e - a);
+                for (uintptr_t q = a; q < e; q += kPageSize) forget_page(s, r.at(q));
+            }
+            a = e;
+        }
+    }
+    return result;
+}
+
+uint64_t bytes_saved_now(State& s) {
+    uint64_t sharing = s.store.total_refs() - s.store.slots_in_use();
+    return (sharing + s.stats.zero_pages.load(std::memory_order_relaxed)) * kPageSize;
+}
+
+}  // namespace dedup

@@ -1,0 +1,48 @@
+// The lock that serialises every change to registered memory: the
+// application's munmap/mremap/mprotect/madvise wrappers, large malloc/free,
+// and each scanner batch (read, write-protect, compare, remap, restore).
+//
+// It is a futex lock, not a pthread mutex, because the SIGSEGV handler takes
+// it (to wait for the scanner to finish a page it write-protected), and it
+// records its owner's tid so the handler can tell "this thread holds the
+// lock" (the fault is not the scanner's doing) without deadlocking.
+// It never allocates and is never held across a call into malloc.
+#pragma once
+#include <atomic>
+#include <stdint.h>
+
+namespace dedup {
+
+class MmLock {
+public:
+    void lock();
+    void unlock();
+    bool held_by_me() const;
+    // Number of threads waiting: the scanner yields after a batch if nonzero.
+    int waiters() const { return waiters_.load(std::memory_order_relaxed); }
+    // After fork the child has one thread and must start with the lock free.
+    void reset_after_fork();
+
+private:
+    std::atomic<int> word_{0};  // 0 free, 1 locked, 2 locked with waiters
+    std::atomic<int> waiters_{0};
+    std::atomic<long> owner_{0};
+};
+
+// Calling thread's tid, cached in initial-exec TLS (signal-safe).
+long current_tid();
+// Forget the cached tid (fork child).
+void reset_current_tid();
+
+class MmLockGuard {
+public:
+    explicit MmLockGuard(MmLock& l) : l_(l) { l_.lock(); }
+    ~MmLockGuard() { l_.unlock(); }
+    MmLockGuard(const MmLockGuard&) = delete;
+    MmLockGuard& operator=(const MmLockGuard&) = delete;
+
+private:
+    MmLock& l_;
+};
+
+}  // namespace dedup

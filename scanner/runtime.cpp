@@ -1,0 +1,617 @@
+#include "scanner/runtime.h"
+
+#include <atomic>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "scanner/config.h"
+#include "scanner/linux_compat.h"
+#include "scanner/fault_handler.h"
+#include "scanner/log.h"
+#include "scanner/merge_engine.h"
+#include "scanner/meta_alloc.h"
+#include "scanner/scanner_thread.h"
+#include "scanner/state.h"
+#include "scanner/sys.h"
+
+extern "C" int __sigaction(int, const struct sigaction*, struct sigaction*);
+
+namespace dedup {
+
+State& state() {
+    static State s;
+    return s;
+}
+
+namespace {
+
+enum InitState { kUninit = 0, kIniting = 1, kReady = 2, kDisabled = 3 };
+std::atomic<int> g_init{kUninit};
+__thread bool t_initialising = false;
+std::atomic<int> g_log_file_fd{-1};
+std::atomic<bool> g_mlock_future{false};
+long g_original_pid = 0;
+bool g_registered_anything = false;
+
+constexpr uintptr_t kPageMask = kPageSize - 1;
+uintptr_t round_up(uintptr_t v) { return (v + kPageMask) & ~kPageMask; }
+
+int move_fd_high(int fd) {
+    long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
+    if (sys::failed(high)) return fd;
+    sys::close(fd);
+    return (int)high;
+}
+
+void open_log(const Config& cfg) {
+    if (!strcmp(cfg.log, "off")) { log_set_fd(-1); return; }
+    if (!strcmp(cfg.log, "stderr") || !cfg.log[0]) { log_set_fd(2); return; }
+    long fd = sys::call(SYS_open, (long)cfg.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (sys::failed(fd)) {
+        log_set_fd(2);
+        log_warning("DEDUP_LOG='%s' cannot be opened (%s); using default stderr", cfg.log, strerror((int)-fd));
+        return;
+    }
+    int f = move_fd_high((int)fd);
+    g_log_file_fd.store(f);
+    log_set_fd(f);
+}
+
+void fork_prepare() {
+    if (g_init.load() != kReady) return;
+    state().lock.lock();
+}
+
+void fork_parent() {
+    if (g_init.load() != kReady) return;
+    State& s = state();
+    s.store.pin_for_fork();
+    s.lock.unlock();
+}
+
+// The child has one thread, a copy of the registry, and mappings of the
+// parent's memfd that it must never write to or punch: it forgets the
+// parent's store and builds its own on demand.
+void fork_child() {
+    reset_current_tid();
+    if (g_init.load() != kReady) return;
+    State& s = state();
+    s.lock.reset_after_fork();
+    for (size_t i = 0; i < s.regions.count(); ++i) {
+        Region& r = s.regions[i];
+        for (size_t p = 0; p < r.pages(); ++p)
+            if (has_slot(r.meta[p].state)) r.meta[p].state = kFileVma;  // maps the parent's canonical page
+    }
+    s.store.reset_in_child();
+    s.index.clear();
+    scanner_forget_after_fork();
+}
+
+bool init_now() {
+    t_initialising = true;
+    // The log destination first, so that warnings about other options land there.
+    const Config& cfg = config();  // parses the environment (may warn to stderr)
+    open_log(cfg);
+    if (cfg.disable) {
+        t_initialising = false;
+        g_init.store(kDisabled, std::memory_order_release);
+        return false;
+    }
+    State& s = state();
+    s.merge_all = cfg.scope == Scope::kAll;
+    static char zero[kPageSize];
+    s.zero_hash = page_hash(zero);
+    s.vmas.init(cfg.vma_reserve);
+    s.start_ns = monotonic_ns();
+    g_original_pid = sys::getpid();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    t_initialising = false;
+    g_init.store(kReady, std::memory_order_release);
+    return true;
+}
+
+bool ensure_init() {
+    int st = g_init.load(std::memory_order_acquire);
+    if (st == kReady) return true;
+    if (st == kDisabled || t_initialising) return false;
+    int expected = kUninit;
+    if (g_init.compare_exchange_strong(expected, kIniting)) return init_now();
+    while ((st = g_init.load(std::memory_order_acquire)) == kIniting) {
+    }
+    return st == kReady;
+}
+
+bool registrable(int prot, int flags, size_t len) {
+    (void)prot;
+    if (!(flags & MAP_ANONYMOUS) || (flags & MAP_TYPE) != MAP_PRIVATE) return false;
+    if (flags & (MAP_HUGETLB | MAP_GROWSDOWN | MAP_STACK)) return false;
+    return len >= config().min_region;
+}
+
+void forget_range(State& s, uintptr_t start, uintptr_t end) {
+    if (!s.regions.overlaps(start, end)) return;
+    s.regions.isolate(start, end);
+    s.regions.remove(start, end, [&](PageMeta& m, uintptr_t) { forget_page(s, m); });
+}
+
+// Called after registering: starts the scanner and the fault handler
+// outside the lock.
+void after_register() {
+    fault_handler_install(__sigaction);
+    scanner_ensure_started();
+}
+
+template <typename F>
+void for_regions(State& s, uintptr_t start, uintptr_t end, F&& f) {
+    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && s.regions[i].start < end; ++i)
+        f(s.regions[i]);
+}
+
+// madvise's argument checks, for the advice the kernel never sees.
+long check_madvise_range(void* addr, size_t len, uintptr_t* end) {
+    uintptr_t a = (uintptr_t)addr;
+    if (a & kPageMask) return -EINVAL;
+    uintptr_t l = round_up(len);
+    if (len && !l) return -EINVAL;
+    if (a + l < a) return -EINVAL;
+    *end = a + l;
+    if (l == 0) return 0;
+    long r = sys::msync(addr, l, MS_ASYNC);  // ENOMEM for holes, as madvise reports them
+    return sys::failed(r) ? r : 0;
+}
+
+uint32_t flag_for_advice(int advice, bool* set) {
+    *set = true;
+    switch (advice) {
+        case MADV_DONTFORK: return kRegDontfork;
+        case MADV_DOFORK: *set = false; return kRegDontfork;
+        case MADV_DONTDUMP: return kRegDontdump;
+        case MADV_DODUMP: *set = false; return kRegDontdump;
+        case MADV_HUGEPAGE: return kRegHugepage;
+        case MADV_NOHUGEPAGE: return kRegNohugepage;
+        default: return 0;
+    }
+}
+
+// Makes [start, end) of a region one anonymous VMA again (private copies of
+// merged pages, present pages copied), so the kernel's mremap sees the single
+// mapping the application created. Requires the range inside one region.
+long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
+    size_t len = end - start;
+    long err = 0;
+    void* tmp = sys::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, &err);
+    if (tmp == MAP_FAILED) return -err;
+    int ro = (r.prot & ~PROT_WRITE) | PROT_READ;
+    s.window_seq.fetch_add(1);
+    if (sys::failed(sys::mprotect((void*)start, len, ro))) {
+        sys::munmap(tmp, len);
+        s.window_seq.fetch_add(1);
+        return -ENOMEM;
+    }
+    long pm_fd = sys::call(SYS_open, (long)"/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    uint64_t pm[256];
+    for (uintptr_t a = start; a < end; a += 256 * kPageSize) {
+        size_t n = (end - a) / kPageSize < 256 ? (end - a) / kPageSize : 256;
+        bool have = !sys::failed(pm_fd) && sys::pread((int)pm_fd, pm, n * 8, (off_t)(a / kPageSize * 8)) == (long)(n * 8);
+        for (size_t i = 0; i < n; ++i) {
+            uintptr_t p = a + i * kPageSize;
+            bool copy = !have || (pm[i] & (3ull << 62)) || in_file_vma(r.at(p).state);
+            if (copy) memcpy((char*)tmp + (p - start), (void*)p, kPageSize);
+        }
+    }
+    if (!sys::failed(pm_fd)) sys::close((int)pm_fd);
+    if (r.prot != (PROT_READ | PROT_WRITE)) sys::mprotect(tmp, len, r.prot);
+    long mr = sys::mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void*)start);
+    if (sys::failed(mr)) {
+        sys::munmap(tmp, len);
+        sys::mprotect((void*)start, len, r.prot);
+        s.window_seq.fetch_add(1);
+        return mr;
+    }
+    reapply_flags(r.flags, start, len);
+    for (uintptr_t p = start; p < end; p += kPageSize) {
+        PageMeta& m = r.at(p);
+        if (in_file_vma(m.state) || is_zero_freed(m.state)) forget_page(s, m);
+        m.state = 0;
+        m.hash32 = 0;
+    }
+    s.window_seq.fetch_add(1);
+    return 0;
+}
+
+struct SavedRegion {
+    uintptr_t start, end;
+    int prot;
+    uint32_t flags;
+    PageMeta* meta;
+};
+
+}  // namespace
+
+bool rt_active() { return ensure_init(); }
+
+long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+    if (!ensure_init()) return sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+    State& s = state();
+    bool reg = registrable(prot, flags, len);
+    bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
+    if (!reg && !fixed) return sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+    long r;
+    {
+        MmLockGuard g(s.lock);
+        r = sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+        if (sys::failed(r)) return r;
+        uintptr_t start = (uintptr_t)r, end = start + round_up(len);
+        forget_range(s, start, end);  // MAP_FIXED replaced whatever we knew there
+        if (!reg) return r;
+        uint32_t rf = 0;
+        if ((flags & MAP_LOCKED) || g_mlock_future.load()) rf |= kRegExcluded;
+        if (!s.regions.insert(start, end, prot, rf)) {
+            log_warning("out of metadata memory; %zu bytes at %p not registered", len, (void*)r);
+            return r;
+        }
+        s.regions.coalesce(start, end);
+        s.stats.registered_bytes_total += end - start;
+        g_registered_anything = true;
+    }
+    after_register();
+    return r;
+}
+
+long rt_munmap(void* addr, size_t len) {
+    if (!ensure_init()) return sys::munmap(addr, len);
+    State& s = state();
+    MmLockGuard g(s.lock);
+    long r = sys::munmap(addr, len);
+    if (r == 0) forget_range(s, (uintptr_t)addr, (uintptr_t)addr + round_up(len));
+    return r;
+}
+
+long rt_mprotect(void* addr, size_t len, int prot) {
+    if (!ensure_init()) return sys::mprotect(addr, len, prot);
+    State& s = state();
+    MmLockGuard g(s.lock);
+    long r = sys::mprotect(addr, len, prot);
+    uintptr_t start = (uintptr_t)addr, end = start + round_up(len);
+    if (r != 0 || !s.regions.overlaps(start, end)) return r;
+    if (!s.regions.isolate(start, end)) {
+        // No memory to split our records: record "not writable" for the whole
+        // straddling regions so the scanner leaves them alone.
+        for_regions(s, start, end, [&](Region& rg) { rg.prot = PROT_NONE; });
+        return r;
+    }
+    for_regions(s, start, end, [&](Region& rg) { rg.prot = prot; });
+    s.regions.coalesce(start, end);
+    return r;
+}
+
+long rt_madvise(void* addr, size_t len, int advice) {
+    if (!ensure_init()) {
+        if (advice == MADV_MERGEABLE || advice == MADV_UNMERGEABLE) {
+            uintptr_t end;
+            return check_madvise_range(addr, len, &end);
+        }
+        return sys::madvise(addr, len, advice);
+    }
+    State& s = state();
+    uintptr_t start = (uintptr_t)addr, end = 0;
+    switch (advice) {
+        case MADV_MERGEABLE:
+        case MADV_UNMERGEABLE: {
+            long c = check_madvise_range(addr, len, &end);
+            if (c != 0 || end == start) return c;
+            long result = 0;
+            {
+                MmLockGuard g(s.lock);
+                if (!s.regions.overlaps(start, end) || !s.regions.isolate(start, end)) return 0;
+                if (advice == MADV_UNMERGEABLE) result = unmerge_range(s, start, end);
+                for_regions(s, start, end, [&](Region& rg) {
+                    if (advice == MADV_MERGEABLE) rg.flags = (rg.flags | kRegAdvised) & ~kRegUnmergeable;
+                    else rg.flags = (rg.flags | kRegUnmergeable) & ~kRegAdvised;
+                });
+                s.regions.coalesce(start, end);
+            }
+            if (advice == MADV_MERGEABLE) after_register();
+            return result;
+        }
+        case MADV_DONTNEED:
+        case MADV_DONTNEED_LOCKED:
+        case MADV_FREE: {
+            // On a merged page these would bring back (DONTNEED) or refuse
+            // (FREE) the canonical contents: make those pages fresh anonymous
+            // memory first, so the application reads zeros as it expects.
+            MmLockGuard g(s.lock);
+            if ((start & kPageMask) == 0 && len && s.regions.overlaps(start, start + round_up(len)))
+                zero_file_pages(s, start, start + round_up(len));
+            long r = sys::madvise(addr, len, advice);
+            return r;
+        }
+        case MADV_REMOVE: {
+            MmLockGuard g(s.lock);
+            // Registered memory is private anonymous, where MADV_REMOVE is EINVAL.
+            if ((start & kPageMask) == 0 && len && s.regions.overlaps(start, start + round_up(len))) return -EINVAL;
+            return sys::madvise(addr, len, advice);
+        }
+        case MADV_WIPEONFORK:
+        case MADV_COLLAPSE: {
+            // Neither works on a file mapping: give merged pages back first.
+            MmLockGuard g(s.lock);
+            end = start + round_up(len);
+            bool ours = (start & kPageMask) == 0 && len && s.regions.overlaps(start, end);
+            if (ours) unmerge_range(s, start, end);
+            long r = sys::madvise(addr, len, advice);
+            if (r == 0 && ours && advice == MADV_WIPEONFORK && s.regions.isolate(start, end)) {
+                for_regions(s, start, end, [&](Region& rg) { rg.flags |= kRegExcluded; });
+                s.regions.coalesce(start, end);
+            }
+            return r;
+        }
+        default: {
+            bool set;
+            uint32_t flag = flag_for_advice(advice, &set);
+            MmLockGuard g(s.lock);
+            long r = sys::madvise(addr, len, advice);
+            end = start + round_up(len);
+            if (r == 0 && (flag || advice == MADV_KEEPONFORK) && len && s.regions.overlaps(start, end) &&
+                s.regions.isolate(start, end)) {
+                for_regions(s, start, end, [&](Region& rg) {
+                    if (advice == MADV_KEEPONFORK) rg.flags &= ~kRegExcluded;
+                    else if (set) rg.flags |= flag;
+                    else rg.flags &= ~flag;
+                    if (advice == MADV_HUGEPAGE) rg.flags &= ~kRegNohugepage;
+                    if (advice == MADV_NOHUGEPAGE) rg.flags &= ~kRegHugepage;
+                });
+                s.regions.coalesce(start, end);
+            }
+            return r;
+        }
+    }
+}
+
+long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* new_addr) {
+    auto kernel = [&] { return sys::mremap(old_addr, old_len, new_len, flags, new_addr); };
+    if (!ensure_init()) return kernel();
+    State& s = state();
+    uintptr_t old_start = (uintptr_t)old_addr;
+    if (old_start & kPageMask) return kernel();
+    uintptr_t old_end = old_start + round_up(old_len);
+    size_t new_rlen = round_up(new_len);
+    MmLockGuard g(s.lock);
+    bool fixed = flags & MREMAP_FIXED;
+    uintptr_t nfix = (uintptr_t)new_addr;
+    if (!s.regions.overlaps(old_start, old_end) && !(fixed && s.regions.overlaps(nfix, nfix + new_rlen)))
+        return kernel();
+    // A range we split into several VMAs by merging, or a fully merged range
+    // (whose growth would map more of the memfd), must be one anonymous
+    // mapping again before the kernel moves or grows it.
+    bool moves_or_grows = fixed || new_rlen > old_end - old_start || (flags & MREMAP_DONTUNMAP);
+    if (moves_or_grows && old_len) {
+        Region* r = s.regions.find(old_start);
+        bool has_file = false;
+        for_regions(s, old_start, old_end, [&](Region& rg) {
+            uintptr_t a = old_start > rg.start ? old_start : rg.start, b = old_end < rg.end ? old_end : rg.end;
+            for (uintptr_t p = a; p < b && !has_file; p += kPageSize)
+                has_file = in_file_vma(rg.at(p).state);
+        });
+        if (has_file && r && r->end >= old_end && s.regions.isolate(old_start, old_end)) {
+            r = s.regions.find(old_start);
+            long c = consolidate(s, *r, old_start, old_end);
+            if (c != 0) return c;
+        }
+    }
+    long res = kernel();
+    if (sys::failed(res)) return res;
+    uintptr_t dst = (uintptr_t)res;
+    if (fixed) forget_range(s, dst, dst + new_rlen);  // whatever was at the target is gone
+    if (!old_len) return res;                          // a shared-mapping duplicate: not ours
+    // Move our records along with the mapping.
+    uintptr_t keep_end = old_start + (new_rlen < old_end - old_start ? new_rlen : old_end - old_start);
+    if (!s.regions.isolate(old_start, old_end) || !s.regions.split_at(keep_end)) {
+        forget_range(s, old_start, old_end);
+        return res;
+    }
+    // Save the records of the kept part.
+    SavedRegion saved[64];
+    size_t nsaved = 0;
+    bool overflow = false;
+    for_regions(s, old_start, keep_end, [&](Region& rg) {
+        if (nsaved == 64) { overflow = true; return; }
+        size_t bytes = rg.pages() * sizeof(PageMeta);
+        PageMeta* copy = static_cast<PageMeta*>(meta_alloc(bytes));
+        if (copy) memcpy(copy, rg.meta, bytes);
+        else overflow = true;
+        saved[nsaved++] = SavedRegion{rg.start, rg.end, rg.prot, rg.flags, copy};
+    });
+    bool dontunmap = flags & MREMAP_DONTUNMAP;
+    if (dst == old_start) {
+        // In place: shrink drops the tail; growth adds an anonymous tail.
+        forget_range(s, keep_end, old_end);
+        if (new_rlen > old_end - old_start && nsaved) {
+            const SavedRegion& last = saved[nsaved - 1];
+            if (s.regions.insert(old_end, old_start + new_rlen, last.prot, last.flags))
+                s.regions.coalesce(old_end, old_start + new_rlen);
+        }
+    } else {
+        // Moved: the kept part's pages (and slot references) travel with it.
+        s.regions.remove(old_start, keep_end, [](PageMeta&, uintptr_t) {});
+        forget_range(s, keep_end, old_end);
+        if (!overflow) {
+            for (size_t i = 0; i < nsaved; ++i) {
+                const SavedRegion& sv = saved[i];
+                uintptr_t ns = dst + (sv.start - old_start), ne = dst + (sv.end - old_start);
+                if (s.regions.insert(ns, ne, sv.prot, sv.flags)) {
+                    memcpy(s.regions.find(ns)->meta, sv.meta, (ne - ns) / kPageSize * sizeof(PageMeta));
+                }
+            }
+            if (new_rlen > keep_end - old_start && nsaved) {
+                const SavedRegion& last = saved[nsaved - 1];
+                s.regions.insert(dst + (keep_end - old_start), dst + new_rlen, last.prot, last.flags);
+            }
+            s.regions.coalesce(dst, dst + new_rlen);
+        }
+        if (dontunmap && nsaved) {  // the old range stays mapped, now empty
+            for (size_t i = 0; i < nsaved; ++i)
+                if (s.regions.insert(saved[i].start, saved[i].end, saved[i].prot, saved[i].flags))
+                    s.regions.coalesce(saved[i].start, saved[i].end);
+        }
+    }
+    for (size_t i = 0; i < nsaved; ++i) meta_free(saved[i].meta, (saved[i].end - saved[i].start) / kPageSize * sizeof(PageMeta));
+    return res;
+}
+
+long rt_mlock(void* addr, size_t len, unsigned flags) {
+    auto kernel = [&] {
+        return flags ? sys::call(SYS_mlock2, (long)addr, (long)len, flags) : sys::call(SYS_mlock, (long)addr, (long)len);
+    };
+    if (!ensure_init()) return kernel();
+    State& s = state();
+    MmLockGuard g(s.lock);
+    uintptr_t start = (uintptr_t)addr & ~kPageMask, end = round_up((uintptr_t)addr + len);
+    bool ours = s.regions.overlaps(start, end);
+    if (ours) unmerge_range(s, start, end);  // locked memory must be the program's own pages
+    long r = kernel();
+    if (r == 0 && ours && s.regions.isolate(start, end)) {
+        for_regions(s, start, end, [&](Region& rg) { rg.flags |= kRegExcluded; });
+        s.regions.coalesce(start, end);
+    }
+    return r;
+}
+
+long rt_munlock(void* addr, size_t len) {
+    if (!ensure_init()) return sys::call(SYS_munlock, (long)addr, (long)len);
+    State& s = state();
+    MmLockGuard g(s.lock);
+    long r = sys::call(SYS_munlock, (long)addr, (long)len);
+    uintptr_t start = (uintptr_t)addr & ~kPageMask, end = round_up((uintptr_t)addr + len);
+    if (r == 0 && s.regions.overlaps(start, end) && s.regions.isolate(start, end)) {
+        for_regions(s, start, end, [&](Region& rg) { rg.flags &= ~kRegExcluded; });
+        s.regions.coalesce(start, end);
+    }
+    return r;
+}
+
+long rt_mlockall(int flags) {
+    if (!ensure_init()) return sys::call(SYS_mlockall, flags);
+    State& s = state();
+    MmLockGuard g(s.lock);
+    if (flags & MCL_CURRENT) unmerge_range(s, 0, ~uintptr_t(0) & ~kPageMask);
+    long r = sys::call(SYS_mlockall, flags);
+    if (r == 0) {
+        if (flags & MCL_CURRENT)
+            for (size_t i = 0; i < s.regions.count(); ++i) s.regions[i].flags |= kRegExcluded;
+        if (flags & MCL_FUTURE) g_mlock_future.store(true);
+    }
+    return r;
+}
+
+long rt_munlockall() {
+    if (!ensure_init()) return sys::call(SYS_munlockall);
+    State& s = state();
+    MmLockGuard g(s.lock);
+    long r = sys::call(SYS_munlockall);
+    if (r == 0) {
+        for (size_t i = 0; i < s.regions.count(); ++i) s.regions[i].flags &= ~kRegExcluded;
+        g_mlock_future.store(false);
+    }
+    return r;
+}
+
+long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+    if (ensure_init() && signal_is_managed(sig)) return app_sigaction(sig, act, old);
+    return __sigaction(sig, act, old) == 0 ? 0 : -errno;
+}
+
+bool rt_owns_fd(int fd) {
+    if (fd < 0 || g_init.load() != kReady) return false;
+    State& s = state();
+    return fd == s.store.fd() || fd == s.pagemap_fd || fd == g_log_file_fd.load();
+}
+
+int rt_fds(int out[3]) {
+    if (g_init.load() != kReady) return 0;
+    State& s = state();
+    int c[3] = {s.store.fd(), s.pagemap_fd, g_log_file_fd.load()}, n = 0;
+    for (int f : c)
+        if (f >= 0) out[n++] = f;
+    for (int i = 1; i < n; ++i)
+        for (int j = i; j > 0 && out[j - 1] > out[j]; --j) { int t = out[j]; out[j] = out[j - 1]; out[j - 1] = t; }
+    return n;
+}
+
+void rt_vacate_fd(int fd) {
+    if (!rt_owns_fd(fd)) return;
+    State& s = state();
+    MmLockGuard g(s.lock);
+    if (fd == s.pagemap_fd) {  // reopened on demand
+        sys::close(fd);
+        s.pagemap_fd = -1;
+    } else if (fd == g_log_file_fd.load()) {
+        long nfd = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
+        if (!sys::failed(nfd)) {
+            g_log_file_fd.store((int)nfd);
+            log_set_fd((int)nfd);
+        } else {
+            log_set_fd(-1);
+        }
+        sys::close(fd);
+    } else if (fd == s.store.fd()) {
+        s.store.move_fd();
+    }
+}
+
+void rt_shutdown() {
+    if (g_init.load() != kReady) return;
+    State& s = state();
+    double cpu = scanner_cpu_seconds();
+    scanner_stop();
+    const Config& cfg = config();
+    Report rep;
+    {
+        MmLockGuard g(s.lock);
+        rep.seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
+        rep.pages_registered = s.regions.pages_registered();
+        rep.pages_scanned = s.stats.pages_scanned.load();
+        rep.full_scans = s.stats.full_scans.load();
+        rep.pages_shared = s.store.slots_in_use();
+        rep.pages_sharing = s.store.total_refs() - s.store.slots_in_use();
+        rep.pages_unshared = s.stats.pages_unshared.load();
+        rep.pages_volatile = s.stats.pages_volatile.load();
+        rep.zero_pages = s.stats.zero_pages.load();
+        rep.cow_breaks = s.stats.cow_breaks.load();
+        rep.bytes_saved = bytes_saved_now(s);
+        rep.bytes_saved_peak = s.stats.bytes_saved_peak.load();
+        if (rep.bytes_saved > rep.bytes_saved_peak) rep.bytes_saved_peak = rep.bytes_saved;
+        rep.merge_failures = s.stats.merge_failures.load();
+        rep.vma_budget_skips = s.stats.vma_budget_skips.load();
+        rep.merge_runs = s.stats.merge_runs.load();
+        rep.pages_merged = s.stats.pages_merged.load();
+        rep.unmerged_pages = s.stats.unmerged_pages.load();
+        rep.registered_bytes_total = s.stats.registered_bytes_total.load();
+        rep.scanner_cpu_seconds = cpu;
+        rep.vmas_used = count_vmas();
+        rep.vma_limit = s.vmas.max_map_count();
+        rep.metadata_bytes = meta_bytes_in_use();
+    }
+    bool child = sys::getpid() != g_original_pid;
+    if (g_registered_anything && (!child || rep.pages_scanned)) report_to_log(rep);
+    if (cfg.stats_file[0]) {
+        char path[300];
+        const char* pp = strstr(cfg.stats_file, "%p");
+        if (pp) {
+            snprintf(path, sizeof(path), "%.*s%ld%s", (int)(pp - cfg.stats_file), cfg.stats_file, sys::getpid(), pp + 2);
+        } else {
+            snprintf(path, sizeof(path), "%s", cfg.stats_file);
+        }
+        // A forked child writes only to a per-pid path, never over its parent's file.
+        if (!child || pp) {
+            long w = report_write_file(rep, path);
+            if (w != 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
+        }
+    }
+}
+
+}  // namespace dedup

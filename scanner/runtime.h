@@ -1,0 +1,40 @@
+// The C++ entry points the interposition layer (shim/) calls: one per
+// intercepted operation, kernel-style results (value or -errno) so the shim
+// alone decides what errno the application sees. Everything here is safe to
+// call before initialisation and from any thread.
+#pragma once
+#include <signal.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+namespace dedup {
+
+// False when DEDUP_DISABLE=1 or while this thread is initialising the
+// runtime (calls then go straight to the kernel / libc).
+bool rt_active();
+
+long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
+long rt_munmap(void* addr, size_t len);
+long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* new_addr);
+long rt_mprotect(void* addr, size_t len, int prot);
+long rt_madvise(void* addr, size_t len, int advice);
+long rt_mlock(void* addr, size_t len, unsigned flags);  // mlock / mlock2
+long rt_munlock(void* addr, size_t len);
+long rt_mlockall(int flags);
+long rt_munlockall();
+
+// Signals: the shim keeps SIGSEGV for itself and shows the application its
+// own disposition.
+long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old);
+
+// The shim's private file descriptors (memfd, pagemap, log file).
+bool rt_owns_fd(int fd);
+// The shim's descriptors, ascending; returns how many (at most 3).
+int rt_fds(int out[3]);
+// Moves the shim's fd away from `fd` (the application dup2s onto it).
+void rt_vacate_fd(int fd);
+
+// At exit: stops the scanner, writes the summary and the stats file.
+void rt_shutdown();
+
+}  // namespace dedup

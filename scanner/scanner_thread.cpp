@@ -1,0 +1,126 @@
+#include "scanner/scanner_thread.h"
+
+#include <atomic>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <time.h>
+
+#include "scanner/config.h"
+#include "scanner/log.h"
+#include "scanner/merge_engine.h"
+#include "scanner/state.h"
+
+namespace dedup {
+namespace {
+
+std::atomic<int> g_started{0};  // 0 no, 1 starting, 2 running
+std::atomic<bool> g_stop{false};
+pthread_t g_thread;
+clockid_t g_cpu_clock;
+std::atomic<bool> g_have_clock{false};
+
+void sleep_ms(uint64_t ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+// End of a full pass over every region: publish the per-pass counters and
+// forget the unstable candidates, as KSM rebuilds its unstable tree.
+void end_of_pass(State& s) {
+    s.stats.full_scans.fetch_add(1, std::memory_order_relaxed);
+    s.stats.pages_volatile.store(s.stats.pass_volatile, std::memory_order_relaxed);
+    s.stats.pages_unshared.store(s.stats.pass_unshared, std::memory_order_relaxed);
+    s.stats.pass_volatile = s.stats.pass_unshared = 0;
+    s.index.drop_candidates();
+    s.vmas.recount();
+}
+
+// One lock hold: at most one batch of one region. Returns pages looked at,
+// or 0 when the pass ended.
+size_t scan_step(State& s, size_t budget) {
+    MmLockGuard guard(s.lock);
+    size_t i = s.regions.lower_bound(s.cursor);
+    while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;
+    if (i == s.regions.count()) {
+        s.cursor = 0;
+        end_of_pass(s);
+        return 0;
+    }
+    Region& r = s.regions[i];
+    uintptr_t from = s.cursor > r.start ? s.cursor : r.start;
+    size_t n = scan_batch(s, r, from, budget);
+    s.cursor = from + n * kPageSize;
+    return n;
+}
+
+void* scanner_main(void*) {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals are for the application's threads
+    pthread_setname_np(pthread_self(), "dedup-scan");
+    State& s = state();
+    const Config& cfg = config();
+    while (!g_stop.load(std::memory_order_acquire)) {
+        size_t done = 0;
+        bool pass_ended = false;
+        while (done < cfg.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
+            size_t n = scan_step(s, cfg.pages_to_scan - done);
+            if (n == 0) { pass_ended = true; break; }
+            done += n;
+            // Let an application thread that waits for the lock have it.
+            if (s.lock.waiters()) sched_yield();
+        }
+        if (g_stop.load(std::memory_order_relaxed)) break;
+        if (cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
+        else if (pass_ended && done == 0) sleep_ms(1);  // nothing registered: do not spin
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+void scanner_ensure_started() {
+    if (g_started.load(std::memory_order_acquire) != 0) return;
+    int expected = 0;
+    if (!g_started.compare_exchange_strong(expected, 1)) return;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    int rc = pthread_create(&g_thread, &attr, scanner_main, nullptr);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        log_warning("could not start the scanner thread (error %d); memory will not be deduplicated", rc);
+        return;  // stays "starting": do not retry on every call
+    }
+    if (pthread_getcpuclockid(g_thread, &g_cpu_clock) == 0) g_have_clock.store(true);
+    g_started.store(2, std::memory_order_release);
+}
+
+bool scanner_running() { return g_started.load(std::memory_order_acquire) == 2 && !g_stop.load(); }
+
+void scanner_stop() {
+    g_stop.store(true, std::memory_order_release);
+    // The scanner checks the flag between batches; taking the lock waits for
+    // the batch in flight.
+    State& s = state();
+    s.lock.lock();
+    s.lock.unlock();
+}
+
+double scanner_cpu_seconds() {
+    if (!g_have_clock.load()) return 0;
+    struct timespec ts;
+    if (clock_gettime(g_cpu_clock, &ts) != 0) return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void scanner_forget_after_fork() {
+    g_started.store(0);
+    g_stop.store(false);
+    g_have_clock.store(false);
+}
+
+}  // namespace dedup

@@ -1,0 +1,20 @@
+// The background thread `dedup-scan`: walks the registered regions in
+// batches of DEDUP_PAGES_TO_SCAN pages, then sleeps DEDUP_SLEEP_MS, as ksmd
+// does with pages_to_scan / sleep_millisecs.
+#pragma once
+#include <stdint.h>
+
+namespace dedup {
+
+// Starts the thread if it is not running (lazily, on first registration).
+// Must be called without the mm lock held. Safe to call often.
+void scanner_ensure_started();
+// Asks the thread to stop after its current batch and waits for that batch.
+void scanner_stop();
+// The scanner thread's CPU time so far, in seconds.
+double scanner_cpu_seconds();
+// Fork child: the thread does not exist there.
+void scanner_forget_after_fork();
+bool scanner_running();
+
+}  // namespace dedup

@@ -1,0 +1,79 @@
+// Canonical pages: one memfd, one 4 KiB slot per distinct merged content.
+// Slots are written only through a scanner-private MAP_SHARED view of the
+// memfd, never through a mapping the application can reach, and are
+// immutable while any page maps them. A slot nobody maps any more is punched
+// out (MADV_REMOVE on the view) and reused, except slots that existed when
+// the process forked: the child may still map those, so they are never
+// punched or rewritten by either process.
+// All calls require the mm lock.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+namespace dedup {
+
+class SlotStore {
+public:
+    // Creates the memfd and view on first use. False (and logged once) if the
+    // memfd cannot be had; the caller then merges nothing but zero pages.
+    bool ensure_ready();
+    bool ready() const { return fd_ >= 0; }
+    // True if our fd still refers to our memfd (an application may have
+    // closed or replaced it behind our back).
+    bool fd_is_ours() const;
+    int fd() const { return fd_; }
+    // Moves the memfd to another descriptor number (the application is about
+    // to dup2 onto ours).
+    void move_fd();
+
+    // n consecutive slots, or -1. New slots have refs 0.
+    int64_t alloc_run(uint32_t n);
+    void fill(uint32_t slot, const void* page, uint64_t hash);
+    const void* content(uint32_t slot) const { return view_ + (size_t)slot * 4096; }
+    off_t offset(uint32_t slot) const { return (off_t)slot * 4096; }
+    uint64_t hash(uint32_t slot) const { return hashes_[slot]; }
+    uint32_t refs(uint32_t slot) const { return refs_[slot]; }
+
+    void ref(uint32_t slot) { if (refs_[slot]++ == 0) ++in_use_; ++total_refs_; }
+    // Drops one reference; true when the slot became free (and was punched
+    // out or, if fork-pinned, left alone).
+    bool unref(uint32_t slot);
+    // Gives back a slot that was allocated but never referenced.
+    void release_unused(uint32_t slot);
+
+    uint64_t slots_in_use() const { return in_use_; }  // KSM's pages_shared
+    uint64_t total_refs() const { return total_refs_; }  // pages mapping slots
+    uint64_t slots_allocated() const { return next_; }
+    uint64_t bytes() const { return capacity_ * (sizeof(uint64_t) + sizeof(uint32_t)); }
+
+    // Fork: slots in use now may be mapped by the child, so once freed they
+    // are never punched or reused. Free slots are mapped by nobody: keep them.
+    void pin_for_fork() { fork_floor_ = next_; }
+    // In the child: forget the parent's store (its slots are the parent's);
+    // a new memfd is created on next use.
+    void reset_in_child();
+    void shutdown_for_test();
+
+private:
+    bool grow_file(uint64_t min_slots);
+    bool grow_arrays(uint64_t min_slots);
+
+    int fd_ = -1;
+    unsigned long ino_ = 0, dev_ = 0;
+    bool failed_ = false;
+    char* view_ = nullptr;       // reserved address range; file mapped into its start
+    uint64_t view_slots_ = 0;    // reserved capacity in slots
+    uint64_t file_slots_ = 0;    // slots currently backed by the file (and mapped in view)
+    uint64_t next_ = 0;          // bump pointer
+    uint64_t fork_floor_ = 0;    // slots below this are never punched or reused
+    uint64_t* hashes_ = nullptr;
+    uint32_t* refs_ = nullptr;
+    uint32_t* free_ = nullptr;   // stack of free slot ids
+    uint64_t free_count_ = 0;
+    uint64_t capacity_ = 0;      // of the arrays
+    uint64_t in_use_ = 0;
+    uint64_t total_refs_ = 0;
+};
+
+}  // namespace dedup

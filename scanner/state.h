@@ -1,0 +1,40 @@
+// The one process-wide state of the deduplicator. Everything in it except
+// the atomics is guarded by `lock`.
+#pragma once
+#include <atomic>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "scanner/mm_lock.h"
+#include "scanner/page_index.h"
+#include "scanner/region_registry.h"
+#include "scanner/slot_store.h"
+#include "scanner/stats.h"
+#include "scanner/vma_budget.h"
+
+namespace dedup {
+
+struct State {
+    MmLock lock;
+    RegionRegistry regions;
+    PageIndex index;
+    SlotStore store;
+    VmaBudget vmas;
+    Stats stats;
+    int pagemap_fd = -1;
+    uint64_t zero_hash = 0;
+    uintptr_t cursor = 0;        // next address the scanner looks at
+    bool merge_all = true;       // DEDUP_SCOPE=all
+    // Bumped when a write-protect window opens and again when it closes, so
+    // the fault handler can tell a repeated fault that no window explains.
+    std::atomic<uint64_t> window_seq{0};
+    uint64_t start_ns = 0;
+};
+
+State& state();
+
+// Ceiling of bytes saved right now: merged pages beyond the first per slot,
+// plus zero pages given back. Requires the lock.
+uint64_t bytes_saved_now(State& s);
+
+}  // namespace dedup

@@ -1,0 +1,31 @@
+// Keeps the process clear of vm.max_map_count. An isolated merged page costs
+// two VMAs (the split before and after it); at the limit the application's
+// own munmap/mprotect start failing with ENOMEM, so the scanner never goes
+// within DEDUP_VMA_RESERVE of it. The count is exact at each recount
+// (/proc/self/maps) and a conservative estimate in between.
+#pragma once
+#include <stdint.h>
+
+namespace dedup {
+
+class VmaBudget {
+public:
+    void init(uint64_t reserve);  // reserve 0 = max_map_count / 8
+    // True if `cost` more VMAs fit; may recount when the estimate is near.
+    bool can_afford(uint64_t cost);
+    void spent(uint64_t cost) { estimate_ += cost; }
+    void recount();
+    uint64_t estimate() const { return estimate_; }
+    uint64_t max_map_count() const { return max_; }
+    uint64_t limit() const { return limit_; }
+
+private:
+    uint64_t max_ = 65530, limit_ = 65530 - 8191, estimate_ = 0;
+    uint64_t last_recount_ns_ = 0;
+};
+
+// Lines in /proc/self/maps (the process's VMA count), or 0 on error.
+uint64_t count_vmas();
+uint64_t monotonic_ns();
+
+}  // namespace dedup

@@ -1,0 +1,291 @@
+// The interposition layer: every symbol libdedup.so overrides, and nothing
+// else. Each wrapper saves errno, calls one runtime entry point (scanner/),
+// and sets errno only from the result of the operation the application asked
+// for. Allocation wrappers reach glibc through its __libc_* entry points, so
+// no dlsym is needed and start-up cannot recurse.
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+
+#include "scanner/config.h"
+#include "scanner/large_alloc.h"
+#include "scanner/runtime.h"
+#include "scanner/sys.h"
+
+#define EXPORT extern "C" __attribute__((visibility("default")))
+
+extern "C" {
+void* __libc_malloc(size_t);
+void __libc_free(void*);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void* __libc_memalign(size_t, size_t);
+void* __libc_valloc(size_t);
+void* __libc_pvalloc(size_t);
+int __sigaction(int, const struct sigaction*, struct sigaction*);
+}
+
+namespace {
+
+using namespace dedup;
+
+// Kernel-style result -> libc convention.
+long set_errno(long r) {
+    if (r < 0 && r > -4096) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+}
+
+bool big(size_t n) { return rt_active() && n >= config().malloc_min; }
+
+size_t glibc_usable(void* p);
+
+}  // namespace
+
+// ---- the mmap family ---------------------------------------------------
+
+EXPORT void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+    long r = rt_mmap(addr, len, prot, flags, fd, off);
+    if (sys::failed(r)) { errno = (int)-r; return MAP_FAILED; }
+    return (void*)r;
+}
+EXPORT void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+    return mmap(addr, len, prot, flags, fd, off);
+}
+EXPORT int munmap(void* addr, size_t len) { return (int)set_errno(rt_munmap(addr, len)); }
+EXPORT int mprotect(void* addr, size_t len, int prot) { return (int)set_errno(rt_mprotect(addr, len, prot)); }
+EXPORT int madvise(void* addr, size_t len, int advice) { return (int)set_errno(rt_madvise(addr, len, advice)); }
+EXPORT int posix_madvise(void* addr, size_t len, int advice) {
+    // Returns the error number instead of setting errno; POSIX_MADV_DONTNEED
+    // is a no-op in glibc, so only the hints reach the kernel.
+    if (advice == POSIX_MADV_DONTNEED) return 0;
+    int saved = errno;
+    long r = rt_madvise(addr, len, advice);
+    errno = saved;
+    return r < 0 ? (int)-r : 0;
+}
+EXPORT void* mremap(void* old_addr, size_t old_len, size_t new_len, int flags, ...) {
+    void* new_addr = nullptr;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        new_addr = va_arg(ap, void*);
+        va_end(ap);
+    }
+    long r = rt_mremap(old_addr, old_len, new_len, flags, new_addr);
+    if (sys::failed(r)) { errno = (int)-r; return MAP_FAILED; }
+    return (void*)r;
+}
+EXPORT int mlock(const void* addr, size_t len) { return (int)set_errno(rt_mlock((void*)addr, len, 0)); }
+EXPORT int mlock2(const void* addr, size_t len, unsigned flags) {
+    return (int)set_errno(rt_mlock((void*)addr, len, flags));
+}
+EXPORT int munlock(const void* addr, size_t len) { return (int)set_errno(rt_munlock((void*)addr, len)); }
+EXPORT int mlockall(int flags) { return (int)set_errno(rt_mlockall(flags)); }
+EXPORT int munlockall(void) { return (int)set_errno(rt_munlockall()); }
+
+// ---- malloc and friends ------------------------------------------------
+
+EXPORT void* malloc(size_t n) {
+    if (big(n)) {
+        int saved = errno;
+        if (void* p = large_alloc(n, 16)) { errno = saved; return p; }
+        errno = saved;
+    }
+    return __libc_malloc(n);
+}
+
+EXPORT void free(void* p) {
+    if (!p) return;
+    if (large_owns(p)) {
+        int saved = errno;
+        large_free(p);
+        errno = saved;
+        return;
+    }
+    __libc_free(p);
+}
+
+EXPORT void* calloc(size_t n, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return nullptr; }
+    if (big(total)) {
+        int saved = errno;
+        if (void* p = large_alloc(total, 16)) { errno = saved; return p; }  // fresh mmap: zeroed
+        errno = saved;
+    }
+    return __libc_calloc(n, size);
+}
+
+EXPORT void* realloc(void* p, size_t n) {
+    if (!p) return malloc(n);
+    bool ours = large_owns(p);
+    if (!ours && !big(n)) return __libc_realloc(p, n);
+    if (n == 0) { free(p); return nullptr; }
+    size_t old = ours ? large_usable(p) : glibc_usable(p);
+    if (ours && n <= old && n >= old / 2 && n >= config().malloc_min) return p;
+    void* q = malloc(n);
+    if (!q) return nullptr;  // p untouched, errno from malloc
+    memcpy(q, p, old < n ? old : n);
+    free(p);
+    return q;
+}
+
+EXPORT void* reallocarray(void* p, size_t n, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return nullptr; }
+    return realloc(p, total);
+}
+
+namespace {
+void* aligned(size_t align, size_t n) {
+    if (big(n)) {
+        int saved = errno;
+        if (void* p = large_alloc(n, align)) { errno = saved; return p; }
+        errno = saved;
+    }
+    return __libc_memalign(align, n);
+}
+bool power_of_two(size_t a) { return a && !(a & (a - 1)); }
+}  // namespace
+
+EXPORT int posix_memalign(void** out, size_t align, size_t n) {
+    if (!power_of_two(align) || align % sizeof(void*)) return EINVAL;
+    int saved = errno;
+    void* p = aligned(align, n);
+    int err = p ? 0 : ENOMEM;
+    errno = saved;
+    if (!p) return err;
+    *out = p;
+    return 0;
+}
+EXPORT void* aligned_alloc(size_t align, size_t n) {
+    if (!power_of_two(align)) { errno = EINVAL; return nullptr; }
+    return aligned(align, n);
+}
+EXPORT void* memalign(size_t align, size_t n) {
+    if (!power_of_two(align)) return __libc_memalign(align, n);  // glibc rounds it up
+    return aligned(align, n);
+}
+EXPORT void* valloc(size_t n) { return big(n) ? aligned(4096, n) : __libc_valloc(n); }
+EXPORT void* pvalloc(size_t n) {
+    size_t r = (n + 4095) & ~size_t(4095);
+    if (n && r < n) { errno = ENOMEM; return nullptr; }
+    return big(r) ? aligned(4096, r ? r : 4096) : __libc_pvalloc(n);
+}
+
+namespace {
+using UsableFn = size_t (*)(void*);
+size_t glibc_usable(void* p) {
+    static UsableFn real = nullptr;
+    if (!real) real = (UsableFn)dlsym(RTLD_NEXT, "malloc_usable_size");
+    return real ? real(p) : 0;
+}
+}  // namespace
+
+EXPORT size_t malloc_usable_size(void* p) {
+    if (!p) return 0;
+    if (large_owns(p)) return large_usable(p);
+    return glibc_usable(p);
+}
+
+// ---- signals: the shim keeps SIGSEGV -------------------------------------
+
+EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+    return (int)set_errno(rt_sigaction(sig, act, old));
+}
+
+namespace {
+using sighandler_fn = void (*)(int);
+sighandler_fn install_bsd(int sig, sighandler_fn h, int flags) {
+    struct sigaction act, old;
+    memset(&act, 0, sizeof(act));
+    act.sa_handler = h;
+    act.sa_flags = flags;
+    sigemptyset(&act.sa_mask);
+    if (sig > 0 && sig < NSIG && h != SIG_DFL && h != SIG_IGN && !(flags & SA_NODEFER)) sigaddset(&act.sa_mask, sig);
+    if (sigaction(sig, &act, &old) < 0) return SIG_ERR;
+    return old.sa_handler;
+}
+}  // namespace
+
+EXPORT sighandler_fn signal(int sig, sighandler_fn h) { return install_bsd(sig, h, SA_RESTART); }
+EXPORT sighandler_fn bsd_signal(int sig, sighandler_fn h) { return install_bsd(sig, h, SA_RESTART); }
+EXPORT sighandler_fn sysv_signal(int sig, sighandler_fn h) {
+    return install_bsd(sig, h, SA_RESETHAND | SA_NODEFER);
+}
+
+// ---- the shim's own file descriptors --------------------------------------
+
+EXPORT int close(int fd) {
+    if (rt_owns_fd(fd)) { errno = EBADF; return -1; }  // not the application's fd
+    return (int)set_errno(sys::close(fd));
+}
+
+EXPORT int dup2(int oldfd, int newfd) {
+    if (rt_owns_fd(oldfd)) { errno = EBADF; return -1; }
+    int saved = errno;
+    if (oldfd != newfd) rt_vacate_fd(newfd);
+    errno = saved;
+    if (oldfd == newfd) {  // dup2(fd, fd) checks that fd is valid
+        long r = sys::call(SYS_fcntl, oldfd, F_GETFD);
+        return r < 0 ? (int)set_errno(r) : newfd;
+    }
+    return (int)set_errno(sys::call(SYS_dup2, oldfd, newfd));
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags) {
+    if (rt_owns_fd(oldfd)) { errno = EBADF; return -1; }
+    int saved = errno;
+    if (oldfd != newfd) rt_vacate_fd(newfd);
+    errno = saved;
+    return (int)set_errno(sys::call(SYS_dup3, oldfd, newfd, flags));
+}
+
+EXPORT int close_range(unsigned first, unsigned last, int flags) {
+    // Close everything asked for except the shim's descriptors.
+    int ours[3];
+    int n = rt_fds(ours);
+    unsigned lo = first;
+    for (int i = 0; i < n; ++i) {
+        unsigned fd = (unsigned)ours[i];
+        if (fd < lo || fd > last) continue;
+        if (fd > lo) {
+            long r = sys::call(SYS_close_range, lo, fd - 1, flags);
+            if (r < 0) return (int)set_errno(r);
+        }
+        lo = fd + 1;
+        if (lo == 0) return 0;  // wrapped
+    }
+    if (lo > last) return 0;
+    return (int)set_errno(sys::call(SYS_close_range, lo, last, flags));
+}
+
+EXPORT void closefrom(int lowfd) {
+    int saved = errno;
+    close_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u, 0);
+    errno = saved;
+}
+
+// ---- start and end -------------------------------------------------------
+
+__attribute__((constructor)) static void dedup_constructor() {
+    int saved = errno;
+    rt_active();
+    errno = saved;
+}
+
+__attribute__((destructor)) static void dedup_destructor() {
+    int saved = errno;
+    rt_shutdown();
+    errno = saved;
+}
