@@ -597,7 +597,10 @@ void rt_shutdown() {
         rep.metadata_bytes = meta_bytes_in_use();
     }
     bool child = sys::getpid() != g_original_pid;
-    if (g_registered_anything && (!child || rep.pages_scanned)) report_to_log(rep);
+    // Short-lived helpers (shells, compilers' drivers) would drown the log in
+    // empty summaries: report when something was saved or a lot registered.
+    bool worth = rep.bytes_saved_peak > 0 || rep.registered_bytes_total >= (16u << 20);
+    if (g_registered_anything && worth && (!child || rep.pages_scanned)) report_to_log(rep);
     if (cfg.stats_file[0]) {
         char path[300];
         const char* pp = strstr(cfg.stats_file, "%p");
