@@ -7,6 +7,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "scanner/kernel_write_guard.h"
 #include "scanner/log.h"
 #include "scanner/sys.h"
 
@@ -176,9 +177,11 @@ bool extends(const Run& run, const Action& a, uintptr_t addr) {
 void merge_zero_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     if (!s.vmas.can_afford(2)) { ++s.stats.vma_budget_skips; return; }
+    if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return; }
     if (!protect(s, run.start, len, r.prot)) {
         ++s.stats.merge_failures;
         restore(s, run.start, len, r.prot);
+        kw_window_close();
         return;
     }
     size_t k = 0;
@@ -194,6 +197,7 @@ void merge_zero_run(State& s, Region& r, const Run& run) {
         ++s.stats.merge_failures;
     }
     restore(s, run.start, len, r.prot);
+    kw_window_close();
     note_saving(s);
 }
 
@@ -201,9 +205,11 @@ void merge_slot_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     if (!s.store.fd_is_ours()) { ++s.stats.merge_failures; return; }
     if (!s.vmas.can_afford(2)) { ++s.stats.vma_budget_skips; return; }
+    if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return; }
     if (!protect(s, run.start, len, r.prot)) {
         ++s.stats.merge_failures;
         restore(s, run.start, len, r.prot);
+        kw_window_close();
         return;
     }
     size_t k = 0;
@@ -226,6 +232,7 @@ void merge_slot_run(State& s, Region& r, const Run& run) {
         }
     }
     restore(s, run.start, len, r.prot);
+    kw_window_close();
     note_saving(s);
 }
 
@@ -234,8 +241,9 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
     Region& cr = *run.cand_region;
     if (!s.store.fd_is_ours()) { ++s.stats.merge_failures; return; }
     if (!s.vmas.can_afford(4)) { ++s.stats.vma_budget_skips; return; }
+    if (!kw_window_open(run.start, len, run.cand, len)) { ++s.stats.pinned_skips; return; }
     int64_t first = s.store.alloc_run((uint32_t)run.n);
-    if (first < 0) { ++s.stats.merge_failures; return; }
+    if (first < 0) { ++s.stats.merge_failures; kw_window_close(); return; }
     bool ok = protect(s, run.start, len, r.prot);
     bool cok = ok && protect(s, run.cand, len, cr.prot);
     size_t used = 0;
@@ -287,6 +295,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
     }
     if (cok || ok) restore(s, run.cand, len, cr.prot);
     restore(s, run.start, len, r.prot);
+    kw_window_close();
     for (size_t i = used; i < run.n; ++i) s.store.release_unused((uint32_t)first + (uint32_t)i);
     note_saving(s);
 }
