@@ -71,8 +71,14 @@ programs: $(PROGS)
 unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
-integration: lib $(BUILD)/libdedup-broken.so programs $(BUILD)/integration_tests
+# Test-only: pins are ignored, so a read(2) can land in a write-protect window.
+$(BUILD)/libdedup-nopin.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
+	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_NO_PIN -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
+	    -pthread -Wl,-z,now -Wl,--no-undefined -ldl
+
+integration: lib $(BUILD)/libdedup-broken.so $(BUILD)/libdedup-nopin.so programs $(BUILD)/integration_tests
 	DEDUP_LIB=$(abspath $(BUILD)/libdedup.so) DEDUP_LIB_BROKEN=$(abspath $(BUILD)/libdedup-broken.so) \
+	    DEDUP_LIB_NOPIN=$(abspath $(BUILD)/libdedup-nopin.so) \
 	    DEDUP_PROGRAMS=$(abspath $(BUILD)/programs) $(BUILD)/integration_tests
 
 # The README's test command: installs deps, builds, runs every test.
