@@ -9,7 +9,7 @@ PageIndex::~PageIndex() { clear(); }
 void PageIndex::clear() {
     meta_free(table_, capacity_ * sizeof(Entry));
     table_ = nullptr;
-    capacity_ = size_ = 0;
+    capacity_ = size_ = candidates_ = 0;
 }
 
 PageIndex::Entry* PageIndex::find(uint64_t hash) {
@@ -29,7 +29,7 @@ bool PageIndex::grow() {
     size_t old_cap = capacity_;
     table_ = t;
     capacity_ = cap;
-    size_ = 0;
+    size_ = candidates_ = 0;
     for (size_t i = 0; i < old_cap; ++i)
         if (old[i].hash) put(old[i].hash, old[i].value);
     meta_free(old, old_cap * sizeof(Entry));
@@ -40,10 +40,15 @@ bool PageIndex::put(uint64_t hash, uint64_t value) {
     hash = norm(hash);
     if ((size_ + 1) * 2 > capacity_ && !grow()) return false;
     for (size_t i = hash & mask();; i = (i + 1) & mask()) {
-        if (table_[i].hash == hash) { table_[i].value = value; return true; }
+        if (table_[i].hash == hash) {
+            candidates_ += (size_t)is_candidate(value) - (size_t)is_candidate(table_[i].value);
+            table_[i].value = value;
+            return true;
+        }
         if (table_[i].hash == 0) {
             table_[i] = Entry{hash, value};
             ++size_;
+            candidates_ += is_candidate(value);
             return true;
         }
     }
@@ -54,6 +59,7 @@ void PageIndex::erase(uint64_t hash) {
     if (!e) return;
     // Backward-shift deletion keeps probe chains intact without tombstones.
     size_t i = (size_t)(e - table_);
+    candidates_ -= is_candidate(e->value);
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask();
@@ -71,7 +77,7 @@ void PageIndex::erase(uint64_t hash) {
 }
 
 void PageIndex::drop_candidates() {
-    if (!table_) return;
+    if (!table_ || candidates_ == 0) return;
     Entry* old = table_;
     size_t cap = capacity_;
     Entry* t = static_cast<Entry*>(meta_alloc(cap * sizeof(Entry)));
@@ -81,7 +87,7 @@ void PageIndex::drop_candidates() {
         return;
     }
     table_ = t;
-    size_ = 0;
+    size_ = candidates_ = 0;
     for (size_t i = 0; i < cap; ++i)
         if (old[i].hash && is_slot(old[i].value)) put(old[i].hash, old[i].value);
     meta_free(old, cap * sizeof(Entry));

@@ -32,6 +32,7 @@ public:
     void drop_candidates();
     void clear();
     size_t size() const { return size_; }
+    size_t candidates() const { return candidates_; }
     size_t bytes() const { return capacity_ * sizeof(Entry); }
 
 private:
@@ -42,6 +43,7 @@ private:
     Entry* table_ = nullptr;
     size_t capacity_ = 0;  // power of two
     size_t size_ = 0;
+    size_t candidates_ = 0;  // entries that are candidate pages
 };
 
 }  // namespace dedup

@@ -223,6 +223,56 @@ long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
     return 0;
 }
 
+// MADV_MERGEABLE on memory we never saw mapped (smaller than
+// DEDUP_MIN_REGION, or mapped before we were loaded): register the private
+// anonymous parts, as KSM would take them. [heap] and [stack] stay out: glibc
+// and the kernel change those without calling us (brief, trap 4).
+void register_unknown_anon(State& s, uintptr_t start, uintptr_t end) {
+    long fd = sys::call(SYS_open, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (sys::failed(fd)) return;
+    char buf[8192];
+    size_t have = 0;
+    bool eof = false;
+    while (!eof || have) {
+        if (!eof && have < sizeof(buf)) {
+            long n = sys::call(SYS_read, fd, (long)(buf + have), (long)(sizeof(buf) - have));
+            if (n <= 0) eof = true;
+            else have += (size_t)n;
+        }
+        char* nl = (char*)memchr(buf, '\n', have);
+        if (!nl) {
+            if (eof || have == sizeof(buf)) break;
+            continue;
+        }
+        *nl = 0;
+        unsigned long lo, hi, off, inode;
+        char perms[8] = "", path[32] = "";
+        unsigned dmaj, dmin;
+        int f = sscanf(buf, "%lx-%lx %7s %lx %x:%x %lu %31s", &lo, &hi, perms, &off, &dmaj, &dmin, &inode, path);
+        if (f >= 7 && perms[3] == 'p' && inode == 0 && (f == 7 || path[0] == 0) && lo < end && hi > start) {
+            uintptr_t a = lo > start ? lo : start, b = hi < end ? hi : end;
+            int prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+                       (perms[2] == 'x' ? PROT_EXEC : 0);
+            // Skip what is registered already; register the gaps.
+            while (a < b) {
+                Region* r = s.regions.find(a);
+                if (r) { a = r->end; continue; }
+                size_t i = s.regions.lower_bound(a);
+                uintptr_t gap_end = i < s.regions.count() && s.regions[i].start < b ? s.regions[i].start : b;
+                if (s.regions.insert(a, gap_end, prot, 0)) {
+                    s.stats.registered_bytes_total += gap_end - a;
+                    g_registered_anything = true;
+                }
+                a = gap_end;
+            }
+        }
+        size_t used = (size_t)(nl - buf) + 1;
+        memmove(buf, nl + 1, have - used);
+        have -= used;
+    }
+    sys::close((int)fd);
+}
+
 struct SavedRegion {
     uintptr_t start, end;
     int prot;
@@ -307,6 +357,7 @@ long rt_madvise(void* addr, size_t len, int advice) {
             long result = 0;
             {
                 MmLockGuard g(s.lock);
+                if (advice == MADV_MERGEABLE) register_unknown_anon(s, start, end);
                 if (!s.regions.overlaps(start, end) || !s.regions.isolate(start, end)) return 0;
                 if (advice == MADV_UNMERGEABLE) result = unmerge_range(s, start, end);
                 for_regions(s, start, end, [&](Region& rg) {
@@ -587,6 +638,7 @@ void rt_shutdown() {
         if (rep.bytes_saved > rep.bytes_saved_peak) rep.bytes_saved_peak = rep.bytes_saved;
         rep.merge_failures = s.stats.merge_failures.load();
         rep.vma_budget_skips = s.stats.vma_budget_skips.load();
+        rep.pinned_skips = s.stats.pinned_skips.load();
         rep.merge_runs = s.stats.merge_runs.load();
         rep.pages_merged = s.stats.pages_merged.load();
         rep.unmerged_pages = s.stats.unmerged_pages.load();

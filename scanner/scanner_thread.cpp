@@ -34,7 +34,9 @@ void end_of_pass(State& s) {
     s.stats.pages_unshared.store(s.stats.pass_unshared, std::memory_order_relaxed);
     s.stats.pass_volatile = s.stats.pass_unshared = 0;
     s.index.drop_candidates();
-    s.vmas.recount();
+    // Exact VMA count for the budget; /proc/self/maps is not cheap, so at
+    // most once a second when passes are short.
+    s.vmas.recount_if_older(1000 * 1000000ull);
 }
 
 // One lock hold: at most one batch of one region. Returns pages looked at,

@@ -15,7 +15,7 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
         "\"pages_shared\": %llu, \"pages_sharing\": %llu, \"pages_unshared\": %llu, \"pages_volatile\": %llu, "
         "\"zero_pages\": %llu, \"cow_breaks\": %llu, \"bytes_saved\": %llu, \"bytes_saved_peak\": %llu, "
         "\"scanner_cpu_seconds\": %.3f, \"vmas_used\": %llu, \"vma_limit\": %llu, \"merge_failures\": %llu, "
-        "\"vma_budget_skips\": %llu, \"merge_runs\": %llu, \"pages_merged\": %llu, \"unmerged_pages\": %llu, "
+        "\"vma_budget_skips\": %llu, \"pinned_skips\": %llu, \"merge_runs\": %llu, \"pages_merged\": %llu, \"unmerged_pages\": %llu, "
         "\"registered_bytes_total\": %llu, \"metadata_bytes\": %llu}\n",
         r.seconds, (unsigned long long)r.pages_registered, (unsigned long long)r.pages_scanned,
         (unsigned long long)r.full_scans, (unsigned long long)r.pages_shared, (unsigned long long)r.pages_sharing,
@@ -23,6 +23,7 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
         (unsigned long long)r.cow_breaks, (unsigned long long)r.bytes_saved, (unsigned long long)r.bytes_saved_peak,
         r.scanner_cpu_seconds, (unsigned long long)r.vmas_used, (unsigned long long)r.vma_limit,
         (unsigned long long)r.merge_failures, (unsigned long long)r.vma_budget_skips,
+        (unsigned long long)r.pinned_skips,
         (unsigned long long)r.merge_runs, (unsigned long long)r.pages_merged, (unsigned long long)r.unmerged_pages,
         (unsigned long long)r.registered_bytes_total, (unsigned long long)r.metadata_bytes);
     if (n < 0) return 0;

@@ -32,7 +32,7 @@ struct Report {
     double seconds;
     uint64_t pages_registered, pages_scanned, full_scans;
     uint64_t pages_shared, pages_sharing, pages_unshared, pages_volatile, zero_pages;
-    uint64_t cow_breaks, bytes_saved, bytes_saved_peak, merge_failures, vma_budget_skips;
+    uint64_t cow_breaks, bytes_saved, bytes_saved_peak, merge_failures, vma_budget_skips, pinned_skips;
     uint64_t merge_runs, pages_merged, unmerged_pages, registered_bytes_total;
     double scanner_cpu_seconds;
     uint64_t vmas_used, vma_limit, metadata_bytes;

@@ -61,6 +61,10 @@ void VmaBudget::recount() {
     last_recount_ns_ = monotonic_ns();
 }
 
+void VmaBudget::recount_if_older(uint64_t min_age_ns) {
+    if (monotonic_ns() - last_recount_ns_ >= min_age_ns) recount();
+}
+
 bool VmaBudget::can_afford(uint64_t cost) {
     if (estimate_ + cost <= limit_) return true;
     // The estimate only grows between recounts; look again, at most every 50 ms.

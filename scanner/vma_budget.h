@@ -15,6 +15,8 @@ public:
     bool can_afford(uint64_t cost);
     void spent(uint64_t cost) { estimate_ += cost; }
     void recount();
+    // Recounts unless the last count is younger than min_age_ns.
+    void recount_if_older(uint64_t min_age_ns);
     uint64_t estimate() const { return estimate_; }
     uint64_t max_map_count() const { return max_; }
     uint64_t limit() const { return limit_; }
