@@ -73,7 +73,10 @@ void chain(int sig, siginfo_t* si, void* uc) {
     }
     unlock_app_action();
     bool kernel_fault = si->si_code > 0;
-    if (!(app.sa_flags & SA_SIGINFO) && (app.sa_handler == SIG_DFL || app.sa_handler == SIG_IGN)) {
+    // A fault while the program has SIGSEGV blocked kills it (the kernel
+    // forces the default action); its handler is not run.
+    bool forced_default = kernel_fault && app_blocks_segv && app_blocks_segv();
+    if (forced_default || (!(app.sa_flags & SA_SIGINFO) && (app.sa_handler == SIG_DFL || app.sa_handler == SIG_IGN))) {
         if (app.sa_handler == SIG_IGN && !kernel_fault) return;  // kill(SIGSEGV) ignored
         // Default action: uninstall ourselves. A real fault re-executes and
         // kills the process with SIGSEGV; a sent signal is sent again.

@@ -20,4 +20,9 @@ bool fault_handler_installed();
 int app_sigaction(int sig, const struct sigaction* act, struct sigaction* old);
 bool signal_is_managed(int sig);
 
+// Whether the calling thread's application code believes it has SIGSEGV
+// blocked (shim/signals.cpp keeps it really unblocked). Weak: the unit tests
+// link the scanner without the shim.
+bool app_blocks_segv() __attribute__((weak));
+
 }  // namespace dedup

@@ -198,32 +198,6 @@ EXPORT size_t malloc_usable_size(void* p) {
     return glibc_usable(p);
 }
 
-// ---- signals: the shim keeps SIGSEGV -------------------------------------
-
-EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
-    return (int)set_errno(rt_sigaction(sig, act, old));
-}
-
-namespace {
-using sighandler_fn = void (*)(int);
-sighandler_fn install_bsd(int sig, sighandler_fn h, int flags) {
-    struct sigaction act, old;
-    memset(&act, 0, sizeof(act));
-    act.sa_handler = h;
-    act.sa_flags = flags;
-    sigemptyset(&act.sa_mask);
-    if (sig > 0 && sig < NSIG && h != SIG_DFL && h != SIG_IGN && !(flags & SA_NODEFER)) sigaddset(&act.sa_mask, sig);
-    if (sigaction(sig, &act, &old) < 0) return SIG_ERR;
-    return old.sa_handler;
-}
-}  // namespace
-
-EXPORT sighandler_fn signal(int sig, sighandler_fn h) { return install_bsd(sig, h, SA_RESTART); }
-EXPORT sighandler_fn bsd_signal(int sig, sighandler_fn h) { return install_bsd(sig, h, SA_RESTART); }
-EXPORT sighandler_fn sysv_signal(int sig, sighandler_fn h) {
-    return install_bsd(sig, h, SA_RESETHAND | SA_NODEFER);
-}
-
 // ---- the shim's own file descriptors --------------------------------------
 
 EXPORT int close(int fd) {
