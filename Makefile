@@ -32,19 +32,19 @@ $(BUILD)/obj/%.o: %.cpp $(wildcard scanner/*.h shim/*.h)
 	$(CXX) $(LIB_CXXFLAGS) -c $< -o $@
 
 $(BUILD)/libdedup.so: $(LIB_OBJS)
-	$(CXX) -shared -o $@ $^ -pthread -Wl,-z,now -Wl,--no-undefined -ldl
+	$(CXX) -shared -o $@ $^ -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
 # Test-only: a library whose merge skips the write protection, so it loses
 # writes under races. The race test must catch it (proves it can fail).
 $(BUILD)/libdedup-broken.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_MERGE -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -pthread -Wl,-z,now -Wl,--no-undefined -ldl
+	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
 # Unit tests link the scanner (no interposition) straight into the test binary.
 $(BUILD)/unit_tests: $(UNIT_SRCS) $(SCANNER_SRCS) $(wildcard scanner/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(UNIT_SRCS) $(SCANNER_SRCS) \
-	    -o $@ -lgtest -lgtest_main
+	    -o $@ -lgtest -lgtest_main -lunwind
 
 $(BUILD)/integration_tests: $(INTEG_SRCS) $(wildcard tests/integration/*.h)
 	@mkdir -p $(dir $@)
@@ -74,7 +74,7 @@ unit: $(BUILD)/unit_tests
 # Test-only: pins are ignored, so a read(2) can land in a write-protect window.
 $(BUILD)/libdedup-nopin.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_NO_PIN -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -pthread -Wl,-z,now -Wl,--no-undefined -ldl
+	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
 integration: lib $(BUILD)/libdedup-broken.so $(BUILD)/libdedup-nopin.so programs $(BUILD)/integration_tests
 	DEDUP_LIB=$(abspath $(BUILD)/libdedup.so) DEDUP_LIB_BROKEN=$(abspath $(BUILD)/libdedup-broken.so) \
@@ -92,9 +92,9 @@ test-all: unit integration sanitize
 sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
 	@mkdir -p $(BUILD)
 	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=thread $(UNIT_SRCS) $(SCANNER_SRCS) \
-	    -o $(BUILD)/unit_tests_tsan -lgtest -lgtest_main
+	    -o $(BUILD)/unit_tests_tsan -lgtest -lgtest_main -lunwind
 	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=undefined -fno-sanitize-recover=undefined \
-	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main
+	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main -lunwind
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/unit_tests_tsan
 	$(BUILD)/unit_tests_ubsan
 

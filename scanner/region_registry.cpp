@@ -48,7 +48,7 @@ bool RegionRegistry::overlaps(uintptr_t start, uintptr_t end) const {
     return i < count_ && regions_[i].start < end;
 }
 
-bool RegionRegistry::insert(uintptr_t start, uintptr_t end, int prot, uint32_t flags) {
+bool RegionRegistry::insert(uintptr_t start, uintptr_t end, int prot, uint32_t flags, uint32_t site) {
     if (end <= start) return true;
     size_t pages = (end - start) / kPageSize;
     PageMeta* meta = static_cast<PageMeta*>(meta_alloc(pages * sizeof(PageMeta)));
@@ -58,7 +58,7 @@ bool RegionRegistry::insert(uintptr_t start, uintptr_t end, int prot, uint32_t f
     }
     size_t i = lower_bound(start);
     memmove(&regions_[i + 1], &regions_[i], (count_ - i) * sizeof(Region));
-    regions_[i] = Region{start, end, prot, flags, meta};
+    regions_[i] = Region{start, end, prot, flags, meta, site};
     ++count_;
     pages_ += pages;
     return true;
@@ -83,8 +83,8 @@ bool RegionRegistry::split_at(uintptr_t addr) {
     free_region_meta(*r);
     memmove(&regions_[i + 1], &regions_[i], (count_ - i) * sizeof(Region));
     ++count_;
-    regions_[i] = Region{orig.start, addr, orig.prot, orig.flags, lm};
-    regions_[i + 1] = Region{addr, orig.end, orig.prot, orig.flags, rm};
+    regions_[i] = Region{orig.start, addr, orig.prot, orig.flags, lm, orig.site};
+    regions_[i + 1] = Region{addr, orig.end, orig.prot, orig.flags, rm, orig.site};
     return true;
 }
 
@@ -94,7 +94,7 @@ void RegionRegistry::coalesce(uintptr_t start, uintptr_t end) {
     while (i + 1 < count_ && regions_[i].start <= end) {
         Region& a = regions_[i];
         Region& b = regions_[i + 1];
-        if (a.end == b.start && a.prot == b.prot && a.flags == b.flags) {
+        if (a.end == b.start && a.prot == b.prot && a.flags == b.flags && a.site == b.site) {
             size_t ap = a.pages(), bp = b.pages();
             PageMeta* m = static_cast<PageMeta*>(meta_realloc(a.meta, ap * sizeof(PageMeta), (ap + bp) * sizeof(PageMeta)));
             if (!m) return;

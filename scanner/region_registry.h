@@ -27,6 +27,7 @@ struct Region {
     int prot;
     uint32_t flags;
     PageMeta* meta;  // (end - start) / kPageSize entries
+    uint32_t site;   // allocation site (sites.h), 0 = unknown
 
     size_t pages() const { return (end - start) / kPageSize; }
     PageMeta& at(uintptr_t addr) { return meta[(addr - start) / kPageSize]; }
@@ -36,7 +37,7 @@ class RegionRegistry {
 public:
     // Registers [start, end); the caller has removed any overlap. Returns false
     // when metadata memory could not be mapped (the range stays unregistered).
-    bool insert(uintptr_t start, uintptr_t end, int prot, uint32_t flags);
+    bool insert(uintptr_t start, uintptr_t end, int prot, uint32_t flags, uint32_t site = 0);
     // Region containing addr, or nullptr. Pointers are valid until the next
     // modifying call.
     Region* find(uintptr_t addr);

@@ -15,6 +15,7 @@
 #include "scanner/merge_engine.h"
 #include "scanner/meta_alloc.h"
 #include "scanner/scanner_thread.h"
+#include "scanner/sites.h"
 #include "scanner/state.h"
 #include "scanner/sys.h"
 
@@ -103,6 +104,7 @@ bool init_now() {
     }
     State& s = state();
     s.merge_all = cfg.scope == Scope::kAll;
+    sites_set_enabled(cfg.sites);
     static char zero[kPageSize];
     s.zero_hash = page_hash(zero);
     s.vmas.init(cfg.vma_reserve);
@@ -227,7 +229,7 @@ long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
 // DEDUP_MIN_REGION, or mapped before we were loaded): register the private
 // anonymous parts, as KSM would take them. [heap] and [stack] stay out: glibc
 // and the kernel change those without calling us (brief, trap 4).
-void register_unknown_anon(State& s, uintptr_t start, uintptr_t end) {
+void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t site) {
     long fd = sys::call(SYS_open, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (sys::failed(fd)) return;
     char buf[8192];
@@ -259,7 +261,7 @@ void register_unknown_anon(State& s, uintptr_t start, uintptr_t end) {
                 if (r) { a = r->end; continue; }
                 size_t i = s.regions.lower_bound(a);
                 uintptr_t gap_end = i < s.regions.count() && s.regions[i].start < b ? s.regions[i].start : b;
-                if (s.regions.insert(a, gap_end, prot, 0)) {
+                if (s.regions.insert(a, gap_end, prot, 0, site)) {
                     s.stats.registered_bytes_total += gap_end - a;
                     g_registered_anything = true;
                 }
@@ -273,11 +275,46 @@ void register_unknown_anon(State& s, uintptr_t start, uintptr_t end) {
     sys::close((int)fd);
 }
 
+// Pages per allocation site that are merged or given back as zero pages.
+// Returns an array of kMaxSites counts (meta memory), or nullptr. Lock held.
+uint64_t* count_duplicates_by_site(State& s) {
+    if (!site_count()) return nullptr;
+    uint64_t* per = static_cast<uint64_t*>(meta_alloc(sizeof(uint64_t) * kMaxSites));
+    if (!per) return nullptr;
+    for (size_t i = 0; i < s.regions.count(); ++i) {
+        Region& r = s.regions[i];
+        if (r.site >= kMaxSites) continue;
+        uint64_t n = 0;
+        for (size_t p = 0; p < r.pages(); ++p) n += has_slot(r.meta[p].state) || is_zero_freed(r.meta[p].state);
+        per[r.site] += n;
+    }
+    return per;
+}
+
+// Fills the report's top sites (symbolised: spawns addr2line, so no lock).
+void top_sites(uint64_t* per, Report* rep) {
+    rep->nsites = 0;
+    if (!per) return;
+    for (int k = 0; k < Report::kTopSites; ++k) {
+        uint32_t best = 0;
+        for (uint32_t i = 0; i < kMaxSites; ++i)
+            if (per[i] > (best ? per[best] : 0)) best = i;
+        if (!best && !per[0]) break;
+        if (!per[best]) break;
+        rep->site_bytes[k] = per[best] * kPageSize;
+        site_describe(best, 3, rep->site_text[k], sizeof(rep->site_text[k]));
+        per[best] = 0;
+        rep->nsites = k + 1;
+    }
+    meta_free(per, sizeof(uint64_t) * kMaxSites);
+}
+
 struct SavedRegion {
     uintptr_t start, end;
     int prot;
     uint32_t flags;
     PageMeta* meta;
+    uint32_t site;
 };
 
 }  // namespace
@@ -290,6 +327,7 @@ long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
     bool reg = registrable(prot, flags, len);
     bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
     if (!reg && !fixed) return sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+    uint32_t site = reg ? site_capture() : 0;  // outside the lock: unwinding may take libc locks
     long r;
     {
         MmLockGuard g(s.lock);
@@ -300,7 +338,7 @@ long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
         if (!reg) return r;
         uint32_t rf = 0;
         if ((flags & MAP_LOCKED) || g_mlock_future.load()) rf |= kRegExcluded;
-        if (!s.regions.insert(start, end, prot, rf)) {
+        if (!s.regions.insert(start, end, prot, rf, site)) {
             log_warning("out of metadata memory; %zu bytes at %p not registered", len, (void*)r);
             return r;
         }
@@ -355,9 +393,10 @@ long rt_madvise(void* addr, size_t len, int advice) {
             long c = check_madvise_range(addr, len, &end);
             if (c != 0 || end == start) return c;
             long result = 0;
+            uint32_t site = advice == MADV_MERGEABLE ? site_capture() : 0;
             {
                 MmLockGuard g(s.lock);
-                if (advice == MADV_MERGEABLE) register_unknown_anon(s, start, end);
+                if (advice == MADV_MERGEABLE) register_unknown_anon(s, start, end, site);
                 if (!s.regions.overlaps(start, end) || !s.regions.isolate(start, end)) return 0;
                 if (advice == MADV_UNMERGEABLE) result = unmerge_range(s, start, end);
                 for_regions(s, start, end, [&](Region& rg) {
@@ -475,7 +514,7 @@ long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* 
         PageMeta* copy = static_cast<PageMeta*>(meta_alloc(bytes));
         if (copy) memcpy(copy, rg.meta, bytes);
         else overflow = true;
-        saved[nsaved++] = SavedRegion{rg.start, rg.end, rg.prot, rg.flags, copy};
+        saved[nsaved++] = SavedRegion{rg.start, rg.end, rg.prot, rg.flags, copy, rg.site};
     });
     bool dontunmap = flags & MREMAP_DONTUNMAP;
     if (dst == old_start) {
@@ -483,7 +522,7 @@ long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* 
         forget_range(s, keep_end, old_end);
         if (new_rlen > old_end - old_start && nsaved) {
             const SavedRegion& last = saved[nsaved - 1];
-            if (s.regions.insert(old_end, old_start + new_rlen, last.prot, last.flags))
+            if (s.regions.insert(old_end, old_start + new_rlen, last.prot, last.flags, last.site))
                 s.regions.coalesce(old_end, old_start + new_rlen);
         }
     } else {
@@ -494,19 +533,19 @@ long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* 
             for (size_t i = 0; i < nsaved; ++i) {
                 const SavedRegion& sv = saved[i];
                 uintptr_t ns = dst + (sv.start - old_start), ne = dst + (sv.end - old_start);
-                if (s.regions.insert(ns, ne, sv.prot, sv.flags)) {
+                if (s.regions.insert(ns, ne, sv.prot, sv.flags, sv.site)) {
                     memcpy(s.regions.find(ns)->meta, sv.meta, (ne - ns) / kPageSize * sizeof(PageMeta));
                 }
             }
             if (new_rlen > keep_end - old_start && nsaved) {
                 const SavedRegion& last = saved[nsaved - 1];
-                s.regions.insert(dst + (keep_end - old_start), dst + new_rlen, last.prot, last.flags);
+                s.regions.insert(dst + (keep_end - old_start), dst + new_rlen, last.prot, last.flags, last.site);
             }
             s.regions.coalesce(dst, dst + new_rlen);
         }
         if (dontunmap && nsaved) {  // the old range stays mapped, now empty
             for (size_t i = 0; i < nsaved; ++i)
-                if (s.regions.insert(saved[i].start, saved[i].end, saved[i].prot, saved[i].flags))
+                if (s.regions.insert(saved[i].start, saved[i].end, saved[i].prot, saved[i].flags, saved[i].site))
                     s.regions.coalesce(saved[i].start, saved[i].end);
         }
     }
@@ -621,6 +660,8 @@ void rt_shutdown() {
     scanner_stop();
     const Config& cfg = config();
     Report rep;
+    memset(&rep, 0, sizeof(rep));
+    uint64_t* per_site = nullptr;
     {
         MmLockGuard g(s.lock);
         rep.seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
@@ -647,7 +688,9 @@ void rt_shutdown() {
         rep.vmas_used = count_vmas();
         rep.vma_limit = s.vmas.max_map_count();
         rep.metadata_bytes = meta_bytes_in_use();
+        per_site = count_duplicates_by_site(s);
     }
+    top_sites(per_site, &rep);
     bool child = sys::getpid() != g_original_pid;
     // Short-lived helpers (shells, compilers' drivers) would drown the log in
     // empty summaries: report when something was saved or a lot registered.

@@ -36,6 +36,11 @@ struct Report {
     uint64_t merge_runs, pages_merged, unmerged_pages, registered_bytes_total;
     double scanner_cpu_seconds;
     uint64_t vmas_used, vma_limit, metadata_bytes;
+    // Top allocation sites by duplicate bytes (merged or zero pages now).
+    static constexpr int kTopSites = 5;
+    int nsites;
+    uint64_t site_bytes[kTopSites];
+    char site_text[kTopSites][480];
 };
 
 // Writes the JSON object into buf (NUL-terminated); returns its length.
