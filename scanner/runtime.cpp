@@ -653,6 +653,92 @@ void rt_vacate_fd(int fd) {
     }
 }
 
+namespace {
+
+// Counters into rep; the caller holds the lock. Exact VMA count only when
+// asked (it reads /proc/self/maps).
+void collect(State& s, Report* rep, double cpu, bool exact_vmas) {
+    rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
+    rep->pages_registered = s.regions.pages_registered();
+    rep->pages_scanned = s.stats.pages_scanned.load();
+    rep->full_scans = s.stats.full_scans.load();
+    rep->pages_shared = s.store.slots_in_use();
+    rep->pages_sharing = s.store.total_refs() - s.store.slots_in_use();
+    rep->pages_unshared = s.stats.pages_unshared.load();
+    rep->pages_volatile = s.stats.pages_volatile.load();
+    rep->zero_pages = s.stats.zero_pages.load();
+    rep->cow_breaks = s.stats.cow_breaks.load();
+    rep->bytes_saved = bytes_saved_now(s);
+    rep->bytes_saved_peak = s.stats.bytes_saved_peak.load();
+    if (rep->bytes_saved > rep->bytes_saved_peak) rep->bytes_saved_peak = rep->bytes_saved;
+    rep->merge_failures = s.stats.merge_failures.load();
+    rep->vma_budget_skips = s.stats.vma_budget_skips.load();
+    rep->pinned_skips = s.stats.pinned_skips.load();
+    rep->merge_runs = s.stats.merge_runs.load();
+    rep->pages_merged = s.stats.pages_merged.load();
+    rep->unmerged_pages = s.stats.unmerged_pages.load();
+    rep->registered_bytes_total = s.stats.registered_bytes_total.load();
+    rep->scanner_cpu_seconds = cpu;
+    rep->vmas_used = exact_vmas ? count_vmas() : s.vmas.estimate();
+    rep->vma_limit = s.vmas.max_map_count();
+    rep->metadata_bytes = meta_bytes_in_use();
+}
+
+void stats_path(const char* pattern, char* out, size_t cap) {
+    const char* pp = strstr(pattern, "%p");
+    if (pp) snprintf(out, cap, "%.*s%ld%s", (int)(pp - pattern), pattern, sys::getpid(), pp + 2);
+    else snprintf(out, cap, "%s", pattern);
+}
+
+void live_path(char* out, size_t cap) { snprintf(out, cap, "/dev/shm/libdedup.%ld.json", sys::getpid()); }
+
+uint64_t g_live_last_ns = 0, g_interval_last_ns = 0;
+uint64_t g_live_last_scanned = 0;
+double g_live_last_cpu = 0;
+
+}  // namespace
+
+void rt_live_tick() {
+    if (g_init.load() != kReady) return;
+    const Config& cfg = config();
+    uint64_t now = monotonic_ns();
+    if (g_live_last_ns == 0) g_live_last_ns = now;  // first file after a second: short processes leave none
+    bool live_due = now - g_live_last_ns >= 1000 * 1000000ull;
+    bool interval_due = cfg.stats_interval_ms && now - g_interval_last_ns >= cfg.stats_interval_ms * 1000000ull;
+    if (!live_due && !interval_due) return;
+    State& s = state();
+    Report rep;
+    memset(&rep, 0, sizeof(rep));
+    double cpu = scanner_cpu_seconds();
+    {
+        MmLockGuard g(s.lock);
+        collect(s, &rep, cpu, false);
+    }
+    if (live_due) {
+        char path[64];
+        live_path(path, sizeof(path));
+        report_write_file(rep, path);
+        g_live_last_ns = now;
+    }
+    if (interval_due) {
+        double dt = g_interval_last_ns ? (double)(now - g_interval_last_ns) / 1e9 : rep.seconds;
+        if (dt <= 0) dt = 1e-9;
+        log_line("live: saved %.1f MiB, sharing %llu, shared %llu, zero %llu, volatile %llu, scan %.0f pages/s, scanner CPU %.1f%%",
+                 (double)rep.bytes_saved / (1 << 20), (unsigned long long)rep.pages_sharing,
+                 (unsigned long long)rep.pages_shared, (unsigned long long)rep.zero_pages,
+                 (unsigned long long)rep.pages_volatile, (double)(rep.pages_scanned - g_live_last_scanned) / dt,
+                 100.0 * (cpu - g_live_last_cpu) / dt);
+        g_live_last_scanned = rep.pages_scanned;
+        g_live_last_cpu = cpu;
+        g_interval_last_ns = now;
+        if (cfg.stats_file[0] && sys::getpid() == g_original_pid) {
+            char path[300];
+            stats_path(cfg.stats_file, path, sizeof(path));
+            report_write_file(rep, path);
+        }
+    }
+}
+
 void rt_shutdown() {
     if (g_init.load() != kReady) return;
     State& s = state();
@@ -664,33 +750,13 @@ void rt_shutdown() {
     uint64_t* per_site = nullptr;
     {
         MmLockGuard g(s.lock);
-        rep.seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
-        rep.pages_registered = s.regions.pages_registered();
-        rep.pages_scanned = s.stats.pages_scanned.load();
-        rep.full_scans = s.stats.full_scans.load();
-        rep.pages_shared = s.store.slots_in_use();
-        rep.pages_sharing = s.store.total_refs() - s.store.slots_in_use();
-        rep.pages_unshared = s.stats.pages_unshared.load();
-        rep.pages_volatile = s.stats.pages_volatile.load();
-        rep.zero_pages = s.stats.zero_pages.load();
-        rep.cow_breaks = s.stats.cow_breaks.load();
-        rep.bytes_saved = bytes_saved_now(s);
-        rep.bytes_saved_peak = s.stats.bytes_saved_peak.load();
-        if (rep.bytes_saved > rep.bytes_saved_peak) rep.bytes_saved_peak = rep.bytes_saved;
-        rep.merge_failures = s.stats.merge_failures.load();
-        rep.vma_budget_skips = s.stats.vma_budget_skips.load();
-        rep.pinned_skips = s.stats.pinned_skips.load();
-        rep.merge_runs = s.stats.merge_runs.load();
-        rep.pages_merged = s.stats.pages_merged.load();
-        rep.unmerged_pages = s.stats.unmerged_pages.load();
-        rep.registered_bytes_total = s.stats.registered_bytes_total.load();
-        rep.scanner_cpu_seconds = cpu;
-        rep.vmas_used = count_vmas();
-        rep.vma_limit = s.vmas.max_map_count();
-        rep.metadata_bytes = meta_bytes_in_use();
+        collect(s, &rep, cpu, true);
         per_site = count_duplicates_by_site(s);
     }
     top_sites(per_site, &rep);
+    char live[64];
+    live_path(live, sizeof(live));
+    sys::call(SYS_unlink, (long)live);
     bool child = sys::getpid() != g_original_pid;
     // Short-lived helpers (shells, compilers' drivers) would drown the log in
     // empty summaries: report when something was saved or a lot registered.
@@ -698,14 +764,9 @@ void rt_shutdown() {
     if (g_registered_anything && worth && (!child || rep.pages_scanned)) report_to_log(rep);
     if (cfg.stats_file[0]) {
         char path[300];
-        const char* pp = strstr(cfg.stats_file, "%p");
-        if (pp) {
-            snprintf(path, sizeof(path), "%.*s%ld%s", (int)(pp - cfg.stats_file), cfg.stats_file, sys::getpid(), pp + 2);
-        } else {
-            snprintf(path, sizeof(path), "%s", cfg.stats_file);
-        }
+        stats_path(cfg.stats_file, path, sizeof(path));
         // A forked child writes only to a per-pid path, never over its parent's file.
-        if (!child || pp) {
+        if (!child || strstr(cfg.stats_file, "%p")) {
             long w = report_write_file(rep, path);
             if (w != 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
         }

@@ -37,4 +37,9 @@ void rt_vacate_fd(int fd);
 // At exit: stops the scanner, writes the summary and the stats file.
 void rt_shutdown();
 
+// Called by the scanner thread between batches (no lock held): refreshes the
+// live stats file in /dev/shm every second, and with DEDUP_STATS_INTERVAL_MS
+// logs a line and refreshes DEDUP_STATS_FILE.
+void rt_live_tick();
+
 }  // namespace dedup

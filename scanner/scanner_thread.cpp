@@ -9,6 +9,7 @@
 #include "scanner/config.h"
 #include "scanner/log.h"
 #include "scanner/merge_engine.h"
+#include "scanner/runtime.h"
 #include "scanner/state.h"
 
 namespace dedup {
@@ -75,6 +76,7 @@ void* scanner_main(void*) {
             if (s.lock.waiters()) sched_yield();
         }
         if (g_stop.load(std::memory_order_relaxed)) break;
+        rt_live_tick();
         if (cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
         else if (pass_ended && done == 0) sleep_ms(1);  // nothing registered: do not spin
     }

@@ -1,0 +1,96 @@
+// Allocation sites in the summary and stats file, dedupstat on a live
+// process, and the dedup-run wrapper.
+#include "harness.h"
+
+#include <sys/wait.h>
+
+using namespace dt;
+
+namespace {
+
+std::string repo_root() {
+    // DEDUP_PROGRAMS is <repo>/build/programs.
+    std::string p = programs_dir();
+    for (int i = 0; i < 2; i++) {
+        size_t slash = p.rfind('/');
+        if (slash == std::string::npos) return ".";
+        p = p.substr(0, slash);
+    }
+    return p;
+}
+
+std::string capture(const std::string& cmd, int* status) {
+    std::string out;
+    FILE* f = popen(cmd.c_str(), "r");
+    if (!f) return out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    int st = pclose(f);
+    if (status) *status = st;
+    return out;
+}
+
+TEST(Sites, SummaryNamesTheFunctionThatMadeTheDuplicates) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    Result r = run(prog("sites"), with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}}), tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    // Summary on stderr: the top site line names build_lookup_table with its file.
+    size_t top = r.err.find("top allocation sites");
+    ASSERT_NE(top, std::string::npos) << r.err;
+    std::string after = r.err.substr(top);
+    size_t first_site = after.find('\n');
+    ASSERT_NE(first_site, std::string::npos);
+    std::string line = after.substr(first_site + 1, after.find('\n', first_site + 1) - first_site - 1);
+    EXPECT_NE(line.find("build_lookup_table"), std::string::npos) << "top site line: " << line << "\n" << r.err;
+    EXPECT_NE(line.find("sites.c"), std::string::npos) << line;
+    EXPECT_NE(line.find("main"), std::string::npos) << line;
+    EXPECT_EQ(r.err.find("make_noise"), std::string::npos) << "unique data must not be listed\n" << r.err;
+    // Stats file: sites array with the same function and at least 10 MiB.
+    std::string js = read_file(r.stats_path);
+    size_t at = js.find("build_lookup_table");
+    EXPECT_NE(at, std::string::npos) << js;
+    Stats st = load_stats(r);
+    EXPECT_GT(st["pages_sharing"], 2000) << st.text;
+}
+
+TEST(Dedupstat, ReadsTheCountersOfALiveProcess) {
+    DT_REQUIRE_LIB();
+    std::string tool = repo_root() + "/scripts/dedupstat";
+    ASSERT_TRUE(file_exists(tool)) << tool;
+    std::string cmd = "LD_PRELOAD=" + lib() + " DEDUP_SLEEP_MS=1 DEDUP_LOG=off " + prog("sites") + " 2500 & pid=$!; " +
+                      "sleep 2; " + tool + " $pid; echo list; " + tool + "; wait $pid; echo rc=$?; " +
+                      "sleep 0.2; test -e /dev/shm/libdedup.$pid.json && echo leftover || echo cleaned";
+    int status = 0;
+    std::string out = capture(cmd, &status);
+    auto kv = [&](const std::string& key) {
+        size_t p = out.find("\n" + key + ":");
+        if (p == std::string::npos) p = out.find(key + ":") == 0 ? 0 : std::string::npos;
+        if (p == std::string::npos) return -1.0;
+        return atof(out.c_str() + out.find(':', p) + 1);
+    };
+    EXPECT_GT(kv("pages_sharing"), 2000) << out;
+    EXPECT_GT(kv("pages_registered"), 3000) << out;
+    EXPECT_NE(out.find("SAVED_MiB"), std::string::npos) << out;
+    EXPECT_NE(out.find("rc=0"), std::string::npos) << out;
+    EXPECT_NE(out.find("cleaned"), std::string::npos) << "the live stats file must go at exit\n" << out;
+}
+
+TEST(DedupRun, PassesExitCodesAndSignalsThrough) {
+    DT_REQUIRE_LIB();
+    std::string tool = repo_root() + "/scripts/dedup-run";
+    int status = 0;
+    capture(tool + " --lib " + lib() + " --log off -- sh -c 'exit 7'", &status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7) << status;
+    std::string out = capture(tool + " --lib " + lib() + " --log off -- sh -c 'kill -KILL $$'; echo rc=$?", &status);
+    EXPECT_NE(out.find("rc=137"), std::string::npos) << out;
+    out = capture(tool + " --lib " + lib() + " --scope advised --sleep-ms 3 -- sh -c 'echo $LD_PRELOAD $DEDUP_SCOPE $DEDUP_SLEEP_MS'", &status);
+    EXPECT_NE(out.find("libdedup.so advised 3"), std::string::npos) << out;
+    // Under the wrapper the program is really deduplicated.
+    out = capture(tool + " --lib " + lib() + " --sleep-ms 1 -- " + prog("sites") + " 0 2>&1", &status);
+    EXPECT_NE(out.find("summary after"), std::string::npos) << out;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+}
+
+}  // namespace
