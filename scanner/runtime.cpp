@@ -610,6 +610,34 @@ long rt_munlockall() {
     return r;
 }
 
+long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5,
+                           bool* handled) {
+    constexpr int kSet = 67, kGet = 68;  // PR_SET_MEMORY_MERGE, PR_GET_MEMORY_MERGE
+    *handled = (option == kSet || option == kGet) && ensure_init();
+    if (!*handled) return 0;
+    State& s = state();
+    if (option == kGet) {
+        if (a2 || a3 || a4 || a5) return -EINVAL;
+        MmLockGuard g(s.lock);
+        return s.merge_all ? 1 : 0;
+    }
+    if (a3 || a4 || a5) return -EINVAL;
+    {
+        MmLockGuard g(s.lock);
+        if (a2) {
+            s.merge_all = true;
+        } else {
+            // As the kernel's ksm_disable_merge_any: every page goes back to
+            // private memory and nothing merges until advised again.
+            unmerge_range(s, 0, ~uintptr_t(0) & ~kPageMask);
+            for (size_t i = 0; i < s.regions.count(); ++i) s.regions[i].flags &= ~kRegAdvised;
+            s.merge_all = false;
+        }
+    }
+    if (a2) after_register();
+    return 0;
+}
+
 long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
     if (ensure_init() && signal_is_managed(sig)) return app_sigaction(sig, act, old);
     return __sigaction(sig, act, old) == 0 ? 0 : -errno;

@@ -23,6 +23,13 @@ long rt_munlock(void* addr, size_t len);
 long rt_mlockall(int flags);
 long rt_munlockall();
 
+// prctl(PR_SET_MEMORY_MERGE / PR_GET_MEMORY_MERGE), as the kernel documents
+// them since 6.4: 1 merges every registered region (as DEDUP_SCOPE=all), 0
+// stops merging and unmerges everything. Returns the prctl result or -errno;
+// *handled is false for every other option (the shim passes those on).
+long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5,
+                           bool* handled);
+
 // Signals: the shim keeps SIGSEGV for itself and shows the application its
 // own disposition.
 long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old);

@@ -93,6 +93,31 @@ EXPORT int munlock(const void* addr, size_t len) { return (int)set_errno(rt_munl
 EXPORT int mlockall(int flags) { return (int)set_errno(rt_mlockall(flags)); }
 EXPORT int munlockall(void) { return (int)set_errno(rt_munlockall()); }
 
+// ---- prctl: KSM's process-wide switch -------------------------------------
+
+namespace {
+using PrctlFn = int (*)(int, unsigned long, unsigned long, unsigned long, unsigned long);
+PrctlFn next_prctl() {
+    static PrctlFn real = nullptr;
+    if (!real) real = (PrctlFn)dlsym(RTLD_NEXT, "prctl");
+    return real;
+}
+}  // namespace
+
+EXPORT int prctl(int option, ...) {
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    bool handled = false;
+    int saved = errno;
+    long r = rt_prctl_memory_merge(option, a2, a3, a4, a5, &handled);
+    errno = saved;
+    if (handled) return (int)set_errno(r);
+    return next_prctl()(option, a2, a3, a4, a5);
+}
+
 // ---- malloc and friends ------------------------------------------------
 
 EXPORT void* malloc(size_t n) {
