@@ -6,8 +6,22 @@
 
 namespace dedup {
 
+namespace {
+size_t block_bytes(size_t pages) { return sizeof(MetaBlock) + pages * sizeof(PageMeta); }
+
+MetaBlock* new_block(size_t pages) {
+    MetaBlock* b = static_cast<MetaBlock*>(meta_alloc(block_bytes(pages)));
+    if (b) {
+        b->refs = 1;
+        b->pages = pages;
+    }
+    return b;
+}
+}  // namespace
+
 void free_region_meta(Region& r) {
-    meta_free(r.meta, r.pages() * sizeof(PageMeta));
+    if (r.block && --r.block->refs == 0) meta_free(r.block, block_bytes(r.block->pages));
+    r.block = nullptr;
     r.meta = nullptr;
 }
 
@@ -51,14 +65,14 @@ bool RegionRegistry::overlaps(uintptr_t start, uintptr_t end) const {
 bool RegionRegistry::insert(uintptr_t start, uintptr_t end, int prot, uint32_t flags, uint32_t site) {
     if (end <= start) return true;
     size_t pages = (end - start) / kPageSize;
-    PageMeta* meta = static_cast<PageMeta*>(meta_alloc(pages * sizeof(PageMeta)));
-    if (!meta || !reserve(count_ + 1)) {
-        meta_free(meta, pages * sizeof(PageMeta));
+    MetaBlock* block = new_block(pages);
+    if (!block || !reserve(count_ + 1)) {
+        if (block) meta_free(block, block_bytes(pages));
         return false;
     }
     size_t i = lower_bound(start);
     memmove(&regions_[i + 1], &regions_[i], (count_ - i) * sizeof(Region));
-    regions_[i] = Region{start, end, prot, flags, meta, site};
+    regions_[i] = Region{start, end, prot, flags, block->meta, site, block};
     ++count_;
     pages_ += pages;
     return true;
@@ -68,23 +82,14 @@ bool RegionRegistry::split_at(uintptr_t addr) {
     Region* r = find(addr);
     if (!r || r->start == addr) return true;
     size_t i = (size_t)(r - regions_);
-    size_t left = (addr - r->start) / kPageSize, right = (r->end - addr) / kPageSize;
-    PageMeta* lm = static_cast<PageMeta*>(meta_alloc(left * sizeof(PageMeta)));
-    PageMeta* rm = static_cast<PageMeta*>(meta_alloc(right * sizeof(PageMeta)));
-    if (!lm || !rm || !reserve(count_ + 1)) {
-        meta_free(lm, left * sizeof(PageMeta));
-        meta_free(rm, right * sizeof(PageMeta));
-        return false;
-    }
-    r = &regions_[i];  // reserve may have moved the array
-    memcpy(lm, r->meta, left * sizeof(PageMeta));
-    memcpy(rm, r->meta + left, right * sizeof(PageMeta));
-    Region orig = *r;
-    free_region_meta(*r);
+    if (!reserve(count_ + 1)) return false;
+    Region orig = regions_[i];  // reserve may have moved the array
+    size_t left = (addr - orig.start) / kPageSize;
     memmove(&regions_[i + 1], &regions_[i], (count_ - i) * sizeof(Region));
     ++count_;
-    regions_[i] = Region{orig.start, addr, orig.prot, orig.flags, lm, orig.site};
-    regions_[i + 1] = Region{addr, orig.end, orig.prot, orig.flags, rm, orig.site};
+    ++orig.block->refs;  // both halves share the block
+    regions_[i] = Region{orig.start, addr, orig.prot, orig.flags, orig.meta, orig.site, orig.block};
+    regions_[i + 1] = Region{addr, orig.end, orig.prot, orig.flags, orig.meta + left, orig.site, orig.block};
     return true;
 }
 
@@ -96,12 +101,21 @@ void RegionRegistry::coalesce(uintptr_t start, uintptr_t end) {
         Region& b = regions_[i + 1];
         if (a.end == b.start && a.prot == b.prot && a.flags == b.flags && a.site == b.site) {
             size_t ap = a.pages(), bp = b.pages();
-            PageMeta* m = static_cast<PageMeta*>(meta_realloc(a.meta, ap * sizeof(PageMeta), (ap + bp) * sizeof(PageMeta)));
+            if (a.block == b.block && a.meta + ap == b.meta) {  // split siblings meeting again: free
+                a.end = b.end;
+                free_region_meta(b);
+                erase_at(i + 1);
+                continue;
+            }
+            MetaBlock* m = new_block(ap + bp);
             if (!m) return;
-            memcpy(m + ap, b.meta, bp * sizeof(PageMeta));
-            a.meta = m;
-            a.end = b.end;
+            memcpy(m->meta, a.meta, ap * sizeof(PageMeta));
+            memcpy(m->meta + ap, b.meta, bp * sizeof(PageMeta));
+            free_region_meta(a);
             free_region_meta(b);
+            a.meta = m->meta;
+            a.block = m;
+            a.end = b.end;
             erase_at(i + 1);
             continue;
         }

@@ -21,6 +21,17 @@ enum RegionFlags : uint32_t {
 };
 constexpr uint32_t kRegReapplyMask = kRegDontfork | kRegDontdump | kRegHugepage | kRegNohugepage;
 
+// Per-page metadata lives in blocks shared by every piece of one
+// registration: splitting a region (mprotect, madvise, partial munmap of a
+// range the program toggles page by page) allocates nothing, and pieces of
+// the same block that meet again coalesce for free.
+struct MetaBlock {
+    uint32_t refs;   // regions pointing into this block
+    uint32_t unused;
+    size_t pages;
+    PageMeta meta[];
+};
+
 struct Region {
     uintptr_t start;
     uintptr_t end;
@@ -28,6 +39,7 @@ struct Region {
     uint32_t flags;
     PageMeta* meta;  // (end - start) / kPageSize entries
     uint32_t site;   // allocation site (sites.h), 0 = unknown
+    MetaBlock* block;  // owner of meta (shared with split siblings)
 
     size_t pages() const { return (end - start) / kPageSize; }
     PageMeta& at(uintptr_t addr) { return meta[(addr - start) / kPageSize]; }

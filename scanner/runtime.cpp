@@ -225,6 +225,48 @@ long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
     return 0;
 }
 
+// The program ran into vm.max_map_count (its call failed with ENOMEM) while
+// our merges hold VMAs: give them back, most fragmented regions first, by
+// making each one a single anonymous mapping again. True if any VMA was
+// freed (the caller then retries its call once). Lock held.
+bool give_back_vmas(State& s, bool at_limit) {
+    uint64_t max = s.vmas.max_map_count();
+    uint64_t n = count_vmas();
+    uint64_t reserve = max - s.vmas.limit();
+    if (at_limit && n + 64 < max) return false;  // ENOMEM for another reason
+    if (!at_limit && n <= s.vmas.limit()) return false;
+    uint64_t target = s.vmas.limit() - reserve / 4;  // a margin below the budget
+    bool freed = false;
+    while (n >= target) {
+        // The region with the most memfd pieces (runs of merged pages).
+        size_t best = s.regions.count();
+        uint64_t best_runs = 0;
+        for (size_t i = 0; i < s.regions.count(); ++i) {
+            Region& r = s.regions[i];
+            uint64_t runs = 0;
+            bool prev = false;
+            for (size_t p = 0; p < r.pages(); ++p) {
+                bool f = in_file_vma(r.meta[p].state);
+                runs += f && !prev;
+                prev = f;
+            }
+            if (runs > best_runs) { best_runs = runs; best = i; }
+        }
+        if (best == s.regions.count()) break;
+        Region& r = s.regions[best];
+        if (consolidate(s, r, r.start, r.end) != 0) break;
+        ++s.stats.vma_give_backs;
+        freed = true;
+        n = count_vmas();
+    }
+    s.vmas.recount();
+    if (freed) s.vmas.hold_off(10ull * 1000 * 1000000);
+    if (freed)
+        log_warning("the program's VMAs approach vm.max_map_count (%llu of %llu); merged regions were unmerged to give VMAs back",
+                    (unsigned long long)n, (unsigned long long)max);
+    return freed;
+}
+
 // MADV_MERGEABLE on memory we never saw mapped (smaller than
 // DEDUP_MIN_REGION, or mapped before we were loaded): register the private
 // anonymous parts, as KSM would take them. [heap] and [stack] stay out: glibc
@@ -326,12 +368,19 @@ long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
     State& s = state();
     bool reg = registrable(prot, flags, len);
     bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
-    if (!reg && !fixed) return sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+    if (!reg && !fixed) {
+        long r = sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+        if (r != -ENOMEM) return r;
+        MmLockGuard g(s.lock);
+        if (give_back_vmas(s, true)) r = sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+        return r;
+    }
     uint32_t site = reg ? site_capture() : 0;  // outside the lock: unwinding may take libc locks
     long r;
     {
         MmLockGuard g(s.lock);
         r = sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
+        if (r == -ENOMEM && give_back_vmas(s, true)) r = sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
         if (sys::failed(r)) return r;
         uintptr_t start = (uintptr_t)r, end = start + round_up(len);
         forget_range(s, start, end);  // MAP_FIXED replaced whatever we knew there
@@ -355,6 +404,7 @@ long rt_munmap(void* addr, size_t len) {
     State& s = state();
     MmLockGuard g(s.lock);
     long r = sys::munmap(addr, len);
+    if (r == -ENOMEM && give_back_vmas(s, true)) r = sys::munmap(addr, len);
     if (r == 0) forget_range(s, (uintptr_t)addr, (uintptr_t)addr + round_up(len));
     return r;
 }
@@ -364,6 +414,7 @@ long rt_mprotect(void* addr, size_t len, int prot) {
     State& s = state();
     MmLockGuard g(s.lock);
     long r = sys::mprotect(addr, len, prot);
+    if (r == -ENOMEM && give_back_vmas(s, true)) r = sys::mprotect(addr, len, prot);
     uintptr_t start = (uintptr_t)addr, end = start + round_up(len);
     if (r != 0 || !s.regions.overlaps(start, end)) return r;
     if (!s.regions.isolate(start, end)) {
@@ -608,6 +659,13 @@ long rt_munlockall() {
         g_mlock_future.store(false);
     }
     return r;
+}
+
+bool rt_relieve_vma_pressure() {
+    if (g_init.load() != kReady) return false;
+    State& s = state();
+    MmLockGuard g(s.lock);
+    return give_back_vmas(s, false);
 }
 
 long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5,

@@ -49,4 +49,9 @@ void rt_shutdown();
 // logs a line and refreshes DEDUP_STATS_FILE.
 void rt_live_tick();
 
+// Called by the scanner (no lock held) after an exact VMA count showed the
+// process past the budget because the program itself grew: gives VMAs back
+// (unmerges the most fragmented regions) while there is still room to.
+bool rt_relieve_vma_pressure();
+
 }  // namespace dedup

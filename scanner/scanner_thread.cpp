@@ -40,22 +40,43 @@ void end_of_pass(State& s) {
     s.vmas.recount_if_older(1000 * 1000000ull);
 }
 
-// One lock hold: at most one batch of one region. Returns pages looked at,
-// or 0 when the pass ended.
+// True when an exact count (at most twice a second) shows the process past
+// the budget while we hold merged pieces.
+bool check_vma_pressure(State& s) {
+    static uint64_t last_ns = 0;
+    uint64_t now = monotonic_ns();
+    if (now - last_ns < 500 * 1000000ull) return false;
+    last_ns = now;
+    if (s.stats.merge_runs.load(std::memory_order_relaxed) == 0) return false;
+    uint64_t n = count_vmas();
+    return n > s.vmas.limit();
+}
+
+// One lock hold: up to kPagesPerHold pages, across as many (small) regions
+// as that takes. Returns pages looked at, or 0 when the pass ended.
+constexpr size_t kPagesPerHold = 256;
+constexpr size_t kRegionsPerHold = 64;
+
 size_t scan_step(State& s, size_t budget) {
     MmLockGuard guard(s.lock);
-    size_t i = s.regions.lower_bound(s.cursor);
-    while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;
-    if (i == s.regions.count()) {
-        s.cursor = 0;
-        end_of_pass(s);
-        return 0;
+    size_t done = 0;
+    size_t limit = budget < kPagesPerHold ? budget : kPagesPerHold;
+    for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
+        size_t i = s.regions.lower_bound(s.cursor);
+        while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;
+        if (i == s.regions.count()) {
+            s.cursor = 0;
+            end_of_pass(s);
+            return done;
+        }
+        Region& r = s.regions[i];
+        uintptr_t from = s.cursor > r.start ? s.cursor : r.start;
+        size_t n = scan_batch(s, r, from, limit - done);
+        s.cursor = from + n * kPageSize;
+        done += n;
+        if (n == 0) break;
     }
-    Region& r = s.regions[i];
-    uintptr_t from = s.cursor > r.start ? s.cursor : r.start;
-    size_t n = scan_batch(s, r, from, budget);
-    s.cursor = from + n * kPageSize;
-    return n;
+    return done;
 }
 
 void* scanner_main(void*) {
@@ -77,6 +98,9 @@ void* scanner_main(void*) {
         }
         if (g_stop.load(std::memory_order_relaxed)) break;
         rt_live_tick();
+        // The program's own VMAs grew into our budget: give ours back before
+        // it reaches the hard limit (where even unmerging needs VMAs).
+        if (check_vma_pressure(s)) rt_relieve_vma_pressure();
         if (cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
         else if (pass_ended && done == 0) sleep_ms(1);  // nothing registered: do not spin
     }
