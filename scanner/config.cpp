@@ -148,8 +148,13 @@ const Config& config() {
     if (s == 2) return cfg;
     int expected = 0;
     if (state.compare_exchange_strong(expected, 1)) {
+        // The log first: warnings about the other options must go there.
+        const char* log_spec = env_lookup(environ, "DEDUP_LOG");
+        bool log_ok = log_open(log_spec);
         Config tmp;
         config_parse(environ, &tmp);
+        if (!log_ok)
+            log_warning("DEDUP_LOG='%s' cannot be opened; using default stderr", log_spec);
         cfg = tmp;
         state.store(2, std::memory_order_release);
         return cfg;

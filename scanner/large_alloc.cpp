@@ -1,5 +1,6 @@
 #include "scanner/large_alloc.h"
 
+#include <atomic>
 #include <stdint.h>
 #include <sys/mman.h>
 
@@ -12,20 +13,76 @@ constexpr uint64_t kMagicMask = 0xffffffffull << 32;
 constexpr uint64_t kMmappedBit = 2;  // glibc's IS_MMAPPED
 
 uint64_t* header(const void* p) { return reinterpret_cast<uint64_t*>(const_cast<void*>(p)) - 2; }
+
+// Freed blocks kept for reuse: a program that frees and allocates big
+// buffers in a loop then reuses mappings instead of paying mmap + munmap
+// each time (every munmap is a TLB shootdown on each CPU running one of the
+// process's threads, the scanner included). Small and bounded, as glibc's
+// heap keeps freed memory too.
+constexpr int kCacheSlots = 16;
+constexpr size_t kCacheMaxBlock = 4u << 20;
+constexpr size_t kCacheMaxBytes = 32u << 20;
+struct Block {
+    uintptr_t base;
+    size_t len;
+};
+Block g_cache[kCacheSlots];
+int g_cache_n = 0;
+size_t g_cache_bytes = 0;
+std::atomic_flag g_cache_lock = ATOMIC_FLAG_INIT;
+
+void cache_lock() {
+    while (g_cache_lock.test_and_set(std::memory_order_acquire)) {
+    }
+}
+void cache_unlock() { g_cache_lock.clear(std::memory_order_release); }
+
+// A cached mapping of at least `len` bytes and not much more ({0, 0} if none).
+Block cache_take(size_t len) {
+    Block b{0, 0};
+    cache_lock();
+    for (int i = 0; i < g_cache_n; ++i) {
+        if (g_cache[i].len >= len && g_cache[i].len <= len + len / 4 + (64u << 10)) {
+            b = g_cache[i];
+            g_cache_bytes -= b.len;
+            g_cache[i] = g_cache[--g_cache_n];
+            break;
+        }
+    }
+    cache_unlock();
+    return b;
+}
+
+bool cache_put(Block b) {
+    if (b.len > kCacheMaxBlock) return false;
+    bool kept = false;
+    cache_lock();
+    if (g_cache_n < kCacheSlots && g_cache_bytes + b.len <= kCacheMaxBytes) {
+        g_cache[g_cache_n++] = b;
+        g_cache_bytes += b.len;
+        kept = true;
+    }
+    cache_unlock();
+    return kept;
+}
 }  // namespace
 
-void* large_alloc(size_t size, size_t align) {
+void* large_alloc(size_t size, size_t align, bool* fresh) {
     if (align < 16) align = 16;
     if (size > (SIZE_MAX >> 2) || align > (1u << 30)) return nullptr;
     size_t need = size + 16 + (align > 16 ? align : 0);
     size_t len = (need + 4095) & ~size_t(4095);
-    long r = rt_mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (r < 0 && r > -4096) return nullptr;
-    uintptr_t base = (uintptr_t)r;
-    uintptr_t p = (base + 16 + align - 1) & ~(uintptr_t)(align - 1);
+    Block b = align == 16 ? cache_take(len) : Block{0, 0};
+    if (fresh) *fresh = b.base == 0;
+    if (!b.base) {
+        long r = rt_mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (r < 0 && r > -4096) return nullptr;
+        b = Block{(uintptr_t)r, len};
+    }
+    uintptr_t p = (b.base + 16 + align - 1) & ~(uintptr_t)(align - 1);
     uint64_t* h = header(reinterpret_cast<void*>(p));
-    h[0] = kMagic | (uint64_t)(p - base);
-    h[1] = (uint64_t)(base + len - p) | kMmappedBit;
+    h[0] = kMagic | (uint64_t)(p - b.base);
+    h[1] = (uint64_t)(b.base + b.len - p) | kMmappedBit;
     return reinterpret_cast<void*>(p);
 }
 
@@ -39,9 +96,11 @@ bool large_owns(const void* p) {
 size_t large_usable(const void* p) { return (size_t)(header(p)[1] & ~uint64_t(15)); }
 
 void large_free(void* p) {
-    const uint64_t* h = header(p);
+    uint64_t* h = header(p);
     uintptr_t base = (uintptr_t)p - (uintptr_t)(h[0] & 0xffffffffull);
     size_t len = (size_t)(((uintptr_t)p + large_usable(p)) - base);
+    h[0] = 0;  // a stale pointer freed twice is not ours any more
+    if (cache_put(Block{base, len})) return;
     rt_munmap(reinterpret_cast<void*>(base), len);
 }
 

@@ -7,8 +7,10 @@
 
 namespace dedup {
 
-// nullptr if the mapping failed (the caller falls back to libc).
-void* large_alloc(size_t size, size_t align);
+// nullptr if the mapping failed (the caller falls back to libc). *fresh
+// (if given) says the memory is a new mapping, i.e. zero; a block reused
+// from the cache holds old contents.
+void* large_alloc(size_t size, size_t align, bool* fresh = nullptr);
 // True if p came from large_alloc. p must be a live pointer from some
 // malloc-family function (the header words are then readable).
 bool large_owns(const void* p);

@@ -1,6 +1,7 @@
 #include "scanner/log.h"
 
 #include <atomic>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,7 +34,23 @@ void vlog(const char* fmt, va_list ap) {
 }
 }  // namespace
 
+std::atomic<int> g_log_file{-1};
+
 void log_set_fd(int fd) { g_log_fd.store(fd, std::memory_order_relaxed); }
+int log_file_fd() { return g_log_file.load(std::memory_order_relaxed); }
+void log_set_file_fd(int fd) { g_log_file.store(fd, std::memory_order_relaxed); }
+
+bool log_open(const char* spec) {
+    if (!spec || !*spec || !strcmp(spec, "stderr")) { log_set_fd(2); return true; }
+    if (!strcmp(spec, "off")) { log_set_fd(-1); return true; }
+    long fd = sys::call(SYS_open, (long)spec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (sys::failed(fd)) { log_set_fd(2); return false; }
+    long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
+    if (!sys::failed(high)) { sys::close((int)fd); fd = high; }
+    log_set_file_fd((int)fd);
+    log_set_fd((int)fd);
+    return true;
+}
 int log_fd() { return g_log_fd.load(std::memory_order_relaxed); }
 
 void log_line(const char* fmt, ...) {

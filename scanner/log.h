@@ -9,6 +9,15 @@ namespace dedup {
 void log_set_fd(int fd);
 int log_fd();
 
+// Applies a DEDUP_LOG value: "stderr" (or empty), "off", or a file path
+// (opened for appending, close-on-exec, moved to a high fd). Returns false if
+// the file could not be opened (the log stays on stderr). Done before any
+// other option is parsed, so warnings about them go where the user asked.
+bool log_open(const char* spec);
+// The log file's descriptor, or -1 (the shim hides it from close()).
+int log_file_fd();
+void log_set_file_fd(int fd);
+
 // Writes "libdedup: <message>\n" to the log.
 void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

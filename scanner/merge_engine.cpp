@@ -176,7 +176,7 @@ bool extends(const Run& run, const Action& a, uintptr_t addr) {
 
 void merge_zero_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
-    if (!s.vmas.can_afford(2)) { ++s.stats.vma_budget_skips; return; }
+    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += run.n; return; }
     if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return; }
     if (!protect(s, run.start, len, r.prot)) {
         ++s.stats.merge_failures;
@@ -204,7 +204,7 @@ void merge_zero_run(State& s, Region& r, const Run& run) {
 void merge_slot_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     if (!s.store.fd_is_ours()) { ++s.stats.merge_failures; return; }
-    if (!s.vmas.can_afford(2)) { ++s.stats.vma_budget_skips; return; }
+    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += run.n; return; }
     if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return; }
     if (!protect(s, run.start, len, r.prot)) {
         ++s.stats.merge_failures;
@@ -240,7 +240,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     Region& cr = *run.cand_region;
     if (!s.store.fd_is_ours()) { ++s.stats.merge_failures; return; }
-    if (!s.vmas.can_afford(4)) { ++s.stats.vma_budget_skips; return; }
+    if (!s.vmas.can_afford(4)) { s.stats.pass_budget_skips += 2 * run.n; return; }
     if (!kw_window_open(run.start, len, run.cand, len)) { ++s.stats.pinned_skips; return; }
     int64_t first = s.store.alloc_run((uint32_t)run.n);
     if (first < 0) { ++s.stats.merge_failures; kw_window_close(); return; }

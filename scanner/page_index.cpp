@@ -80,10 +80,19 @@ void PageIndex::drop_candidates() {
     if (!table_ || candidates_ == 0) return;
     Entry* old = table_;
     size_t cap = capacity_;
+    if (candidates_ < 64) {  // a few: erase in place rather than rebuild the table
+        // Backward-shift deletion can move a later entry into a slot already
+        // visited when a probe chain wraps: sweep until none is left.
+        while (candidates_)
+            for (size_t i = 0; i < cap && candidates_; ++i)
+                while (old[i].hash && is_candidate(old[i].value)) erase(old[i].hash);
+        return;
+    }
     Entry* t = static_cast<Entry*>(meta_alloc(cap * sizeof(Entry)));
     if (!t) {  // no memory to rebuild: erase in place (slower, same result)
-        for (size_t i = 0; i < cap; ++i)
-            while (old[i].hash && is_candidate(old[i].value)) erase(old[i].hash);
+        while (candidates_)
+            for (size_t i = 0; i < cap && candidates_; ++i)
+                while (old[i].hash && is_candidate(old[i].value)) erase(old[i].hash);
         return;
     }
     table_ = t;

@@ -33,7 +33,6 @@ namespace {
 enum InitState { kUninit = 0, kIniting = 1, kReady = 2, kDisabled = 3 };
 std::atomic<int> g_init{kUninit};
 __thread bool t_initialising = false;
-std::atomic<int> g_log_file_fd{-1};
 std::atomic<bool> g_mlock_future{false};
 long g_original_pid = 0;
 bool g_registered_anything = false;
@@ -41,26 +40,6 @@ bool g_registered_anything = false;
 constexpr uintptr_t kPageMask = kPageSize - 1;
 uintptr_t round_up(uintptr_t v) { return (v + kPageMask) & ~kPageMask; }
 
-int move_fd_high(int fd) {
-    long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
-    if (sys::failed(high)) return fd;
-    sys::close(fd);
-    return (int)high;
-}
-
-void open_log(const Config& cfg) {
-    if (!strcmp(cfg.log, "off")) { log_set_fd(-1); return; }
-    if (!strcmp(cfg.log, "stderr") || !cfg.log[0]) { log_set_fd(2); return; }
-    long fd = sys::call(SYS_open, (long)cfg.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (sys::failed(fd)) {
-        log_set_fd(2);
-        log_warning("DEDUP_LOG='%s' cannot be opened (%s); using default stderr", cfg.log, strerror((int)-fd));
-        return;
-    }
-    int f = move_fd_high((int)fd);
-    g_log_file_fd.store(f);
-    log_set_fd(f);
-}
 
 void fork_prepare() {
     if (g_init.load() != kReady) return;
@@ -95,8 +74,7 @@ void fork_child() {
 bool init_now() {
     t_initialising = true;
     // The log destination first, so that warnings about other options land there.
-    const Config& cfg = config();  // parses the environment (may warn to stderr)
-    open_log(cfg);
+    const Config& cfg = config();  // opens DEDUP_LOG, then parses the rest of the environment
     if (cfg.disable) {
         t_initialising = false;
         g_init.store(kDisabled, std::memory_order_release);
@@ -366,7 +344,9 @@ bool rt_active() { return ensure_init(); }
 long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
     if (!ensure_init()) return sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
     State& s = state();
-    bool reg = registrable(prot, flags, len);
+    // libunwind's own caches, mapped while it captures a site, are not the
+    // program's memory.
+    bool reg = registrable(prot, flags, len) && !site_capture_in_progress();
     bool fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE);
     if (!reg && !fixed) {
         long r = sys::call(SYS_mmap, (long)addr, (long)len, prot, flags, fd, (long)off);
@@ -704,13 +684,13 @@ long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
 bool rt_owns_fd(int fd) {
     if (fd < 0 || g_init.load() != kReady) return false;
     State& s = state();
-    return fd == s.store.fd() || fd == s.pagemap_fd || fd == g_log_file_fd.load();
+    return fd == s.store.fd() || fd == s.pagemap_fd || fd == log_file_fd();
 }
 
 int rt_fds(int out[3]) {
     if (g_init.load() != kReady) return 0;
     State& s = state();
-    int c[3] = {s.store.fd(), s.pagemap_fd, g_log_file_fd.load()}, n = 0;
+    int c[3] = {s.store.fd(), s.pagemap_fd, log_file_fd()}, n = 0;
     for (int f : c)
         if (f >= 0) out[n++] = f;
     for (int i = 1; i < n; ++i)
@@ -725,10 +705,10 @@ void rt_vacate_fd(int fd) {
     if (fd == s.pagemap_fd) {  // reopened on demand
         sys::close(fd);
         s.pagemap_fd = -1;
-    } else if (fd == g_log_file_fd.load()) {
+    } else if (fd == log_file_fd()) {
         long nfd = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
         if (!sys::failed(nfd)) {
-            g_log_file_fd.store((int)nfd);
+            log_set_file_fd((int)nfd);
             log_set_fd((int)nfd);
         } else {
             log_set_fd(-1);
@@ -745,7 +725,12 @@ namespace {
 // asked (it reads /proc/self/maps).
 void collect(State& s, Report* rep, double cpu, bool exact_vmas) {
     rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
-    rep->pages_registered = s.regions.pages_registered();
+    // Pages the scanner may merge: with DEDUP_SCOPE=advised, only advised
+    // ranges count as registered (the others are tracked, not registered).
+    uint64_t in_scope = 0;
+    for (size_t i = 0; i < s.regions.count(); ++i)
+        if (s.merge_all || (s.regions[i].flags & kRegAdvised)) in_scope += s.regions[i].pages();
+    rep->pages_registered = in_scope;
     rep->pages_scanned = s.stats.pages_scanned.load();
     rep->full_scans = s.stats.full_scans.load();
     rep->pages_shared = s.store.slots_in_use();

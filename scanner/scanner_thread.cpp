@@ -33,7 +33,12 @@ void end_of_pass(State& s) {
     s.stats.full_scans.fetch_add(1, std::memory_order_relaxed);
     s.stats.pages_volatile.store(s.stats.pass_volatile, std::memory_order_relaxed);
     s.stats.pages_unshared.store(s.stats.pass_unshared, std::memory_order_relaxed);
-    s.stats.pass_volatile = s.stats.pass_unshared = 0;
+    uint64_t runs = s.stats.merge_runs.load(std::memory_order_relaxed);
+    s.stats.vma_budget_skips.store(s.stats.pass_budget_skips, std::memory_order_relaxed);
+    s.stats.budget_bound.store(s.stats.pass_budget_skips > 0 && runs == s.stats.pass_start_merge_runs,
+                               std::memory_order_relaxed);
+    s.stats.pass_start_merge_runs = runs;
+    s.stats.pass_volatile = s.stats.pass_unshared = s.stats.pass_budget_skips = 0;
     s.index.drop_candidates();
     // Exact VMA count for the budget; /proc/self/maps is not cheap, so at
     // most once a second when passes are short.
@@ -53,12 +58,15 @@ bool check_vma_pressure(State& s) {
 }
 
 // One lock hold: up to kPagesPerHold pages, across as many (small) regions
-// as that takes. Returns pages looked at, or 0 when the pass ended.
+// as that takes. Returns pages looked at; *pass_ended when it reached the end
+// of the last region (the wake-up then ends: a small registry must not be
+// passed over hundreds of times per wake-up).
 constexpr size_t kPagesPerHold = 256;
 constexpr size_t kRegionsPerHold = 64;
 
-size_t scan_step(State& s, size_t budget) {
+size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     MmLockGuard guard(s.lock);
+    *pass_ended = false;
     size_t done = 0;
     size_t limit = budget < kPagesPerHold ? budget : kPagesPerHold;
     for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
@@ -67,6 +75,7 @@ size_t scan_step(State& s, size_t budget) {
         if (i == s.regions.count()) {
             s.cursor = 0;
             end_of_pass(s);
+            *pass_ended = true;
             return done;
         }
         Region& r = s.regions[i];
@@ -90,9 +99,9 @@ void* scanner_main(void*) {
         size_t done = 0;
         bool pass_ended = false;
         while (done < cfg.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
-            size_t n = scan_step(s, cfg.pages_to_scan - done);
-            if (n == 0) { pass_ended = true; break; }
+            size_t n = scan_step(s, cfg.pages_to_scan - done, &pass_ended);
             done += n;
+            if (pass_ended || n == 0) break;
             // Let an application thread that waits for the lock have it.
             if (s.lock.waiters()) sched_yield();
         }
@@ -101,8 +110,10 @@ void* scanner_main(void*) {
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
         if (check_vma_pressure(s)) rt_relieve_vma_pressure();
-        if (cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
-        else if (pass_ended && done == 0) sleep_ms(1);  // nothing registered: do not spin
+        if (s.stats.budget_bound.load(std::memory_order_relaxed))
+            sleep_ms(cfg.sleep_ms > 250 ? cfg.sleep_ms : 250);  // nothing mergeable within the budget
+        else if (cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
+        else if (pass_ended && done < 64) sleep_ms(1);  // (almost) nothing registered: do not spin
     }
     return nullptr;
 }

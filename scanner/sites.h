@@ -15,6 +15,8 @@ constexpr uint32_t kMaxSites = 4096;
 // The calling thread's stack as a site id (0 = unknown, or capture off).
 uint32_t site_capture();
 bool sites_enabled();
+// True on a thread that is inside site_capture() (libunwind at work).
+bool site_capture_in_progress();
 void sites_set_enabled(bool on);
 
 // Describes site `id` as "fn (file:line) <- caller (file:line)" (up to

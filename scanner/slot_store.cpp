@@ -66,6 +66,9 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
     void* f = meta_realloc(free_, capacity_ * sizeof(uint32_t), cap * sizeof(uint32_t));
     if (!f) return false;
     free_ = static_cast<uint32_t*>(f);
+    void* pn = meta_realloc(pinned_, capacity_, cap);
+    if (!pn) return false;
+    pinned_ = static_cast<uint8_t*>(pn);
     capacity_ = cap;
     return true;
 }
@@ -117,10 +120,15 @@ void SlotStore::move_fd() {
     fd_ = (int)nfd;
 }
 
+void SlotStore::pin_for_fork() {
+    for (uint64_t i = 0; i < next_; ++i)
+        if (refs_[i]) pinned_[i] = 1;
+}
+
 void SlotStore::release_unused(uint32_t slot) {
-    if (refs_[slot] != 0) return;
+    if (refs_[slot] != 0 || pinned_[slot]) return;
     sys::madvise(view_ + (size_t)slot * 4096, 4096, MADV_REMOVE);
-    if (slot >= fork_floor_) free_[free_count_++] = slot;
+    free_[free_count_++] = slot;
 }
 
 bool SlotStore::unref(uint32_t slot) {
@@ -128,7 +136,7 @@ bool SlotStore::unref(uint32_t slot) {
     --total_refs_;
     if (--refs_[slot] != 0) return false;
     --in_use_;
-    if (slot < fork_floor_) return true;  // a forked child may still map it: keep
+    if (pinned_[slot]) return true;  // a forked child may still map it: keep
     sys::madvise(view_ + (size_t)slot * 4096, 4096, MADV_REMOVE);
     free_[free_count_++] = slot;
     return true;
@@ -140,6 +148,7 @@ void SlotStore::reset_in_child() {
     meta_free(hashes_, capacity_ * sizeof(uint64_t));
     meta_free(refs_, capacity_ * sizeof(uint32_t));
     meta_free(free_, capacity_ * sizeof(uint32_t));
+    meta_free(pinned_, capacity_);
     *this = SlotStore();
 }
 

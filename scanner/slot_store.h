@@ -45,11 +45,12 @@ public:
     uint64_t slots_in_use() const { return in_use_; }  // KSM's pages_shared
     uint64_t total_refs() const { return total_refs_; }  // pages mapping slots
     uint64_t slots_allocated() const { return next_; }
-    uint64_t bytes() const { return capacity_ * (sizeof(uint64_t) + sizeof(uint32_t)); }
+    uint64_t bytes() const { return capacity_ * (sizeof(uint64_t) + 2 * sizeof(uint32_t) + 1); }
 
     // Fork: slots in use now may be mapped by the child, so once freed they
-    // are never punched or reused. Free slots are mapped by nobody: keep them.
-    void pin_for_fork() { fork_floor_ = next_; }
+    // are never punched or reused. Free slots are mapped by nobody: they stay
+    // reusable, and a slot reused after the fork is not pinned.
+    void pin_for_fork();
     // In the child: forget the parent's store (its slots are the parent's);
     // a new memfd is created on next use.
     void reset_in_child();
@@ -66,7 +67,7 @@ private:
     uint64_t view_slots_ = 0;    // reserved capacity in slots
     uint64_t file_slots_ = 0;    // slots currently backed by the file (and mapped in view)
     uint64_t next_ = 0;          // bump pointer
-    uint64_t fork_floor_ = 0;    // slots below this are never punched or reused
+    uint8_t* pinned_ = nullptr;  // per slot: in use at a fork, never punch or reuse
     uint64_t* hashes_ = nullptr;
     uint32_t* refs_ = nullptr;
     uint32_t* free_ = nullptr;   // stack of free slot ids

@@ -67,7 +67,7 @@ void report_to_log(const Report& r) {
     if (r.nsites) log_line("  top allocation sites by duplicate bytes (merged or zero pages):");
     for (int i = 0; i < r.nsites; ++i) log_line("  %8.1f MiB  %s", mib(r.site_bytes[i]), r.site_text[i]);
     if (r.vma_budget_skips)
-        log_line("  left unmerged: VMA budget (%llu merges skipped to keep VMA headroom)",
+        log_line("  left unmerged: VMA budget (%llu pages in the last pass, to keep VMA headroom)",
                  (unsigned long long)r.vma_budget_skips);
 }
 

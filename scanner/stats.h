@@ -15,7 +15,7 @@ struct Stats {
     std::atomic<uint64_t> zero_pages{0};       // zero pages given back, still not re-faulted
     std::atomic<uint64_t> cow_breaks{0};       // merged pages later written (private copy made)
     std::atomic<uint64_t> merge_failures{0};   // a syscall of a merge failed (memory left intact)
-    std::atomic<uint64_t> vma_budget_skips{0}; // merges not done to keep VMA headroom
+    std::atomic<uint64_t> vma_budget_skips{0}; // last full pass: pages left unmerged to keep VMA headroom
     std::atomic<uint64_t> pinned_skips{0};
     std::atomic<uint64_t> vma_give_backs{0};   // regions unmerged because the program hit the VMA limit     // runs skipped: a syscall was writing into them
     std::atomic<uint64_t> merge_runs{0};       // mmap calls that merged pages
@@ -26,6 +26,11 @@ struct Stats {
     // Per-pass accumulators, published into pages_volatile/unshared at pass end.
     uint64_t pass_volatile = 0;
     uint64_t pass_unshared = 0;
+    uint64_t pass_budget_skips = 0;
+    uint64_t pass_start_merge_runs = 0;
+    // Set when a pass merged nothing because the VMA budget was spent: the
+    // scanner then slows down instead of re-trying every page at full speed.
+    std::atomic<bool> budget_bound{false};
 };
 
 // Snapshot used for both the summary and the JSON file.

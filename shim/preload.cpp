@@ -3,6 +3,7 @@
 // and sets errno only from the result of the operation the application asked
 // for. Allocation wrappers reach glibc through its __libc_* entry points, so
 // no dlsym is needed and start-up cannot recurse.
+#include <atomic>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -45,7 +46,20 @@ long set_errno(long r) {
     return r;
 }
 
-bool big(size_t n) { return rt_active() && n >= config().malloc_min; }
+// Allocations below this go straight to glibc: one relaxed load on the hot
+// path. SIZE_MAX until the runtime is ready (and when it is disabled).
+std::atomic<size_t> g_big_threshold{SIZE_MAX};
+
+bool big(size_t n) {
+    if (__builtin_expect(n < g_big_threshold.load(std::memory_order_relaxed), 1)) {
+        if (g_big_threshold.load(std::memory_order_relaxed) != SIZE_MAX) return false;
+        // Not initialised yet (or disabled): ask the runtime once.
+        if (!rt_active()) return false;
+        g_big_threshold.store(config().malloc_min, std::memory_order_relaxed);
+        return n >= config().malloc_min;
+    }
+    return true;
+}
 
 size_t glibc_usable(void* p);
 
@@ -145,7 +159,12 @@ EXPORT void* calloc(size_t n, size_t size) {
     if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return nullptr; }
     if (big(total)) {
         int saved = errno;
-        if (void* p = large_alloc(total, 16)) { errno = saved; return p; }  // fresh mmap: zeroed
+        bool fresh = false;
+        if (void* p = large_alloc(total, 16, &fresh)) {
+            if (!fresh) memset(p, 0, total);  // reused block; a fresh mapping is zero already
+            errno = saved;
+            return p;
+        }
         errno = saved;
     }
     return __libc_calloc(n, size);
