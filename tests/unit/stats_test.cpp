@@ -406,5 +406,5 @@ TEST(StatsLog, SummaryGoesToTheLog) {
     EXPECT_NE(log.find("pages_shared 1004"), std::string::npos) << log;
     EXPECT_NE(log.find("pages_sharing 1005"), std::string::npos) << log;
     EXPECT_NE(log.find("copy-on-write breaks 1009"), std::string::npos) << log;
-    EXPECT_NE(log.find("VMA budget (5 merges"), std::string::npos) << log;
+    EXPECT_NE(log.find("VMA budget (5 pages in the last pass"), std::string::npos) << log;
 }
