@@ -402,6 +402,7 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
         start_run(run, a, addr, h);
     }
     flush(s, r, run);
+    s.store.flush_punches();
     return n;
 }
 
@@ -447,6 +448,7 @@ long unmerge_range(State& s, uintptr_t start, uintptr_t end) {
             a = e;
         }
     }
+    s.store.flush_punches();
     return result;
 }
 
@@ -471,6 +473,7 @@ long zero_file_pages(State& s, uintptr_t start, uintptr_t end) {
             a = e;
         }
     }
+    s.store.flush_punches();
     return result;
 }
 

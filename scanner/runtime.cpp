@@ -116,6 +116,7 @@ void forget_range(State& s, uintptr_t start, uintptr_t end) {
     if (!s.regions.overlaps(start, end)) return;
     s.regions.isolate(start, end);
     s.regions.remove(start, end, [&](PageMeta& m, uintptr_t) { forget_page(s, m); });
+    s.store.flush_punches();
 }
 
 // Called after registering: starts the scanner and the fault handler
@@ -199,6 +200,7 @@ long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
         m.state = 0;
         m.hash32 = 0;
     }
+    s.store.flush_punches();
     s.window_seq.fetch_add(1);
     return 0;
 }

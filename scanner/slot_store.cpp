@@ -69,6 +69,9 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
     void* pn = meta_realloc(pinned_, capacity_, cap);
     if (!pn) return false;
     pinned_ = static_cast<uint8_t*>(pn);
+    void* pd = meta_realloc(pending_, capacity_ * sizeof(uint32_t), cap * sizeof(uint32_t));
+    if (!pd) return false;
+    pending_ = static_cast<uint32_t*>(pd);
     capacity_ = cap;
     return true;
 }
@@ -137,9 +140,20 @@ bool SlotStore::unref(uint32_t slot) {
     if (--refs_[slot] != 0) return false;
     --in_use_;
     if (pinned_[slot]) return true;  // a forked child may still map it: keep
-    sys::madvise(view_ + (size_t)slot * 4096, 4096, MADV_REMOVE);
-    free_[free_count_++] = slot;
+    pending_[pending_count_++] = slot;
     return true;
+}
+
+void SlotStore::flush_punches() {
+    uint64_t i = 0;
+    while (i < pending_count_) {
+        uint64_t j = i + 1;
+        while (j < pending_count_ && pending_[j] == pending_[j - 1] + 1) ++j;
+        sys::madvise(view_ + (size_t)pending_[i] * 4096, (j - i) * 4096, MADV_REMOVE);
+        for (uint64_t k = i; k < j; ++k) free_[free_count_++] = pending_[k];
+        i = j;
+    }
+    pending_count_ = 0;
 }
 
 void SlotStore::reset_in_child() {
@@ -149,6 +163,7 @@ void SlotStore::reset_in_child() {
     meta_free(refs_, capacity_ * sizeof(uint32_t));
     meta_free(free_, capacity_ * sizeof(uint32_t));
     meta_free(pinned_, capacity_);
+    meta_free(pending_, capacity_ * sizeof(uint32_t));
     *this = SlotStore();
 }
 

@@ -36,9 +36,12 @@ public:
     uint32_t refs(uint32_t slot) const { return refs_[slot]; }
 
     void ref(uint32_t slot) { if (refs_[slot]++ == 0) ++in_use_; ++total_refs_; }
-    // Drops one reference; true when the slot became free (and was punched
-    // out or, if fork-pinned, left alone).
+    // Drops one reference; true when the slot became free (queued to be
+    // punched out, or, if fork-pinned, left alone).
     bool unref(uint32_t slot);
+    // Punches out the queued free slots, consecutive ones with one call, and
+    // makes them reusable. Called at the end of every operation that frees.
+    void flush_punches();
     // Gives back a slot that was allocated but never referenced.
     void release_unused(uint32_t slot);
 
@@ -68,6 +71,8 @@ private:
     uint64_t file_slots_ = 0;    // slots currently backed by the file (and mapped in view)
     uint64_t next_ = 0;          // bump pointer
     uint8_t* pinned_ = nullptr;  // per slot: in use at a fork, never punch or reuse
+    uint32_t* pending_ = nullptr;  // freed, not yet punched (never reused before)
+    uint64_t pending_count_ = 0;
     uint64_t* hashes_ = nullptr;
     uint32_t* refs_ = nullptr;
     uint32_t* free_ = nullptr;   // stack of free slot ids

@@ -18,6 +18,15 @@ using namespace dedup;
 namespace {
 
 struct SlotStoreFixture : testing::Test {
+  protected:
+    // Frees are punched in batches at the end of an operation: flush as the
+    // shim does, so the effect is visible.
+    bool unref_flush(uint32_t slot) {
+        bool freed = store.unref(slot);
+        store.flush_punches();
+        return freed;
+    }
+
     SlotStore store;
     void TearDown() override { store.shutdown_for_test(); }
 };
@@ -158,7 +167,7 @@ TEST_F(SlotStoreFixture, UnrefToZeroPunchesAndSlotIsReused) {
         store.fill((uint32_t)first + i, pg.data(), 10 + i);
         store.ref((uint32_t)first + i);
     }
-    ASSERT_TRUE(store.unref(victim));
+    ASSERT_TRUE(unref_flush(victim));
     EXPECT_TRUE(is_zero(store.content(victim))) << "freed slot was not punched";
     auto z = pread_slot(store.fd(), victim);
     ASSERT_EQ(z.size(), 4096u);
@@ -207,7 +216,7 @@ TEST_F(SlotStoreFixture, PinForForkKeepsSlotsInUseAtPinTime) {
     store.fill((uint32_t)later, pg2.data(), 33);
     store.ref((uint32_t)later);
 
-    EXPECT_TRUE(store.unref(pinned));  // free now (counts drop)...
+    EXPECT_TRUE(unref_flush(pinned));  // free now (counts drop)...
     EXPECT_EQ(store.slots_in_use(), 2u);
     EXPECT_EQ(store.total_refs(), 2u);
     // ...but never punched: a forked child may still map it.
@@ -222,7 +231,7 @@ TEST_F(SlotStoreFixture, PinForForkKeepsSlotsInUseAtPinTime) {
     EXPECT_EQ(memcmp(store.content(pinned), pg.data(), 4096), 0);
 
     // The post-fork slot is punched and recycled as usual.
-    EXPECT_TRUE(store.unref((uint32_t)later));
+    EXPECT_TRUE(unref_flush((uint32_t)later));
     EXPECT_TRUE(is_zero(store.content((uint32_t)later)));
     EXPECT_EQ(store.alloc_run(1), later);
 }
@@ -316,7 +325,7 @@ TEST_F(SlotStoreFixture, SlotFreeAtForkIsRecycledAfterReuse) {
     store.fill(freed, pg2.data(), 61);
     store.ref(kept);
     store.ref(freed);
-    ASSERT_TRUE(store.unref(freed));  // free before the fork: nobody maps it
+    ASSERT_TRUE(unref_flush(freed));  // free before the fork: nobody maps it
     store.pin_for_fork();
     int64_t reused = store.alloc_run(1);
     ASSERT_EQ(reused, (int64_t)freed) << "a slot free at the fork may be reused";
@@ -325,10 +334,30 @@ TEST_F(SlotStoreFixture, SlotFreeAtForkIsRecycledAfterReuse) {
     store.ref((uint32_t)reused);
     // Mapped only by this process (it got its content after the fork): when
     // freed it must be punched and recycled like any post-fork slot.
-    EXPECT_TRUE(store.unref((uint32_t)reused));
+    EXPECT_TRUE(unref_flush((uint32_t)reused));
     EXPECT_TRUE(is_zero(store.content((uint32_t)reused))) << "freed slot kept its memory";
     EXPECT_EQ(store.alloc_run(1), (int64_t)reused) << "freed slot never recycled";
     // The slot in use at the fork stays pinned.
-    EXPECT_TRUE(store.unref(kept));
+    EXPECT_TRUE(unref_flush(kept));
     EXPECT_EQ(memcmp(store.content(kept), pg.data(), 4096), 0);
+}
+
+TEST_F(SlotStoreFixture, FreedSlotsWaitForTheFlushThenArePunchedTogether) {
+    int64_t first = store.alloc_run(4);
+    ASSERT_GE(first, 0);
+    std::vector<unsigned char> pg(4096, 0x7e);
+    for (uint32_t i = 0; i < 4; ++i) {
+        store.fill((uint32_t)first + i, pg.data(), 100 + i);
+        store.ref((uint32_t)first + i);
+    }
+    for (uint32_t i = 0; i < 4; ++i) EXPECT_TRUE(store.unref((uint32_t)first + i));
+    // Not punched and not reusable before the flush.
+    EXPECT_EQ(memcmp(store.content((uint32_t)first), pg.data(), 4096), 0);
+    EXPECT_EQ(store.alloc_run(1), (int64_t)first + 4);
+    store.flush_punches();
+    for (uint32_t i = 0; i < 4; ++i)
+        EXPECT_TRUE(is_zero(store.content((uint32_t)first + i))) << "slot " << i << " kept its memory";
+    int64_t again = store.alloc_run(1);
+    EXPECT_GE(again, first);
+    EXPECT_LT(again, first + 4) << "a flushed slot is reusable";
 }
