@@ -796,11 +796,11 @@ void rt_live_tick() {
     if (interval_due) {
         double dt = g_interval_last_ns ? (double)(now - g_interval_last_ns) / 1e9 : rep.seconds;
         if (dt <= 0) dt = 1e-9;
-        log_line("live: saved %.1f MiB, sharing %llu, shared %llu, zero %llu, volatile %llu, scan %.0f pages/s, scanner CPU %.1f%%",
-                 (double)rep.bytes_saved / (1 << 20), (unsigned long long)rep.pages_sharing,
+        log_line("live: t=%.1f s, saved %.1f MiB, sharing %llu, shared %llu, zero %llu, volatile %llu, scan %.0f pages/s, scanner CPU %.1f%% (%.2f s)",
+                 rep.seconds, (double)rep.bytes_saved / (1 << 20), (unsigned long long)rep.pages_sharing,
                  (unsigned long long)rep.pages_shared, (unsigned long long)rep.zero_pages,
                  (unsigned long long)rep.pages_volatile, (double)(rep.pages_scanned - g_live_last_scanned) / dt,
-                 100.0 * (cpu - g_live_last_cpu) / dt);
+                 100.0 * (cpu - g_live_last_cpu) / dt, cpu);
         g_live_last_scanned = rep.pages_scanned;
         g_live_last_cpu = cpu;
         g_interval_last_ns = now;

@@ -93,4 +93,29 @@ TEST(DedupRun, PassesExitCodesAndSignalsThrough) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
 }
 
+TEST(PlotProcess, DrawsAProcessSavingOverTimeFromItsLiveLines) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::string log = tmp.file("app.log"), png = tmp.file("saving.png");
+    Options o = with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}, {"DEDUP_LOG", log}, {"DEDUP_STATS_INTERVAL_MS", "100"}});
+    Result r = run(prog("sites"), o, tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    std::string text = read_file(log);
+    EXPECT_NE(text.find("live: t="), std::string::npos) << text;
+    int status = 0;
+    std::string out = capture(repo_root() + "/scripts/plot-process " + log + " " + png + " 2>&1", &status);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    std::string img = read_file(png);
+    ASSERT_GT(img.size(), 5000u) << out;
+    EXPECT_EQ(img.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0);
+    // A log without live lines is refused with a message, not an empty picture.
+    std::string empty = tmp.file("empty.log");
+    FILE* f = fopen(empty.c_str(), "w");
+    fputs("libdedup: summary after 1.0 s\n", f);
+    fclose(f);
+    out = capture(repo_root() + "/scripts/plot-process " + empty + " " + tmp.file("x.png") + " 2>&1", &status);
+    EXPECT_NE(WEXITSTATUS(status), 0);
+    EXPECT_NE(out.find("no 'live:' lines"), std::string::npos) << out;
+}
+
 }  // namespace
