@@ -313,20 +313,41 @@ uint64_t* count_duplicates_by_site(State& s) {
     return per;
 }
 
+// Per site, the most duplicate pages it ever had at one time: programs free
+// their data before exit, and a site's peak is what the user wants to see.
+// Sampled every second by the scanner and once more at exit.
+uint64_t* g_site_peak = nullptr;
+
+void note_site_peaks(const uint64_t* now) {
+    if (!now) return;
+    if (!g_site_peak) g_site_peak = static_cast<uint64_t*>(meta_alloc(sizeof(uint64_t) * kMaxSites));
+    if (!g_site_peak) return;
+    for (uint32_t i = 0; i < kMaxSites; ++i)
+        if (now[i] > g_site_peak[i]) g_site_peak[i] = now[i];
+}
+
 // Fills the report's top sites (symbolised: spawns addr2line, so no lock).
 void top_sites(uint64_t* per, Report* rep) {
     rep->nsites = 0;
     if (!per) return;
-    for (int k = 0; k < Report::kTopSites; ++k) {
+    // Sites that differ only below the frames shown print the same: add
+    // them up under one line. Look at a few more than are shown.
+    for (int tries = 0; tries < 4 * Report::kTopSites && rep->nsites < Report::kTopSites; ++tries) {
         uint32_t best = 0;
         for (uint32_t i = 0; i < kMaxSites; ++i)
             if (per[i] > (best ? per[best] : 0)) best = i;
-        if (!best && !per[0]) break;
         if (!per[best]) break;
-        rep->site_bytes[k] = per[best] * kPageSize;
-        site_describe(best, 3, rep->site_text[k], sizeof(rep->site_text[k]));
+        char text[sizeof(rep->site_text[0])];
+        site_describe(best, 3, text, sizeof(text));
+        int k = 0;
+        while (k < rep->nsites && strcmp(rep->site_text[k], text) != 0) ++k;
+        if (k == rep->nsites) {
+            memcpy(rep->site_text[k], text, sizeof(text));
+            rep->site_bytes[k] = 0;
+            rep->nsites = k + 1;
+        }
+        rep->site_bytes[k] += per[best] * kPageSize;
         per[best] = 0;
-        rep->nsites = k + 1;
     }
     meta_free(per, sizeof(uint64_t) * kMaxSites);
 }
@@ -783,9 +804,15 @@ void rt_live_tick() {
     Report rep;
     memset(&rep, 0, sizeof(rep));
     double cpu = scanner_cpu_seconds();
+    uint64_t* per_site = nullptr;
     {
         MmLockGuard g(s.lock);
         collect(s, &rep, cpu, false);
+        if (live_due) per_site = count_duplicates_by_site(s);
+    }
+    if (per_site) {
+        note_site_peaks(per_site);
+        meta_free(per_site, sizeof(uint64_t) * kMaxSites);
     }
     if (live_due) {
         char path[64];
@@ -826,6 +853,8 @@ void rt_shutdown() {
         collect(s, &rep, cpu, true);
         per_site = count_duplicates_by_site(s);
     }
+    note_site_peaks(per_site);
+    if (per_site && g_site_peak) memcpy(per_site, g_site_peak, sizeof(uint64_t) * kMaxSites);
     top_sites(per_site, &rep);
     char live[64];
     live_path(live, sizeof(live));

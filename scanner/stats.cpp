@@ -64,7 +64,7 @@ void report_to_log(const Report& r) {
     log_line("  copy-on-write breaks %llu, merge failures %llu, VMAs used %llu of %llu, metadata %.1f MiB",
              (unsigned long long)r.cow_breaks, (unsigned long long)r.merge_failures,
              (unsigned long long)r.vmas_used, (unsigned long long)r.vma_limit, mib(r.metadata_bytes));
-    if (r.nsites) log_line("  top allocation sites by duplicate bytes (merged or zero pages):");
+    if (r.nsites) log_line("  top allocation sites by duplicate bytes (merged or zero pages, at their peak):");
     for (int i = 0; i < r.nsites; ++i) log_line("  %8.1f MiB  %s", mib(r.site_bytes[i]), r.site_text[i]);
     if (r.vma_budget_skips)
         log_line("  left unmerged: VMA budget (%llu pages in the last pass, to keep VMA headroom)",
