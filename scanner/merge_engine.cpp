@@ -406,8 +406,13 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     return n;
 }
 
-long unmerge_range(State& s, uintptr_t start, uintptr_t end) {
-    long result = 0;
+namespace {
+
+// Calls fn(region, a, e) for each run [a, e) of pages inside [start, end)
+// that live in a memfd VMA, runs at most max_bytes long; stops early if fn
+// returns false. Frees punched slots at the end.
+template <typename F>
+void for_each_file_run(State& s, uintptr_t start, uintptr_t end, size_t max_bytes, F&& fn) {
     for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && s.regions[i].start < end; ++i) {
         Region& r = s.regions[i];
         uintptr_t a = start > r.start ? start : r.start;
@@ -415,65 +420,69 @@ long unmerge_range(State& s, uintptr_t start, uintptr_t end) {
         while (a < b) {
             if (!in_file_vma(r.at(a).state)) { a += kPageSize; continue; }
             uintptr_t e = a;
-            // Runs of at most 64 MiB: the copy doubles the run's memory briefly.
-            while (e < b && in_file_vma(r.at(e).state) && e - a < (64u << 20)) e += kPageSize;
-            size_t len = e - a;
-            long err = 0;
-            void* tmp = sys::mmap(nullptr, len, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, &err);
-            if (tmp == MAP_FAILED) return -err;
-            // Block writers while copying; keep reads (and exec) working.
-            int ro = (r.prot & ~PROT_WRITE) | PROT_READ;
-            s.window_seq.fetch_add(1, std::memory_order_release);
-            bool ok = !sys::failed(sys::mprotect(page(a), len, ro));
-            if (ok) {
-                memcpy(tmp, page(a), len);
-                if (r.prot != kRW) sys::mprotect(tmp, len, r.prot);
-                ok = !sys::failed(sys::mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, page(a)));
-            }
-            if (ok) {
-                reapply_flags(r.flags, a, len);
-                for (uintptr_t p = a; p < e; p += kPageSize) {
-                    PageMeta& m = r.at(p);
-                    if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));
-                    m.state = 0;
-                    m.hash32 = 0;
-                }
-                s.stats.unmerged_pages += len / kPageSize;
-            } else {
-                sys::munmap(tmp, len);
-                sys::mprotect(page(a), len, r.prot);
-                result = -12;  // ENOMEM, as the kernel reports a failed unmerge
-            }
-            s.window_seq.fetch_add(1, std::memory_order_release);
+            while (e < b && in_file_vma(r.at(e).state) && e - a < max_bytes) e += kPageSize;
+            if (!fn(r, a, e)) break;
             a = e;
         }
     }
     s.store.flush_punches();
+}
+
+}  // namespace
+
+long unmerge_range(State& s, uintptr_t start, uintptr_t end) {
+    long result = 0;
+    // Runs of at most 64 MiB: the copy doubles the run's memory briefly.
+    for_each_file_run(s, start, end, 64u << 20, [&](Region& r, uintptr_t a, uintptr_t e) {
+        size_t len = e - a;
+        long err = 0;
+        void* tmp = sys::mmap(nullptr, len, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, &err);
+        if (tmp == MAP_FAILED) {
+            result = -err;
+            return false;
+        }
+        // Block writers while copying; keep reads (and exec) working.
+        int ro = (r.prot & ~PROT_WRITE) | PROT_READ;
+        s.window_seq.fetch_add(1, std::memory_order_release);
+        bool ok = !sys::failed(sys::mprotect(page(a), len, ro));
+        if (ok) {
+            memcpy(tmp, page(a), len);
+            if (r.prot != kRW) sys::mprotect(tmp, len, r.prot);
+            ok = !sys::failed(sys::mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, page(a)));
+        }
+        if (ok) {
+            reapply_flags(r.flags, a, len);
+            for (uintptr_t p = a; p < e; p += kPageSize) {
+                PageMeta& m = r.at(p);
+                if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));
+                m.state = 0;
+                m.hash32 = 0;
+            }
+            s.stats.unmerged_pages += len / kPageSize;
+        } else {
+            sys::munmap(tmp, len);
+            sys::mprotect(page(a), len, r.prot);
+            result = -12;  // ENOMEM, as the kernel reports a failed unmerge
+        }
+        s.window_seq.fetch_add(1, std::memory_order_release);
+        return true;
+    });
     return result;
 }
 
 long zero_file_pages(State& s, uintptr_t start, uintptr_t end) {
     long result = 0;
-    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && s.regions[i].start < end; ++i) {
-        Region& r = s.regions[i];
-        uintptr_t a = start > r.start ? start : r.start;
-        uintptr_t b = end < r.end ? end : r.end;
-        while (a < b) {
-            if (!in_file_vma(r.at(a).state)) { a += kPageSize; continue; }
-            uintptr_t e = a;
-            while (e < b && in_file_vma(r.at(e).state)) e += kPageSize;
-            long err = 0;
-            void* p = sys::mmap(page(a), e - a, r.prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0, &err);
-            if (p == MAP_FAILED) {
-                result = -err;
-            } else {
-                reapply_flags(r.flags, a, e - a);
-                for (uintptr_t q = a; q < e; q += kPageSize) forget_page(s, r.at(q));
-            }
-            a = e;
+    for_each_file_run(s, start, end, ~size_t(0), [&](Region& r, uintptr_t a, uintptr_t e) {
+        long err = 0;
+        void* p = sys::mmap(page(a), e - a, r.prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0, &err);
+        if (p == MAP_FAILED) {
+            result = -err;
+        } else {
+            reapply_flags(r.flags, a, e - a);
+            for (uintptr_t q = a; q < e; q += kPageSize) forget_page(s, r.at(q));
         }
-    }
-    s.store.flush_punches();
+        return true;
+    });
     return result;
 }
 
