@@ -34,6 +34,9 @@ enum InitState { kUninit = 0, kIniting = 1, kReady = 2, kDisabled = 3 };
 std::atomic<int> g_init{kUninit};
 __thread bool t_initialising = false;
 std::atomic<bool> g_mlock_future{false};
+// A forked child inherits registered memory but no scanner thread: the first
+// mapping call it makes starts one (not the fork itself: most children exec).
+std::atomic<bool> g_child_needs_scanner{false};
 long g_original_pid = 0;
 bool g_registered_anything = false;
 
@@ -68,7 +71,14 @@ void fork_child() {
     }
     s.store.reset_in_child();
     s.index.clear();
+    // /proc/self/pagemap opened in the parent describes the parent's memory:
+    // the child must open its own.
+    if (s.pagemap_fd >= 0) {
+        sys::close(s.pagemap_fd);
+        s.pagemap_fd = -1;
+    }
     scanner_forget_after_fork();
+    g_child_needs_scanner.store(s.regions.count() > 0);
 }
 
 bool init_now() {
@@ -94,15 +104,29 @@ bool init_now() {
     return true;
 }
 
+void start_scanner_in_child();
+
 bool ensure_init() {
     int st = g_init.load(std::memory_order_acquire);
-    if (st == kReady) return true;
+    if (st == kReady) {
+        if (__builtin_expect(g_child_needs_scanner.load(std::memory_order_relaxed), 0)) start_scanner_in_child();
+        return true;
+    }
     if (st == kDisabled || t_initialising) return false;
     int expected = kUninit;
     if (g_init.compare_exchange_strong(expected, kIniting)) return init_now();
     while ((st = g_init.load(std::memory_order_acquire)) == kIniting) {
     }
     return st == kReady;
+}
+
+void start_scanner_in_child() {
+    if (!g_child_needs_scanner.exchange(false)) return;
+    if (state().lock.held_by_me()) {  // not under the lock: retry on the next call
+        g_child_needs_scanner.store(true);
+        return;
+    }
+    scanner_ensure_started();
 }
 
 bool registrable(int prot, int flags, size_t len) {
