@@ -19,7 +19,7 @@ PROGS        := $(patsubst tests/programs/%,$(BUILD)/programs/%,$(basename $(PRO
 BENCH_SRCS   := $(wildcard bench/*.c) $(wildcard bench/*.cpp)
 BENCH_PROGS  := $(patsubst bench/%,$(BUILD)/bench/%,$(basename $(BENCH_SRCS)))
 
-.PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs
+.PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs test-apps
 
 all: lib programs
 lib: $(BUILD)/libdedup.so
@@ -97,6 +97,11 @@ sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
 	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main -lunwind
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/unit_tests_tsan
 	$(BUILD)/unit_tests_ubsan
+
+# Real programs (stress-ng, CPython's test suite, JVM, Node, redis, git, gcc,
+# sqlite) without and with the shim; installs what it needs. ~15 minutes.
+test-apps: lib
+	./scripts/test-apps
 
 bench: lib $(BENCH_PROGS)
 	./scripts/install-deps.sh gnuplot-nox

@@ -33,7 +33,7 @@ const Option kOptions[] = {
     OPT("DEDUP_PAGES_TO_SCAN", Kind::kUint, 1, 1ull << 30, pages_to_scan, "2048"),
     OPT("DEDUP_SLEEP_MS", Kind::kUint, 0, 3600 * 1000, sleep_ms, "20"),
     OPT("DEDUP_VMA_RESERVE", Kind::kUint, 0, 1ull << 31, vma_reserve, "max_map_count/8"),
-    OPT("DEDUP_SITES", Kind::kBool, 0, 1, sites, "1"),
+    OPT("DEDUP_SITES", Kind::kBool, 0, 1, sites, "0"),
     OPT("DEDUP_STATS_INTERVAL_MS", Kind::kUint, 0, 24ull * 3600 * 1000, stats_interval_ms, "0 (off)"),
     OPT("DEDUP_LOG", Kind::kString, 0, 0, log, "stderr"),
     OPT("DEDUP_STATS_FILE", Kind::kString, 0, 0, stats_file, "none"),

@@ -65,6 +65,41 @@ bool cache_put(Block b) {
     cache_unlock();
     return kept;
 }
+// Our blocks whose pointer is page aligned (alignment >= 4096). For those
+// the header sits on the page before the pointer, and reading below a page-
+// aligned pointer from another allocator (jemalloc) could fault: such
+// pointers are looked up here instead. Rare, so a small table suffices.
+constexpr int kAlignedSlots = 1024;
+std::atomic<uintptr_t> g_aligned[kAlignedSlots];
+std::atomic<int> g_aligned_count{0};
+
+bool aligned_insert(uintptr_t p) {
+    for (int i = 0; i < kAlignedSlots; ++i) {
+        uintptr_t expected = 0;
+        if (g_aligned[i].load(std::memory_order_relaxed) == 0 && g_aligned[i].compare_exchange_strong(expected, p)) {
+            g_aligned_count.fetch_add(1);
+            return true;
+        }
+    }
+    return false;
+}
+
+bool aligned_contains(uintptr_t p) {
+    if (g_aligned_count.load(std::memory_order_acquire) == 0) return false;
+    for (int i = 0; i < kAlignedSlots; ++i)
+        if (g_aligned[i].load(std::memory_order_relaxed) == p) return true;
+    return false;
+}
+
+void aligned_erase(uintptr_t p) {
+    for (int i = 0; i < kAlignedSlots; ++i) {
+        uintptr_t expected = p;
+        if (g_aligned[i].compare_exchange_strong(expected, 0)) {
+            g_aligned_count.fetch_sub(1);
+            return;
+        }
+    }
+}
 }  // namespace
 
 void* large_alloc(size_t size, size_t align, bool* fresh) {
@@ -80,6 +115,11 @@ void* large_alloc(size_t size, size_t align, bool* fresh) {
         b = Block{(uintptr_t)r, len};
     }
     uintptr_t p = (b.base + 16 + align - 1) & ~(uintptr_t)(align - 1);
+    if ((p & 4095) == 0 && !aligned_insert(p)) {  // table full: let the next allocator serve it
+        rt_munmap(reinterpret_cast<void*>(b.base), b.len);
+        if (fresh) *fresh = false;
+        return nullptr;
+    }
     uint64_t* h = header(reinterpret_cast<void*>(p));
     h[0] = kMagic | (uint64_t)(p - b.base);
     h[1] = (uint64_t)(b.base + b.len - p) | kMmappedBit;
@@ -88,6 +128,9 @@ void* large_alloc(size_t size, size_t align, bool* fresh) {
 
 bool large_owns(const void* p) {
     if (!p || ((uintptr_t)p & 15)) return false;
+    // A page-aligned pointer's header would be on another page, which for a
+    // foreign allocator may not be mapped: look it up instead.
+    if (((uintptr_t)p & 4095) == 0) return aligned_contains((uintptr_t)p);
     const uint64_t* h = header(p);
     if (!(h[1] & kMmappedBit)) return false;  // a glibc heap chunk: never ours
     return (h[0] & kMagicMask) == kMagic;
@@ -100,6 +143,7 @@ void large_free(void* p) {
     uintptr_t base = (uintptr_t)p - (uintptr_t)(h[0] & 0xffffffffull);
     size_t len = (size_t)(((uintptr_t)p + large_usable(p)) - base);
     h[0] = 0;  // a stale pointer freed twice is not ours any more
+    if (((uintptr_t)p & 4095) == 0) aligned_erase((uintptr_t)p);
     if (cache_put(Block{base, len})) return;
     rt_munmap(reinterpret_cast<void*>(base), len);
 }

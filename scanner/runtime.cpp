@@ -1,6 +1,7 @@
 #include "scanner/runtime.h"
 
 #include <atomic>
+#include <new>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -23,9 +24,12 @@ extern "C" int __sigaction(int, const struct sigaction*, struct sigaction*);
 
 namespace dedup {
 
+// Never destroyed: the detached scanner thread may still be running while
+// the process exits and static destructors run.
 State& state() {
-    static State s;
-    return s;
+    alignas(State) static unsigned char storage[sizeof(State)];
+    static State* s = new (storage) State();
+    return *s;
 }
 
 namespace {

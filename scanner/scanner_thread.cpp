@@ -67,6 +67,8 @@ constexpr size_t kRegionsPerHold = 64;
 size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     MmLockGuard guard(s.lock);
     *pass_ended = false;
+    // Stopped while we waited for the lock (exit is under way): touch nothing.
+    if (g_stop.load(std::memory_order_acquire)) return 0;
     size_t done = 0;
     size_t limit = budget < kPagesPerHold ? budget : kPagesPerHold;
     for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
@@ -105,7 +107,7 @@ void* scanner_main(void*) {
             // Let an application thread that waits for the lock have it.
             if (s.lock.waiters()) sched_yield();
         }
-        if (g_stop.load(std::memory_order_relaxed)) break;
+        if (g_stop.load(std::memory_order_acquire)) break;
         rt_live_tick();
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
@@ -120,6 +122,9 @@ void* scanner_main(void*) {
 
 }  // namespace
 
+__thread bool t_starting = false;
+bool scanner_starting_on_this_thread() { return t_starting; }
+
 void scanner_ensure_started() {
     if (g_started.load(std::memory_order_acquire) != 0) return;
     int expected = 0;
@@ -128,7 +133,9 @@ void scanner_ensure_started() {
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1 << 20);
+    t_starting = true;
     int rc = pthread_create(&g_thread, &attr, scanner_main, nullptr);
+    t_starting = false;
     pthread_attr_destroy(&attr);
     if (rc != 0) {
         log_warning("could not start the scanner thread (error %d); memory will not be deduplicated", rc);

@@ -16,5 +16,11 @@ double scanner_cpu_seconds();
 // Fork child: the thread does not exist there.
 void scanner_forget_after_fork();
 bool scanner_running();
+// True while this thread is inside pthread_create for the scanner. The shim
+// serves allocations made then (the new thread's TLS vector) from its own
+// buffer: the registration that triggers the start may come from inside the
+// program's allocator (jemalloc maps memory under its init lock), and
+// calling back into that allocator would deadlock.
+bool scanner_starting_on_this_thread();
 
 }  // namespace dedup

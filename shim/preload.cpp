@@ -1,8 +1,9 @@
 // The interposition layer: every symbol libdedup.so overrides, and nothing
 // else. Each wrapper saves errno, calls one runtime entry point (scanner/),
 // and sets errno only from the result of the operation the application asked
-// for. Allocation wrappers reach glibc through its __libc_* entry points, so
-// no dlsym is needed and start-up cannot recurse.
+// for. Allocation wrappers reach the next allocator through
+// shim/next_allocator.h, whose start-up allocations come from a static buffer,
+// so start-up cannot recurse.
 #include <atomic>
 #include <errno.h>
 #include <signal.h>
@@ -18,20 +19,13 @@
 #include "scanner/config.h"
 #include "scanner/large_alloc.h"
 #include "scanner/runtime.h"
+#include "scanner/scanner_thread.h"
+#include "scanner/sites.h"
 #include "scanner/sys.h"
+#include "shim/next_allocator.h"
 
 #define EXPORT extern "C" __attribute__((visibility("default")))
 
-extern "C" {
-void* __libc_malloc(size_t);
-void __libc_free(void*);
-void* __libc_calloc(size_t, size_t);
-void* __libc_realloc(void*, size_t);
-void* __libc_memalign(size_t, size_t);
-void* __libc_valloc(size_t);
-void* __libc_pvalloc(size_t);
-int __sigaction(int, const struct sigaction*, struct sigaction*);
-}
 
 namespace {
 
@@ -61,7 +55,6 @@ bool big(size_t n) {
     return true;
 }
 
-size_t glibc_usable(void* p);
 
 }  // namespace
 
@@ -133,6 +126,25 @@ EXPORT int prctl(int option, ...) {
 }
 
 // ---- malloc and friends ------------------------------------------------
+// Blocks of at least DEDUP_MALLOC_MIN come from the shim's own mappings
+// (large_alloc); everything else goes to the allocator the program would
+// have used (shim/next_allocator.h). free/realloc/malloc_usable_size tell
+// the kinds apart with large_owns, which never reads outside the block's
+// own page.
+
+namespace {
+// The shim's own work that may run inside the program's allocator (it maps
+// memory under its lock): starting the scanner thread, capturing a site.
+// Allocations made there never go back into that allocator.
+bool inside_shim_work() { return scanner_starting_on_this_thread() || site_capture_in_progress(); }
+
+// Small allocation from the next allocator, or from the bootstrap buffer
+// while dlsym is resolving it on this thread or the shim itself is at work.
+void* next_malloc(size_t n) {
+    const NextAllocator* a = inside_shim_work() ? nullptr : next_allocator();
+    return a ? a->malloc(n) : bootstrap_alloc(n, 16);
+}
+}  // namespace
 
 EXPORT void* malloc(size_t n) {
     if (big(n)) {
@@ -140,18 +152,19 @@ EXPORT void* malloc(size_t n) {
         if (void* p = large_alloc(n, 16)) { errno = saved; return p; }
         errno = saved;
     }
-    return __libc_malloc(n);
+    return next_malloc(n);
 }
 
 EXPORT void free(void* p) {
-    if (!p) return;
+    if (!p || is_bootstrap(p)) return;
     if (large_owns(p)) {
         int saved = errno;
         large_free(p);
         errno = saved;
         return;
     }
-    __libc_free(p);
+    const NextAllocator* a = next_allocator();
+    if (a) a->free(p);
 }
 
 EXPORT void* calloc(size_t n, size_t size) {
@@ -167,15 +180,28 @@ EXPORT void* calloc(size_t n, size_t size) {
         }
         errno = saved;
     }
-    return __libc_calloc(n, size);
+    const NextAllocator* a = inside_shim_work() ? nullptr : next_allocator();
+    return a ? a->calloc(n, size) : bootstrap_alloc(total, 16);
 }
+
+namespace {
+size_t usable_size(void* p) {
+    if (is_bootstrap(p)) return bootstrap_size(p);
+    if (large_owns(p)) return large_usable(p);
+    const NextAllocator* a = next_allocator();
+    return a ? a->malloc_usable_size(p) : 0;
+}
+}  // namespace
 
 EXPORT void* realloc(void* p, size_t n) {
     if (!p) return malloc(n);
-    bool ours = large_owns(p);
-    if (!ours && !big(n)) return __libc_realloc(p, n);
+    bool ours = large_owns(p), boot = is_bootstrap(p);
+    if (!ours && !boot && !big(n)) {
+        const NextAllocator* a = inside_shim_work() ? nullptr : next_allocator();
+        if (a) return a->realloc(p, n);
+    }
     if (n == 0) { free(p); return nullptr; }
-    size_t old = ours ? large_usable(p) : glibc_usable(p);
+    size_t old = usable_size(p);
     if (ours && n <= old && n >= old / 2 && n >= config().malloc_min) return p;
     void* q = malloc(n);
     if (!q) return nullptr;  // p untouched, errno from malloc
@@ -191,55 +217,56 @@ EXPORT void* reallocarray(void* p, size_t n, size_t size) {
 }
 
 namespace {
-void* aligned(size_t align, size_t n) {
-    if (big(n)) {
-        int saved = errno;
-        if (void* p = large_alloc(n, align)) { errno = saved; return p; }
-        errno = saved;
-    }
-    return __libc_memalign(align, n);
-}
 bool power_of_two(size_t a) { return a && !(a & (a - 1)); }
+void* big_aligned(size_t align, size_t n) {
+    if (!big(n)) return nullptr;
+    int saved = errno;
+    void* p = large_alloc(n, align);
+    errno = saved;
+    return p;
+}
 }  // namespace
 
 EXPORT int posix_memalign(void** out, size_t align, size_t n) {
     if (!power_of_two(align) || align % sizeof(void*)) return EINVAL;
-    int saved = errno;
-    void* p = aligned(align, n);
-    int err = p ? 0 : ENOMEM;
-    errno = saved;
-    if (!p) return err;
-    *out = p;
-    return 0;
+    if (void* p = big_aligned(align, n)) { *out = p; return 0; }
+    const NextAllocator* a = next_allocator();
+    if (!a) {
+        void* p = bootstrap_alloc(n, align);
+        if (!p) return ENOMEM;
+        *out = p;
+        return 0;
+    }
+    return a->posix_memalign(out, align, n);
 }
 EXPORT void* aligned_alloc(size_t align, size_t n) {
     if (!power_of_two(align)) { errno = EINVAL; return nullptr; }
-    return aligned(align, n);
+    if (void* p = big_aligned(align, n)) return p;
+    const NextAllocator* a = next_allocator();
+    return a ? a->aligned_alloc(align, n) : bootstrap_alloc(n, align);
 }
 EXPORT void* memalign(size_t align, size_t n) {
-    if (!power_of_two(align)) return __libc_memalign(align, n);  // glibc rounds it up
-    return aligned(align, n);
+    if (power_of_two(align))
+        if (void* p = big_aligned(align, n)) return p;
+    const NextAllocator* a = next_allocator();
+    return a ? a->memalign(align, n) : bootstrap_alloc(n, power_of_two(align) ? align : 16);
 }
-EXPORT void* valloc(size_t n) { return big(n) ? aligned(4096, n) : __libc_valloc(n); }
+EXPORT void* valloc(size_t n) {
+    if (void* p = big_aligned(4096, n)) return p;
+    const NextAllocator* a = next_allocator();
+    return a ? a->valloc(n) : bootstrap_alloc(n, 4096);
+}
 EXPORT void* pvalloc(size_t n) {
     size_t r = (n + 4095) & ~size_t(4095);
     if (n && r < n) { errno = ENOMEM; return nullptr; }
-    return big(r) ? aligned(4096, r ? r : 4096) : __libc_pvalloc(n);
+    if (void* p = big_aligned(4096, r ? r : 4096)) return p;
+    const NextAllocator* a = next_allocator();
+    return a ? a->pvalloc(n) : bootstrap_alloc(r ? r : 4096, 4096);
 }
-
-namespace {
-using UsableFn = size_t (*)(void*);
-size_t glibc_usable(void* p) {
-    static UsableFn real = nullptr;
-    if (!real) real = (UsableFn)dlsym(RTLD_NEXT, "malloc_usable_size");
-    return real ? real(p) : 0;
-}
-}  // namespace
 
 EXPORT size_t malloc_usable_size(void* p) {
     if (!p) return 0;
-    if (large_owns(p)) return large_usable(p);
-    return glibc_usable(p);
+    return usable_size(p);
 }
 
 // ---- the shim's own file descriptors --------------------------------------

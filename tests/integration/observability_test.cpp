@@ -34,7 +34,7 @@ std::string capture(const std::string& cmd, int* status) {
 TEST(Sites, SummaryNamesTheFunctionThatMadeTheDuplicates) {
     DT_REQUIRE_LIB();
     TempDir tmp;
-    Result r = run(prog("sites"), with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}}), tmp);
+    Result r = run(prog("sites"), with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}, {"DEDUP_SITES", "1"}}), tmp);
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     // Summary on stderr: the top site line names build_lookup_table with its file.
     size_t top = r.err.find("top allocation sites");
@@ -53,6 +53,15 @@ TEST(Sites, SummaryNamesTheFunctionThatMadeTheDuplicates) {
     EXPECT_NE(at, std::string::npos) << js;
     Stats st = load_stats(r);
     EXPECT_GT(st["pages_sharing"], 2000) << st.text;
+}
+
+TEST(Sites, OffByDefault) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    Result r = run(prog("sites"), with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}}), tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_EQ(r.err.find("top allocation sites"), std::string::npos) << r.err;
+    EXPECT_NE(read_file(r.stats_path).find("\"sites\": []"), std::string::npos) << read_file(r.stats_path);
 }
 
 TEST(Dedupstat, ReadsTheCountersOfALiveProcess) {

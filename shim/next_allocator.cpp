@@ -1,0 +1,93 @@
+#include "shim/next_allocator.h"
+
+#include <atomic>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <string.h>
+
+extern "C" {
+void* __libc_malloc(size_t);
+void __libc_free(void*);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void* __libc_memalign(size_t, size_t);
+void* __libc_valloc(size_t);
+void* __libc_pvalloc(size_t);
+}
+
+namespace dedup {
+namespace {
+
+NextAllocator g_next;
+std::atomic<int> g_state{0};  // 0 unresolved, 1 resolving, 2 ready
+__thread bool t_resolving = false;
+
+alignas(64) unsigned char g_boot[256 * 1024];
+std::atomic<size_t> g_boot_used{0};
+
+template <typename T>
+void resolve(T* slot, const char* name, T fallback) {
+    void* p = dlsym(RTLD_NEXT, name);
+    *slot = p ? reinterpret_cast<T>(p) : fallback;
+}
+
+int libc_posix_memalign(void** out, size_t align, size_t n) {
+    void* p = __libc_memalign(align, n);
+    if (!p) return 12;  // ENOMEM
+    *out = p;
+    return 0;
+}
+size_t no_usable_size(void*) { return 0; }
+
+}  // namespace
+
+const NextAllocator* next_allocator() {
+    if (g_state.load(std::memory_order_acquire) == 2) return &g_next;
+    if (t_resolving) return nullptr;
+    int expected = 0;
+    if (g_state.compare_exchange_strong(expected, 1)) {
+        t_resolving = true;
+        NextAllocator n;
+        resolve(&n.malloc, "malloc", &__libc_malloc);
+        resolve(&n.free, "free", &__libc_free);
+        resolve(&n.calloc, "calloc", &__libc_calloc);
+        resolve(&n.realloc, "realloc", &__libc_realloc);
+        resolve(&n.memalign, "memalign", &__libc_memalign);
+        resolve(&n.posix_memalign, "posix_memalign", &libc_posix_memalign);
+        resolve(&n.aligned_alloc, "aligned_alloc", &__libc_memalign);
+        resolve(&n.valloc, "valloc", &__libc_valloc);
+        resolve(&n.pvalloc, "pvalloc", &__libc_pvalloc);
+        resolve(&n.malloc_usable_size, "malloc_usable_size", &no_usable_size);
+        g_next = n;
+        t_resolving = false;
+        g_state.store(2, std::memory_order_release);
+        return &g_next;
+    }
+    while (g_state.load(std::memory_order_acquire) != 2) {
+    }
+    return &g_next;
+}
+
+void* bootstrap_alloc(size_t n, size_t align) {
+    if (align < 16) align = 16;
+    for (;;) {
+        size_t used = g_boot_used.load();
+        uintptr_t base = (uintptr_t)g_boot;
+        uintptr_t p = (base + used + 16 + align - 1) & ~(uintptr_t)(align - 1);
+        size_t end = p + n - base;
+        if (end > sizeof(g_boot)) return nullptr;
+        if (g_boot_used.compare_exchange_weak(used, end)) {
+            reinterpret_cast<size_t*>(p)[-1] = n;  // size, for realloc/usable_size
+            memset(reinterpret_cast<void*>(p), 0, n);
+            return reinterpret_cast<void*>(p);
+        }
+    }
+}
+
+bool is_bootstrap(const void* p) {
+    return (const unsigned char*)p >= g_boot && (const unsigned char*)p < g_boot + sizeof(g_boot);
+}
+
+size_t bootstrap_size(const void* p) { return reinterpret_cast<const size_t*>(p)[-1]; }
+
+}  // namespace dedup
