@@ -4,7 +4,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include "scanner/sys.h"
+#include "scanner/vma_budget.h"
 
 #include "scanner/config.h"
 #include "scanner/log.h"
@@ -21,9 +27,47 @@ pthread_t g_thread;
 clockid_t g_cpu_clock;
 std::atomic<bool> g_have_clock{false};
 
+// True when the scanner is the only live thread left: /proc/self/status
+// counts the thread-group leader even as a zombie (its thread exited with
+// pthread_exit while others run), and reports the leader's state.
+bool scanner_is_alone() {
+    long fd = sys::call(SYS_open, (long)"/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (sys::failed(fd)) return false;
+    char buf[4096];
+    long n = sys::call(SYS_read, fd, (long)buf, sizeof(buf) - 1);
+    sys::close((int)fd);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    const char* t = strstr(buf, "\nThreads:");
+    const char* st = strstr(buf, "\nState:");
+    if (!t || !st) return false;
+    int threads = atoi(t + 9);
+    const char* c = st + 7;
+    while (*c == ' ' || *c == '\t') ++c;
+    bool leader_zombie = *c == 'Z';
+    return threads == 1 || (threads == 2 && leader_zombie);
+}
+
+// The program's last thread left with pthread_exit: without the shim the
+// process would now end, "as if exit(0)" (POSIX). Our thread must not keep it
+// alive (a forked child's parent waited for it forever).
+void exit_if_alone() {
+    static uint64_t last_ns = 0;
+    uint64_t now = monotonic_ns();
+    if (now - last_ns < 100 * 1000000ull) return;
+    last_ns = now;
+    if (scanner_is_alone()) exit(0);
+}
+
 void sleep_ms(uint64_t ms) {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
+    // In slices of at most 100 ms, so that exit_if_alone runs often enough.
+    while (ms > 0) {
+        uint64_t slice = ms > 100 ? 100 : ms;
+        struct timespec ts = {(time_t)(slice / 1000), (long)(slice % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+        ms -= slice;
+        exit_if_alone();
     }
 }
 
@@ -108,6 +152,7 @@ void* scanner_main(void*) {
             if (s.lock.waiters()) sched_yield();
         }
         if (g_stop.load(std::memory_order_acquire)) break;
+        exit_if_alone();
         rt_live_tick();
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
