@@ -61,6 +61,8 @@ bool page_is_zero(const void* p) {
 
 void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
 
+}  // namespace
+
 bool read_pagemap(State& s, uintptr_t addr, size_t n, uint64_t* out) {
     for (int attempt = 0; attempt < 2; ++attempt) {
         if (s.pagemap_fd < 0) {
@@ -77,6 +79,8 @@ bool read_pagemap(State& s, uintptr_t addr, size_t n, uint64_t* out) {
     }
     return false;
 }
+
+namespace {
 
 // Opens a write-protect window over [a, a+len). The seq bump lets the fault
 // handler recognise faults that a window explains.
@@ -174,16 +178,25 @@ bool extends(const Run& run, const Action& a, uintptr_t addr) {
     return false;
 }
 
-void merge_zero_run(State& s, Region& r, const Run& run) {
+// Steps before a one-range merge: VMA budget, the kernel-write window,
+// write protection. False (counted, nothing left changed) if the run cannot
+// be merged now; true means the caller must restore() and kw_window_close().
+bool open_run_window(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
-    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += run.n; return; }
-    if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return; }
+    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += run.n; return false; }
+    if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return false; }
     if (!protect(s, run.start, len, r.prot)) {
         ++s.stats.merge_failures;
         restore(s, run.start, len, r.prot);
         kw_window_close();
-        return;
+        return false;
     }
+    return true;
+}
+
+void merge_zero_run(State& s, Region& r, const Run& run) {
+    size_t len = run.n * kPageSize;
+    if (!open_run_window(s, r, run)) return;
     size_t k = 0;
     while (k < run.n && page_is_zero(page(run.start + k * kPageSize))) ++k;
     if (k && !sys::failed(sys::madvise(page(run.start), k * kPageSize, MADV_DONTNEED))) {
@@ -204,14 +217,7 @@ void merge_zero_run(State& s, Region& r, const Run& run) {
 void merge_slot_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     if (!s.store.fd_is_ours()) { ++s.stats.merge_failures; return; }
-    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += run.n; return; }
-    if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return; }
-    if (!protect(s, run.start, len, r.prot)) {
-        ++s.stats.merge_failures;
-        restore(s, run.start, len, r.prot);
-        kw_window_close();
-        return;
-    }
+    if (!open_run_window(s, r, run)) return;
     size_t k = 0;
     while (k < run.n && memcmp(page(run.start + k * kPageSize), s.store.content(run.first_slot + (uint32_t)k), kPageSize) == 0)
         ++k;

@@ -201,18 +201,16 @@ long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
         s.window_seq.fetch_add(1);
         return -ENOMEM;
     }
-    long pm_fd = sys::call(SYS_open, (long)"/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     uint64_t pm[256];
     for (uintptr_t a = start; a < end; a += 256 * kPageSize) {
         size_t n = (end - a) / kPageSize < 256 ? (end - a) / kPageSize : 256;
-        bool have = !sys::failed(pm_fd) && sys::pread((int)pm_fd, pm, n * 8, (off_t)(a / kPageSize * 8)) == (long)(n * 8);
+        bool have = read_pagemap(s, a, n, pm);
         for (size_t i = 0; i < n; ++i) {
             uintptr_t p = a + i * kPageSize;
             bool copy = !have || (pm[i] & (3ull << 62)) || in_file_vma(r.at(p).state);
             if (copy) memcpy((char*)tmp + (p - start), (void*)p, kPageSize);
         }
     }
-    if (!sys::failed(pm_fd)) sys::close((int)pm_fd);
     if (r.prot != (PROT_READ | PROT_WRITE)) sys::mprotect(tmp, len, r.prot);
     long mr = sys::mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void*)start);
     if (sys::failed(mr)) {
@@ -263,7 +261,6 @@ bool give_back_vmas(State& s, bool at_limit) {
         if (best == s.regions.count()) break;
         Region& r = s.regions[best];
         if (consolidate(s, r, r.start, r.end) != 0) break;
-        ++s.stats.vma_give_backs;
         freed = true;
         n = count_vmas();
     }

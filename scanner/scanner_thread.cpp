@@ -190,7 +190,6 @@ void scanner_ensure_started() {
     g_started.store(2, std::memory_order_release);
 }
 
-bool scanner_running() { return g_started.load(std::memory_order_acquire) == 2 && !g_stop.load(); }
 
 void scanner_stop() {
     g_stop.store(true, std::memory_order_release);

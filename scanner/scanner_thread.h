@@ -15,7 +15,6 @@ void scanner_stop();
 double scanner_cpu_seconds();
 // Fork child: the thread does not exist there.
 void scanner_forget_after_fork();
-bool scanner_running();
 // True while this thread is inside pthread_create for the scanner. The shim
 // serves allocations made then (the new thread's TLS vector) from its own
 // buffer: the registration that triggers the start may come from inside the

@@ -16,8 +16,7 @@ struct Stats {
     std::atomic<uint64_t> cow_breaks{0};       // merged pages later written (private copy made)
     std::atomic<uint64_t> merge_failures{0};   // a syscall of a merge failed (memory left intact)
     std::atomic<uint64_t> vma_budget_skips{0}; // last full pass: pages left unmerged to keep VMA headroom
-    std::atomic<uint64_t> pinned_skips{0};
-    std::atomic<uint64_t> vma_give_backs{0};   // regions unmerged because the program hit the VMA limit     // runs skipped: a syscall was writing into them
+    std::atomic<uint64_t> pinned_skips{0};     // runs skipped: a syscall was writing into them
     std::atomic<uint64_t> merge_runs{0};       // mmap calls that merged pages
     std::atomic<uint64_t> pages_merged{0};     // pages remapped onto slots, ever
     std::atomic<uint64_t> unmerged_pages{0};   // pages made private again on request

@@ -65,7 +65,7 @@ void VmaBudget::recount_if_older(uint64_t min_age_ns) {
     if (monotonic_ns() - last_recount_ns_ >= min_age_ns) recount();
 }
 
-uint64_t VmaBudget::monotonic_ns_for_budget() { return monotonic_ns(); }
+void VmaBudget::hold_off(uint64_t ns) { hold_until_ns_ = monotonic_ns() + ns; }
 
 bool VmaBudget::can_afford(uint64_t cost) {
     if (hold_until_ns_ && monotonic_ns() < hold_until_ns_) return false;

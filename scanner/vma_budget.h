@@ -16,7 +16,7 @@ public:
     void spent(uint64_t cost) { estimate_ += cost; }
     // After VMAs were given back to the program: no VMA-costing merge for a
     // while, so the scanner does not take them straight back (churn).
-    void hold_off(uint64_t ns) { hold_until_ns_ = monotonic_ns_for_budget() + ns; }
+    void hold_off(uint64_t ns);
     void recount();
     // Recounts unless the last count is younger than min_age_ns.
     void recount_if_older(uint64_t min_age_ns);
@@ -28,7 +28,6 @@ private:
     uint64_t max_ = 65530, limit_ = 65530 - 8191, estimate_ = 0;
     uint64_t last_recount_ns_ = 0;
     uint64_t hold_until_ns_ = 0;
-    static uint64_t monotonic_ns_for_budget();
 };
 
 // Lines in /proc/self/maps (the process's VMA count), or 0 on error.

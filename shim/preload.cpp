@@ -22,6 +22,7 @@
 #include "scanner/scanner_thread.h"
 #include "scanner/sites.h"
 #include "scanner/sys.h"
+#include "shim/hook.h"
 #include "shim/next_allocator.h"
 
 #define EXPORT extern "C" __attribute__((visibility("default")))
@@ -104,11 +105,7 @@ EXPORT int munlockall(void) { return (int)set_errno(rt_munlockall()); }
 
 namespace {
 using PrctlFn = int (*)(int, unsigned long, unsigned long, unsigned long, unsigned long);
-PrctlFn next_prctl() {
-    static PrctlFn real = nullptr;
-    if (!real) real = (PrctlFn)dlsym(RTLD_NEXT, "prctl");
-    return real;
-}
+NextSymbol<PrctlFn> next_prctl("prctl");
 }  // namespace
 
 EXPORT int prctl(int option, ...) {
@@ -122,7 +119,7 @@ EXPORT int prctl(int option, ...) {
     long r = rt_prctl_memory_merge(option, a2, a3, a4, a5, &handled);
     errno = saved;
     if (handled) return (int)set_errno(r);
-    return next_prctl()(option, a2, a3, a4, a5);
+    return next_prctl.get()(option, a2, a3, a4, a5);
 }
 
 // ---- malloc and friends ------------------------------------------------
