@@ -76,9 +76,15 @@ $(BUILD)/libdedup-nopin.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h 
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_NO_PIN -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
 	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
-integration: lib $(BUILD)/libdedup-broken.so $(BUILD)/libdedup-nopin.so programs $(BUILD)/integration_tests
+# Test-only: remapped pieces lose DONTFORK/DONTDUMP/HUGEPAGE advice.
+$(BUILD)/libdedup-noflags.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
+	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_DROP_FLAGS -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
+	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
+
+integration: lib $(BUILD)/libdedup-broken.so $(BUILD)/libdedup-nopin.so $(BUILD)/libdedup-noflags.so \
+	    programs $(BUILD)/integration_tests
 	DEDUP_LIB=$(abspath $(BUILD)/libdedup.so) DEDUP_LIB_BROKEN=$(abspath $(BUILD)/libdedup-broken.so) \
-	    DEDUP_LIB_NOPIN=$(abspath $(BUILD)/libdedup-nopin.so) \
+	    DEDUP_LIB_NOPIN=$(abspath $(BUILD)/libdedup-nopin.so) DEDUP_LIB_NOFLAGS=$(abspath $(BUILD)/libdedup-noflags.so) \
 	    DEDUP_PROGRAMS=$(abspath $(BUILD)/programs) $(BUILD)/integration_tests
 
 # The README's test command: installs deps, builds, runs every test.

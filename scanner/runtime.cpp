@@ -732,17 +732,16 @@ long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
 bool rt_owns_fd(int fd) {
     if (fd < 0 || g_init.load() != kReady) return false;
     State& s = state();
-    return fd == s.store.fd() || fd == s.pagemap_fd || fd == log_file_fd();
+    return fd == s.pagemap_fd || fd == log_file_fd();
 }
 
-int rt_fds(int out[3]) {
+int rt_fds(int out[2]) {
     if (g_init.load() != kReady) return 0;
     State& s = state();
-    int c[3] = {s.store.fd(), s.pagemap_fd, log_file_fd()}, n = 0;
+    int c[2] = {s.pagemap_fd, log_file_fd()}, n = 0;
     for (int f : c)
         if (f >= 0) out[n++] = f;
-    for (int i = 1; i < n; ++i)
-        for (int j = i; j > 0 && out[j - 1] > out[j]; --j) { int t = out[j]; out[j] = out[j - 1]; out[j - 1] = t; }
+    if (n == 2 && out[0] > out[1]) { int t = out[0]; out[0] = out[1]; out[1] = t; }
     return n;
 }
 
@@ -762,8 +761,6 @@ void rt_vacate_fd(int fd) {
             log_set_fd(-1);
         }
         sys::close(fd);
-    } else if (fd == s.store.fd()) {
-        s.store.move_fd();
     }
 }
 

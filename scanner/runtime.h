@@ -34,10 +34,10 @@ long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsig
 // own disposition.
 long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old);
 
-// The shim's private file descriptors (memfd, pagemap, log file).
+// The shim's private file descriptors (pagemap, DEDUP_LOG file).
 bool rt_owns_fd(int fd);
-// The shim's descriptors, ascending; returns how many (at most 3).
-int rt_fds(int out[3]);
+// The shim's descriptors, ascending; returns how many (at most 2).
+int rt_fds(int out[2]);
 // Moves the shim's fd away from `fd` (the application dup2s onto it).
 void rt_vacate_fd(int fd);
 

@@ -3,20 +3,36 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "scanner/linux_compat.h"
 #include "scanner/log.h"
 #include "scanner/meta_alloc.h"
 #include "scanner/sys.h"
 
 namespace dedup {
 namespace {
-constexpr uint64_t kViewReserveSlots = (256ull << 30) / 4096;  // 256 GiB of address space
-constexpr uint64_t kFileGrowSlots = 4096;                       // grow the memfd 16 MiB at a time
+constexpr uint64_t kMaxStoreBytes = 256ull << 30;  // 64 Mi slots
+constexpr uint64_t kMinStoreBytes = 64ull << 20;   // below this, not worth having
+
+uint64_t file_size_limit() {
+    struct rlimit rl;
+    if (sys::failed(sys::call(SYS_getrlimit, RLIMIT_FSIZE, (long)&rl)) || rl.rlim_cur == RLIM_INFINITY)
+        return UINT64_MAX;
+    return rl.rlim_cur & ~4095ull;
+}
 }  // namespace
 
+// The memfd is sized once (sparse: tmpfs allocates nothing until a slot is
+// filled), mapped twice, and its descriptor closed: the store holds no fd the
+// application could close, dup2 over, or see.
+//  - view_: MAP_SHARED, where the scanner writes slots and punches them out;
+//  - private_: MAP_PRIVATE, never touched, from which merges take their
+//    pieces with mremap(MREMAP_DONTUNMAP): the piece is a private file
+//    mapping of the slots, exactly as mmap(MAP_PRIVATE, fd, offset) made it.
 bool SlotStore::ensure_ready() {
-    if (fd_ >= 0) return true;
+    if (view_) return true;
     if (failed_) return false;
     long fd = sys::call(SYS_memfd_create, (long)"libdedup-canonical", MFD_CLOEXEC);
     if (sys::failed(fd)) {
@@ -24,33 +40,49 @@ bool SlotStore::ensure_ready() {
         log_warning("memfd_create failed (%s); merging only zero pages from now on", strerror((int)-fd));
         return false;
     }
-    // Keep clear of the low fd numbers that programs dup2 onto deliberately.
-    long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
-    if (!sys::failed(high)) { sys::close((int)fd); fd = high; }
+    // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills by default.
+    uint64_t bytes = kMaxStoreBytes, limit = file_size_limit();
+    if (bytes > limit) bytes = limit;
     long err = 0;
-    void* v = sys::mmap(nullptr, kViewReserveSlots * 4096, PROT_NONE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0, &err);
-    if (v == MAP_FAILED) {
-        sys::close((int)fd);
+    char* shared = nullptr;
+    char* priv = nullptr;
+    for (; bytes >= kMinStoreBytes; bytes /= 2) {  // RLIMIT_AS, overcommit: try smaller
+        if (sys::failed(sys::call(SYS_ftruncate, fd, (long)bytes))) continue;
+        void* v = sys::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, (int)fd, 0, &err);
+        if (v == MAP_FAILED) continue;
+        // Writable, so that merged pages are; read-only (mprotected by the
+        // merge afterwards) if strict overcommit will not have it writable.
+        void* p = sys::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, (int)fd, 0, &err);
+        if (p == MAP_FAILED) p = sys::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE | MAP_NORESERVE, (int)fd, 0, &err);
+        if (p == MAP_FAILED) {
+            sys::munmap(v, bytes);
+            continue;
+        }
+        shared = static_cast<char*>(v);
+        priv = static_cast<char*>(p);
+        break;
+    }
+    sys::close((int)fd);
+    if (!shared) {
         failed_ = true;
-        log_warning("could not reserve address space for the canonical store (%s); merging only zero pages", strerror((int)err));
+        if (limit < kMinStoreBytes)
+            log_warning("RLIMIT_FSIZE (%llu bytes) leaves no room for the canonical memfd; merging only zero pages",
+                        (unsigned long long)limit);
+        else
+            log_warning("could not size and map the canonical memfd (%s); merging only zero pages", strerror((int)err));
         return false;
     }
-    struct stat st;
-    sys::call(SYS_fstat, fd, (long)&st);
-    ino_ = st.st_ino;
-    dev_ = st.st_dev;
-    fd_ = (int)fd;
-    view_ = static_cast<char*>(v);
-    view_slots_ = kViewReserveSlots;
+    view_ = shared;
+    private_ = priv;
+    view_slots_ = bytes / 4096;
     return true;
 }
 
-bool SlotStore::fd_is_ours() const {
-    if (fd_ < 0) return false;
-    struct stat st;
-    if (sys::failed(sys::call(SYS_fstat, fd_, (long)&st))) return false;
-    return st.st_ino == ino_ && st.st_dev == dev_;
+bool SlotStore::map_run(uintptr_t target, uint32_t first, size_t n) {
+    size_t len = n * 4096;
+    long r = sys::mremap(private_ + (size_t)first * 4096, len, len,
+                         MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, reinterpret_cast<void*>(target));
+    return !sys::failed(r);
 }
 
 bool SlotStore::grow_arrays(uint64_t min_slots) {
@@ -76,30 +108,10 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
     return true;
 }
 
-bool SlotStore::grow_file(uint64_t min_slots) {
-    if (min_slots <= file_slots_) return true;
-    uint64_t want = (min_slots + kFileGrowSlots - 1) / kFileGrowSlots * kFileGrowSlots;
-    if (want > view_slots_ || want > 0x7ffffffeull) return false;
-    long r = sys::call(SYS_ftruncate, fd_, (long)(want * 4096));
-    if (sys::failed(r)) {
-        log_warning("growing the canonical memfd failed (%s); no new merges until memory is freed", strerror((int)-r));
-        return false;
-    }
-    long err = 0;
-    void* p = sys::mmap(view_ + file_slots_ * 4096, (want - file_slots_) * 4096, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_FIXED, fd_, (off_t)(file_slots_ * 4096), &err);
-    if (p == MAP_FAILED) {
-        log_warning("mapping the canonical store view failed (%s)", strerror((int)err));
-        return false;
-    }
-    file_slots_ = want;
-    return true;
-}
-
 int64_t SlotStore::alloc_run(uint32_t n) {
     if (n == 0 || !ensure_ready()) return -1;
     if (n == 1 && free_count_ > 0) return free_[--free_count_];
-    if (!grow_arrays(next_ + n) || !grow_file(next_ + n)) return -1;
+    if (next_ + n > view_slots_ || !grow_arrays(next_ + n)) return -1;
     int64_t first = (int64_t)next_;
     next_ += n;
     return first;
@@ -108,19 +120,6 @@ int64_t SlotStore::alloc_run(uint32_t n) {
 void SlotStore::fill(uint32_t slot, const void* page, uint64_t hash) {
     memcpy(view_ + (size_t)slot * 4096, page, 4096);
     hashes_[slot] = hash;
-}
-
-void SlotStore::move_fd() {
-    if (fd_ < 0) return;
-    long nfd = sys::call(SYS_fcntl, fd_, F_DUPFD_CLOEXEC, 1000);
-    if (sys::failed(nfd)) nfd = sys::call(SYS_fcntl, fd_, F_DUPFD_CLOEXEC, 3);
-    if (sys::failed(nfd)) {
-        log_warning("could not move the canonical memfd off fd %d; merging stops", fd_);
-        failed_ = true;
-        nfd = -1;
-    }
-    sys::close(fd_);
-    fd_ = (int)nfd;
 }
 
 void SlotStore::pin_for_fork() {
@@ -158,7 +157,7 @@ void SlotStore::flush_punches() {
 
 void SlotStore::reset_in_child() {
     if (view_) sys::munmap(view_, view_slots_ * 4096);
-    if (fd_ >= 0) sys::close(fd_);
+    if (private_) sys::munmap(private_, view_slots_ * 4096);
     meta_free(hashes_, capacity_ * sizeof(uint64_t));
     meta_free(refs_, capacity_ * sizeof(uint32_t));
     meta_free(free_, capacity_ * sizeof(uint32_t));

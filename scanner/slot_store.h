@@ -1,4 +1,5 @@
 // Canonical pages: one memfd, one 4 KiB slot per distinct merged content.
+// The memfd's descriptor is closed once it is mapped: the store holds no fd.
 // Slots are written only through a scanner-private MAP_SHARED view of the
 // memfd, never through a mapping the application can reach, and are
 // immutable while any page maps them. A slot nobody maps any more is punched
@@ -15,23 +16,20 @@ namespace dedup {
 
 class SlotStore {
 public:
-    // Creates the memfd and view on first use. False (and logged once) if the
-    // memfd cannot be had; the caller then merges nothing but zero pages.
+    // Creates the memfd and its views on first use. False (and logged once)
+    // if the memfd cannot be had; the caller then merges nothing but zero pages.
     bool ensure_ready();
-    bool ready() const { return fd_ >= 0; }
-    // True if our fd still refers to our memfd (an application may have
-    // closed or replaced it behind our back).
-    bool fd_is_ours() const;
-    int fd() const { return fd_; }
-    // Moves the memfd to another descriptor number (the application is about
-    // to dup2 onto ours).
-    void move_fd();
+    bool ready() const { return view_ != nullptr; }
+    // Maps slots [first, first+n) privately over [target, target+n pages),
+    // replacing what was there (as mmap MAP_PRIVATE|MAP_FIXED of the memfd
+    // would). The new mapping is writable, or read-only when strict
+    // overcommit refused a writable view: the caller restores the protection.
+    bool map_run(uintptr_t target, uint32_t first, size_t n);
 
     // n consecutive slots, or -1. New slots have refs 0.
     int64_t alloc_run(uint32_t n);
     void fill(uint32_t slot, const void* page, uint64_t hash);
     const void* content(uint32_t slot) const { return view_ + (size_t)slot * 4096; }
-    off_t offset(uint32_t slot) const { return (off_t)slot * 4096; }
     uint64_t hash(uint32_t slot) const { return hashes_[slot]; }
     uint32_t refs(uint32_t slot) const { return refs_[slot]; }
 
@@ -60,15 +58,12 @@ public:
     void shutdown_for_test();
 
 private:
-    bool grow_file(uint64_t min_slots);
     bool grow_arrays(uint64_t min_slots);
 
-    int fd_ = -1;
-    unsigned long ino_ = 0, dev_ = 0;
     bool failed_ = false;
-    char* view_ = nullptr;       // reserved address range; file mapped into its start
-    uint64_t view_slots_ = 0;    // reserved capacity in slots
-    uint64_t file_slots_ = 0;    // slots currently backed by the file (and mapped in view)
+    char* view_ = nullptr;       // MAP_SHARED view of the whole memfd
+    char* private_ = nullptr;    // MAP_PRIVATE view, source of merged pieces
+    uint64_t view_slots_ = 0;    // size of the memfd in slots
     uint64_t next_ = 0;          // bump pointer
     uint8_t* pinned_ = nullptr;  // per slot: in use at a fork, never punch or reuse
     uint32_t* pending_ = nullptr;  // freed, not yet punched (never reused before)

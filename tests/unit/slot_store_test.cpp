@@ -48,32 +48,45 @@ bool is_zero(const void* p) {
     return true;
 }
 
-// Reads a slot through the file descriptor, not the store's view.
-std::vector<unsigned char> pread_slot(int fd, uint32_t slot) {
-    std::vector<unsigned char> buf(4096, 0xee);
-    ssize_t n = pread(fd, buf.data(), 4096, (off_t)slot * 4096);
-    if (n != 4096) buf.clear();
+// Reads a slot the way a merged page sees it: mapped privately by map_run.
+std::vector<unsigned char> mapped_slot(SlotStore& store, uint32_t slot) {
+    std::vector<unsigned char> buf;
+    void* m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return buf;
+    if (store.map_run((uintptr_t)m, slot, 1)) buf.assign((unsigned char*)m, (unsigned char*)m + 4096);
+    munmap(m, 4096);
     return buf;
+}
+
+// The descriptors of this process that point at a memfd named name.
+int count_memfd_fds(const char* name) {
+    int n = 0;
+    for (int fd = 0; fd < 4096; ++fd) {
+        char path[64], target[256] = {0};
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        if (readlink(path, target, sizeof(target) - 1) > 0 && strstr(target, name)) ++n;
+    }
+    return n;
 }
 
 }  // namespace
 
-TEST_F(SlotStoreFixture, EnsureReadyCreatesMemfd) {
+TEST_F(SlotStoreFixture, EnsureReadyMapsMemfdAndKeepsNoDescriptor) {
     EXPECT_FALSE(store.ready());
-    EXPECT_EQ(store.fd(), -1);
-    EXPECT_FALSE(store.fd_is_ours());
     ASSERT_TRUE(store.ensure_ready());
     EXPECT_TRUE(store.ready());
-    ASSERT_GE(store.fd(), 0);
-    EXPECT_TRUE(store.fd_is_ours());
-    char path[64], target[256] = {0};
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", store.fd());
-    ASSERT_GT(readlink(path, target, sizeof(target) - 1), 0);
-    EXPECT_EQ(std::string(target).rfind("/memfd:libdedup-canonical", 0), 0u) << target;
-    EXPECT_EQ(fcntl(store.fd(), F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
-    int fd = store.fd();
+    EXPECT_EQ(count_memfd_fds("libdedup-canonical"), 0) << "the store must not hold a descriptor";
+    std::string maps;
+    char buf[4096];
+    FILE* f = fopen("/proc/self/maps", "r");
+    ASSERT_NE(f, nullptr);
+    int shared = 0, priv = 0;
+    while (fgets(buf, sizeof buf, f))
+        if (strstr(buf, "/memfd:libdedup-canonical")) (strstr(buf, " rw-s ") ? shared : priv)++;
+    fclose(f);
+    EXPECT_EQ(shared, 1) << "one MAP_SHARED view";
+    EXPECT_EQ(priv, 1) << "one MAP_PRIVATE view";
     ASSERT_TRUE(store.ensure_ready());  // idempotent
-    EXPECT_EQ(store.fd(), fd);
     EXPECT_EQ(store.slots_in_use(), 0u);
     EXPECT_EQ(store.total_refs(), 0u);
     EXPECT_EQ(store.slots_allocated(), 0u);
@@ -98,9 +111,7 @@ TEST_F(SlotStoreFixture, AllocRunGivesConsecutiveSlots) {
     store.fill((uint32_t)(big + 8999), pg.data(), 0xabc);
     EXPECT_EQ(memcmp(store.content((uint32_t)(big + 8999)), pg.data(), 4096), 0);
     EXPECT_EQ(store.hash((uint32_t)(big + 8999)), 0xabcu);
-    struct stat st;
-    ASSERT_EQ(fstat(store.fd(), &st), 0);
-    EXPECT_GE((uint64_t)st.st_size, (uint64_t)(big + 9000) * 4096);
+    EXPECT_EQ(mapped_slot(store, (uint32_t)(big + 8999)), pg);
 }
 
 TEST_F(SlotStoreFixture, FillAndContentRoundTrip) {
@@ -115,16 +126,38 @@ TEST_F(SlotStoreFixture, FillAndContentRoundTrip) {
         uint32_t slot = (uint32_t)first + i;
         EXPECT_EQ(memcmp(store.content(slot), pg.data(), 4096), 0) << i;
         EXPECT_EQ(store.hash(slot), 1000u + i);
-        EXPECT_EQ(store.offset(slot), (off_t)slot * 4096);
-        // The file holds the same bytes at offset(slot).
-        EXPECT_EQ(pread_slot(store.fd(), slot), pg) << i;
+        // A piece mapped by map_run shows the same bytes.
+        EXPECT_EQ(mapped_slot(store, slot), pg) << i;
     }
-    // A MAP_PRIVATE mapping of the fd at offset(slot) shows the content (how merges map it).
-    void* m = mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE, store.fd(), store.offset((uint32_t)first + 2));
-    ASSERT_NE(m, MAP_FAILED);
-    auto pg2 = make_page(2);
-    EXPECT_EQ(memcmp(m, pg2.data(), 4096), 0);
-    munmap(m, 4096);
+}
+
+// map_run: a run of slots over application memory is a private file
+// mapping: it reads the slots, a write copies on write and leaves the slot
+// and other mappings of it alone, and the pieces of one run are one VMA.
+TEST_F(SlotStoreFixture, MapRunIsPrivateCopyOnWrite) {
+    int64_t first = store.alloc_run(4);
+    ASSERT_GE(first, 0);
+    for (uint32_t i = 0; i < 4; ++i) {
+        auto pg = make_page(50 + i);
+        store.fill((uint32_t)first + i, pg.data(), 50 + i);
+    }
+    char* a = (char*)mmap(nullptr, 16 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(a, MAP_FAILED);
+    memset(a, 0x5a, 16 * 4096);
+    ASSERT_TRUE(store.map_run((uintptr_t)a + 4 * 4096, (uint32_t)first, 4));
+    ASSERT_TRUE(store.map_run((uintptr_t)a + 12 * 4096, (uint32_t)first, 1));
+    ASSERT_EQ(mprotect(a, 16 * 4096, PROT_READ | PROT_WRITE), 0);
+    for (uint32_t i = 0; i < 4; ++i) {
+        auto pg = make_page(50 + i);
+        EXPECT_EQ(memcmp(a + (4 + i) * 4096, pg.data(), 4096), 0) << i;
+    }
+    a[4 * 4096] ^= 1;  // copy on write
+    auto pg0 = make_page(50);
+    EXPECT_EQ(memcmp(store.content((uint32_t)first), pg0.data(), 4096), 0) << "write reached the slot";
+    EXPECT_EQ(memcmp(a + 12 * 4096, pg0.data(), 4096), 0) << "write reached another mapping";
+    EXPECT_EQ((unsigned char)a[3 * 4096], 0x5a);
+    EXPECT_EQ((unsigned char)a[8 * 4096], 0x5a);
+    munmap(a, 16 * 4096);
 }
 
 TEST_F(SlotStoreFixture, RefUnrefCounts) {
@@ -169,9 +202,9 @@ TEST_F(SlotStoreFixture, UnrefToZeroPunchesAndSlotIsReused) {
     }
     ASSERT_TRUE(unref_flush(victim));
     EXPECT_TRUE(is_zero(store.content(victim))) << "freed slot was not punched";
-    auto z = pread_slot(store.fd(), victim);
+    auto z = mapped_slot(store, victim);
     ASSERT_EQ(z.size(), 4096u);
-    EXPECT_TRUE(is_zero(z.data())) << "hole not visible through the fd";
+    EXPECT_TRUE(is_zero(z.data())) << "hole not visible to a new mapping";
     // Neighbours are intact.
     auto p0 = make_page(10), p2 = make_page(12);
     EXPECT_EQ(memcmp(store.content((uint32_t)first), p0.data(), 4096), 0);
@@ -221,7 +254,7 @@ TEST_F(SlotStoreFixture, PinForForkKeepsSlotsInUseAtPinTime) {
     EXPECT_EQ(store.total_refs(), 2u);
     // ...but never punched: a forked child may still map it.
     EXPECT_EQ(memcmp(store.content(pinned), pg.data(), 4096), 0) << "pinned slot was punched";
-    EXPECT_EQ(pread_slot(store.fd(), pinned), pg);
+    EXPECT_EQ(mapped_slot(store, pinned), pg);
     // ...and never reused.
     for (int i = 0; i < 4; ++i) {
         int64_t s = store.alloc_run(1);
@@ -236,76 +269,18 @@ TEST_F(SlotStoreFixture, PinForForkKeepsSlotsInUseAtPinTime) {
     EXPECT_EQ(store.alloc_run(1), later);
 }
 
-TEST_F(SlotStoreFixture, FdIsOursDetectsReplacement) {
-    ASSERT_TRUE(store.ensure_ready());
-    ASSERT_TRUE(store.fd_is_ours());
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(devnull, 0);
-    ASSERT_EQ(dup2(devnull, store.fd()), store.fd());
-    close(devnull);
-    EXPECT_FALSE(store.fd_is_ours());
-    // Closed altogether.
-    close(store.fd());
-    EXPECT_FALSE(store.fd_is_ours());
-}
-
-TEST_F(SlotStoreFixture, FdIsOursFalseForAnotherMemfd) {
-    ASSERT_TRUE(store.ensure_ready());
-    int other = memfd_create("libdedup-canonical", MFD_CLOEXEC);
-    ASSERT_GE(other, 0);
-    ASSERT_EQ(dup2(other, store.fd()), store.fd());
-    close(other);
-    EXPECT_FALSE(store.fd_is_ours()) << "a different memfd with the same name is not ours";
-}
-
-TEST_F(SlotStoreFixture, MoveFdKeepsWorking) {
-    int64_t first = store.alloc_run(2);
-    ASSERT_GE(first, 0);
-    auto pg = make_page(40);
-    store.fill((uint32_t)first, pg.data(), 40);
-    store.ref((uint32_t)first);
-    int old = store.fd();
-    store.move_fd();
-    int now = store.fd();
-    ASSERT_GE(now, 0);
-    EXPECT_NE(now, old);
-    EXPECT_EQ(fcntl(old, F_GETFD), -1) << "old descriptor still open";
-    EXPECT_TRUE(store.fd_is_ours());
-    EXPECT_TRUE(store.ready());
-    EXPECT_EQ(fcntl(now, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
-    // Same file: earlier content visible through the new fd.
-    EXPECT_EQ(pread_slot(now, (uint32_t)first), pg);
-    // New allocations and fills still reach the file.
-    int64_t more = store.alloc_run(5000);  // forces the file to grow through the new fd
-    ASSERT_GE(more, 0);
-    auto pg2 = make_page(41);
-    store.fill((uint32_t)more + 4999, pg2.data(), 41);
-    EXPECT_EQ(pread_slot(now, (uint32_t)more + 4999), pg2);
-    EXPECT_EQ(memcmp(store.content((uint32_t)first), pg.data(), 4096), 0);
-    // The application may now use the old number freely.
-    int devnull = open("/dev/null", O_RDONLY);
-    ASSERT_GE(devnull, 0);
-    ASSERT_EQ(dup2(devnull, old), old);
-    close(devnull);
-    EXPECT_TRUE(store.fd_is_ours());
-    close(old);
-}
-
 TEST_F(SlotStoreFixture, ResetInChildForgetsEverything) {
     int64_t first = store.alloc_run(3);
     ASSERT_GE(first, 0);
     store.ref((uint32_t)first);
-    int fd = store.fd();
     store.reset_in_child();
     EXPECT_FALSE(store.ready());
-    EXPECT_EQ(store.fd(), -1);
-    EXPECT_EQ(fcntl(fd, F_GETFD), -1);
     EXPECT_EQ(store.slots_in_use(), 0u);
     EXPECT_EQ(store.total_refs(), 0u);
     EXPECT_EQ(store.slots_allocated(), 0u);
     // A new memfd on next use.
     EXPECT_EQ(store.alloc_run(1), 0);
-    EXPECT_TRUE(store.fd_is_ours());
+    EXPECT_TRUE(store.ready());
 }
 
 // Regression test. Found while writing these tests: pin_for_fork() used to

@@ -1,0 +1,195 @@
+// The shim's own file descriptors (the canonical memfd, /proc/self/pagemap,
+// a DEDUP_LOG file) are invisible to the application: every call that names
+// one of them behaves as if the number were not open (EBADF), closing
+// everything skips them, and dup2/dup3 onto one of them first moves ours
+// out of the way. A program that probes its descriptors with fstat or fcntl
+// (daemons, Python's subprocess tests) sees exactly the set it opened.
+// /proc/self/fd still lists them: see README, limitations.
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "scanner/runtime.h"
+#include "scanner/sys.h"
+#include "shim/hook.h"
+
+#define EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+using namespace dedup;
+
+long set_errno(long r) {
+    if (r < 0 && r > -4096) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+}
+
+int not_open() {
+    errno = EBADF;
+    return -1;
+}
+
+// fstatat/statx name the descriptor itself only with an empty path.
+bool names_fd_itself(const char* path, int flags) {
+    return (flags & AT_EMPTY_PATH) && path && path[0] == '\0';
+}
+
+using FstatFn = int (*)(int, struct stat*);
+using Fstat64Fn = int (*)(int, struct stat64*);
+using FstatatFn = int (*)(int, const char*, struct stat*, int);
+using Fstatat64Fn = int (*)(int, const char*, struct stat64*, int);
+using FxstatFn = int (*)(int, int, struct stat*);
+using Fxstat64Fn = int (*)(int, int, struct stat64*);
+using StatxFn = int (*)(int, const char*, int, unsigned, struct statx*);
+using FcntlFn = int (*)(int, int, ...);
+using LseekFn = off_t (*)(int, off_t, int);
+using Lseek64Fn = off64_t (*)(int, off64_t, int);
+using DupFn = int (*)(int);
+
+NextSymbol<FstatFn> next_fstat("fstat");
+NextSymbol<Fstat64Fn> next_fstat64("fstat64");
+NextSymbol<FstatatFn> next_fstatat("fstatat");
+NextSymbol<Fstatat64Fn> next_fstatat64("fstatat64");
+NextSymbol<FxstatFn> next_fxstat("__fxstat");
+NextSymbol<Fxstat64Fn> next_fxstat64("__fxstat64");
+NextSymbol<StatxFn> next_statx("statx");
+NextSymbol<FcntlFn> next_fcntl("fcntl"), next_fcntl64("fcntl64");
+NextSymbol<LseekFn> next_lseek("lseek");
+NextSymbol<Lseek64Fn> next_lseek64("lseek64");
+NextSymbol<DupFn> next_dup("dup");
+
+// fcntl's third argument is an int or a pointer: passing it on as a long
+// (the register it arrived in) is what glibc itself does.
+int forward_fcntl(NextSymbol<FcntlFn>& next, int fd, int cmd, va_list ap) {
+    if (rt_owns_fd(fd)) return not_open();
+    long arg = va_arg(ap, long);
+    return next.get()(fd, cmd, arg);
+}
+
+}  // namespace
+
+// ---- closing and duplicating ----------------------------------------------
+
+EXPORT int close(int fd) {
+    if (rt_owns_fd(fd)) return not_open();
+    return (int)set_errno(sys::close(fd));
+}
+
+EXPORT int dup(int fd) {
+    if (rt_owns_fd(fd)) return not_open();
+    return next_dup.get()(fd);
+}
+
+EXPORT int dup2(int oldfd, int newfd) {
+    if (rt_owns_fd(oldfd)) return not_open();
+    int saved = errno;
+    if (oldfd != newfd) rt_vacate_fd(newfd);
+    errno = saved;
+    if (oldfd == newfd) {  // dup2(fd, fd) checks that fd is valid
+        long r = sys::call(SYS_fcntl, oldfd, F_GETFD);
+        return r < 0 ? (int)set_errno(r) : newfd;
+    }
+    return (int)set_errno(sys::call(SYS_dup2, oldfd, newfd));
+}
+
+EXPORT int dup3(int oldfd, int newfd, int flags) {
+    if (rt_owns_fd(oldfd)) return not_open();
+    int saved = errno;
+    if (oldfd != newfd) rt_vacate_fd(newfd);
+    errno = saved;
+    return (int)set_errno(sys::call(SYS_dup3, oldfd, newfd, flags));
+}
+
+EXPORT int close_range(unsigned first, unsigned last, int flags) {
+    // Close everything asked for except the shim's descriptors.
+    int ours[2];
+    int n = rt_fds(ours);
+    unsigned lo = first;
+    for (int i = 0; i < n; ++i) {
+        unsigned fd = (unsigned)ours[i];
+        if (fd < lo || fd > last) continue;
+        if (fd > lo) {
+            long r = sys::call(SYS_close_range, lo, fd - 1, flags);
+            if (r < 0) return (int)set_errno(r);
+        }
+        lo = fd + 1;
+        if (lo == 0) return 0;  // wrapped
+    }
+    if (lo > last) return 0;
+    return (int)set_errno(sys::call(SYS_close_range, lo, last, flags));
+}
+
+EXPORT void closefrom(int lowfd) {
+    int saved = errno;
+    close_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u, 0);
+    errno = saved;
+}
+
+// ---- probing ---------------------------------------------------------------
+
+EXPORT int fstat(int fd, struct stat* st) {
+    if (rt_owns_fd(fd)) return not_open();
+    return next_fstat.get()(fd, st);
+}
+
+EXPORT int fstat64(int fd, struct stat64* st) {
+    if (rt_owns_fd(fd)) return not_open();
+    return next_fstat64.get()(fd, st);
+}
+
+EXPORT int __fxstat(int ver, int fd, struct stat* st) {
+    if (rt_owns_fd(fd)) return not_open();
+    return next_fxstat.get()(ver, fd, st);
+}
+
+EXPORT int __fxstat64(int ver, int fd, struct stat64* st) {
+    if (rt_owns_fd(fd)) return not_open();
+    return next_fxstat64.get()(ver, fd, st);
+}
+
+EXPORT int fstatat(int dirfd, const char* path, struct stat* st, int flags) {
+    if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    return next_fstatat.get()(dirfd, path, st, flags);
+}
+
+EXPORT int fstatat64(int dirfd, const char* path, struct stat64* st, int flags) {
+    if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    return next_fstatat64.get()(dirfd, path, st, flags);
+}
+
+EXPORT int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out) {
+    if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    return next_statx.get()(dirfd, path, flags, mask, out);
+}
+
+EXPORT int fcntl(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    int r = forward_fcntl(next_fcntl, fd, cmd, ap);
+    va_end(ap);
+    return r;
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...) {
+    va_list ap;
+    va_start(ap, cmd);
+    int r = forward_fcntl(next_fcntl64, fd, cmd, ap);
+    va_end(ap);
+    return r;
+}
+
+EXPORT off_t lseek(int fd, off_t off, int whence) {
+    if (rt_owns_fd(fd)) return not_open();
+    return next_lseek.get()(fd, off, whence);
+}
+
+EXPORT off64_t lseek64(int fd, off64_t off, int whence) {
+    if (rt_owns_fd(fd)) return not_open();
+    return next_lseek64.get()(fd, off, whence);
+}
