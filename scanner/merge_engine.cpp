@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #define XXH_INLINE_ALL
@@ -22,7 +23,8 @@
 namespace dedup {
 namespace {
 
-constexpr size_t kMaxBatch = 256;
+constexpr size_t kMaxBatch = 512;  // one 2 MiB huge page
+constexpr uintptr_t kHugeSize = 2u << 20;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmFile = 1ull << 61;  // file page or shared anonymous
 constexpr int kRW = PROT_READ | PROT_WRITE;
@@ -61,21 +63,44 @@ bool page_is_zero(const void* p) {
 
 void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
 
+// PAGEMAP_SCAN (Linux 6.7): which ranges are mapped by huge pages.
+struct PageRegion {
+    uint64_t start, end, categories;
+};
+struct PmScanArg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask,
+        category_anyof_mask, return_mask;
+};
+constexpr uint64_t kPageIsHuge = 1ull << 6;
+
+bool may_be_huge(const State& s, const Region& r) {
+    return !(r.flags & kRegNohugepage) && (s.thp_always || (r.flags & kRegHugepage));
+}
+
+// The huge pages that changing [a, a+len) would split: those mapped as one
+// 2 MiB page that the range covers only in part. A merge over a whole
+// aligned huge page replaces it without splitting.
+uint64_t thp_splits_for(State& s, const Region& r, uintptr_t a, size_t len) {
+    if (!may_be_huge(s, r) || !kept_files().pagemap.ensure("/proc/self/pagemap", O_RDONLY)) return 0;
+    uintptr_t lo = a & ~(kHugeSize - 1), hi = (a + len + kHugeSize - 1) & ~(kHugeSize - 1);
+    PageRegion vec[4];
+    PmScanArg arg = {sizeof(PmScanArg), 0, lo, hi, 0, (uint64_t)(uintptr_t)vec, 4, 0, 0, 0, kPageIsHuge, kPageIsHuge};
+    const unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+    long n = sys::call(SYS_ioctl, kept_files().pagemap.fd(), (long)kPagemapScan, (long)&arg);
+    uint64_t splits = 0;
+    for (long i = 0; i < n; ++i)
+        for (uintptr_t h = vec[i].start & ~(kHugeSize - 1); h < vec[i].end; h += kHugeSize)
+            if (h + kHugeSize > a && h < a + len && !(a <= h && h + kHugeSize <= a + len)) ++splits;
+    return splits;
+}
+
 }  // namespace
 
-bool read_pagemap(State& s, uintptr_t addr, size_t n, uint64_t* out) {
+bool read_pagemap(uintptr_t addr, size_t n, uint64_t* out) {
     for (int attempt = 0; attempt < 2; ++attempt) {
-        if (s.pagemap_fd < 0) {
-            long fd = sys::call(SYS_open, (long)"/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-            if (sys::failed(fd)) return false;
-            long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
-            if (!sys::failed(high)) { sys::close((int)fd); fd = high; }
-            s.pagemap_fd = (int)fd;
-        }
-        long r = sys::pread(s.pagemap_fd, out, n * 8, (off_t)(addr / kPageSize * 8));
-        if (r == (long)(n * 8)) return true;
-        sys::close(s.pagemap_fd);
-        s.pagemap_fd = -1;
+        if (!kept_files().pagemap.ensure("/proc/self/pagemap", O_RDONLY)) return false;
+        if (kept_files().pagemap.pread(out, n * 8, (off_t)(addr / kPageSize * 8)) == (long)(n * 8)) return true;
+        kept_files().pagemap.close();
     }
     return false;
 }
@@ -184,7 +209,12 @@ bool extends(const Run& run, const Action& a, uintptr_t addr) {
 bool open_run_window(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += run.n; return false; }
+    uint64_t splits = thp_splits_for(s, r, run.start, len);
+    // Zero pages inside a huge page are most often a huge page being
+    // filled: giving back 4 KiB of it would cost the whole huge page.
+    if (splits && run.kind == Act::kZero) return false;
     if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return false; }
+    s.stats.thp_splits += splits;
     if (!protect(s, run.start, len, r.prot)) {
         ++s.stats.merge_failures;
         restore(s, run.start, len, r.prot);
@@ -246,6 +276,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
     if (!kw_window_open(run.start, len, run.cand, len)) { ++s.stats.pinned_skips; return; }
     int64_t first = s.store.alloc_run((uint32_t)run.n);
     if (first < 0) { ++s.stats.merge_failures; kw_window_close(); return; }
+    s.stats.thp_splits += thp_splits_for(s, r, run.start, len) + thp_splits_for(s, cr, run.cand, len);
     bool ok = protect(s, run.start, len, r.prot);
     bool cok = ok && protect(s, run.cand, len, cr.prot);
     size_t used = 0;
@@ -340,6 +371,8 @@ void reapply_flags(uint32_t flags, uintptr_t start, size_t len) {
     if (flags & kRegDontdump) sys::madvise(page(start), len, MADV_DONTDUMP);
     if (flags & kRegHugepage) sys::madvise(page(start), len, MADV_HUGEPAGE);
     if (flags & kRegNohugepage) sys::madvise(page(start), len, MADV_NOHUGEPAGE);
+    if (flags & kRegRandom) sys::madvise(page(start), len, MADV_RANDOM);
+    if (flags & kRegSequential) sys::madvise(page(start), len, MADV_SEQUENTIAL);
 }
 
 void forget_page(State& s, PageMeta& m) {
@@ -351,13 +384,20 @@ void forget_page(State& s, PageMeta& m) {
 
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     size_t n = (r.end - from) / kPageSize;
-    if (n > max_pages) n = max_pages;
+    if (may_be_huge(s, r)) {
+        // Batches (and so runs) end on 2 MiB boundaries, whatever the budget
+        // says, so that a huge page of duplicates merges in one run.
+        size_t to_boundary = (((from | (kHugeSize - 1)) + 1) - from) / kPageSize;
+        if (n > to_boundary) n = to_boundary;
+    } else if (n > max_pages) {
+        n = max_pages;
+    }
     if (n > kMaxBatch) n = kMaxBatch;
     if (n == 0) return 0;
     uint64_t pm[kMaxBatch];
     // Without pagemap we cannot tell untouched pages (reading them would
     // allocate memory here: no zero page) from present ones: skip.
-    if (!read_pagemap(s, from, n, pm)) return n;
+    if (!read_pagemap(from, n, pm)) return n;
     static Run run;  // only the scanner thread, under the lock, uses it
     run.kind = Act::kNone;
     run.n = 0;

@@ -25,9 +25,9 @@ uint64_t page_hash(const void* page);
 // r), merging what it can. Returns the number of pages looked at (>= 1).
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages);
 
-// /proc/self/pagemap entries of n pages from addr, through the state's fd
-// (opened, and reopened after a failure, on demand). False if unreadable.
-bool read_pagemap(State& s, uintptr_t addr, size_t n, uint64_t* out);
+// /proc/self/pagemap entries of n pages from addr (scanner/pagemap.h).
+// False if unreadable now.
+bool read_pagemap(uintptr_t addr, size_t n, uint64_t* out);
 
 // Whether the scanner may merge pages of r.
 bool region_mergeable(const State& s, const Region& r);

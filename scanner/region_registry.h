@@ -18,8 +18,11 @@ enum RegionFlags : uint32_t {
     kRegDontdump = 1u << 5,
     kRegHugepage = 1u << 6,
     kRegNohugepage = 1u << 7,
+    kRegRandom = 1u << 8,
+    kRegSequential = 1u << 9,
 };
-constexpr uint32_t kRegReapplyMask = kRegDontfork | kRegDontdump | kRegHugepage | kRegNohugepage;
+constexpr uint32_t kRegReapplyMask =
+    kRegDontfork | kRegDontdump | kRegHugepage | kRegNohugepage | kRegRandom | kRegSequential;
 
 // Per-page metadata lives in blocks shared by every piece of one
 // registration: splitting a region (mprotect, madvise, partial munmap of a

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include "scanner/config.h"
@@ -42,6 +43,7 @@ std::atomic<bool> g_mlock_future{false};
 // mapping call it makes starts one (not the fork itself: most children exec).
 std::atomic<bool> g_child_needs_scanner{false};
 long g_original_pid = 0;
+std::atomic<bool> g_descriptors_had{false};  // reset in a forked child
 bool g_registered_anything = false;
 
 constexpr uintptr_t kPageMask = kPageSize - 1;
@@ -77,12 +79,21 @@ void fork_child() {
     s.index.clear();
     // /proc/self/pagemap opened in the parent describes the parent's memory:
     // the child must open its own.
-    if (s.pagemap_fd >= 0) {
-        sys::close(s.pagemap_fd);
-        s.pagemap_fd = -1;
-    }
+    // Kept files opened by the parent describe the parent.
+    for (KeptFile* f : kept_files().all) f->close();
+    g_descriptors_had.store(false);
     scanner_forget_after_fork();
     g_child_needs_scanner.store(s.regions.count() > 0);
+}
+
+// Whether every anonymous mapping may get huge pages, advised or not.
+bool thp_enabled_always() {
+    long fd = sys::call(SYS_open, (long)"/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
+    if (sys::failed(fd)) return false;
+    char buf[128] = {0};
+    long n = sys::call(SYS_read, fd, (long)buf, sizeof(buf) - 1);
+    sys::close((int)fd);
+    return n > 0 && strstr(buf, "[always]");
 }
 
 bool init_now() {
@@ -99,6 +110,7 @@ bool init_now() {
     sites_set_enabled(cfg.sites);
     static char zero[kPageSize];
     s.zero_hash = page_hash(zero);
+    s.thp_always = thp_enabled_always();
     s.vmas.init(cfg.vma_reserve);
     s.start_ns = monotonic_ns();
     g_original_pid = sys::getpid();
@@ -149,8 +161,21 @@ void forget_range(State& s, uintptr_t start, uintptr_t end) {
 
 // Called after registering: starts the scanner and the fault handler
 // outside the lock.
+bool open_live_file();
+
 void after_register() {
     fault_handler_install(__sigaction);
+    // The shim's descriptors are had now, while the program is likely to
+    // have some to spare, rather than first by the scanner later, when it
+    // might take the program's last free one.
+    if (!g_descriptors_had.load(std::memory_order_relaxed)) {
+        State& s = state();
+        MmLockGuard g(s.lock);
+        uint64_t probe;
+        bool had = s.store.ensure_ready() & read_pagemap((uintptr_t)&probe, 1, &probe) & open_maps() &
+                   kept_files().status.ensure("/proc/self/status", O_RDONLY) & open_live_file();
+        g_descriptors_had.store(had, std::memory_order_relaxed);
+    }
     scanner_ensure_started();
 }
 
@@ -182,6 +207,9 @@ uint32_t flag_for_advice(int advice, bool* set) {
         case MADV_DODUMP: *set = false; return kRegDontdump;
         case MADV_HUGEPAGE: return kRegHugepage;
         case MADV_NOHUGEPAGE: return kRegNohugepage;
+        case MADV_RANDOM: return kRegRandom;
+        case MADV_SEQUENTIAL: return kRegSequential;
+        case MADV_NORMAL: *set = false; return kRegRandom | kRegSequential;
         default: return 0;
     }
 }
@@ -204,7 +232,7 @@ long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
     uint64_t pm[256];
     for (uintptr_t a = start; a < end; a += 256 * kPageSize) {
         size_t n = (end - a) / kPageSize < 256 ? (end - a) / kPageSize : 256;
-        bool have = read_pagemap(s, a, n, pm);
+        bool have = read_pagemap(a, n, pm);
         for (size_t i = 0; i < n; ++i) {
             uintptr_t p = a + i * kPageSize;
             bool copy = !have || (pm[i] & (3ull << 62)) || in_file_vma(r.at(p).state);
@@ -229,6 +257,18 @@ long consolidate(State& s, Region& r, uintptr_t start, uintptr_t end) {
     s.store.flush_punches();
     s.window_seq.fetch_add(1);
     return 0;
+}
+
+// MADV_COLLAPSE (madvise or process_madvise) over [start, end): every
+// region there that holds memfd pieces becomes one anonymous mapping again.
+// Lock held.
+void prepare_collapse(State& s, uintptr_t start, uintptr_t end) {
+    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && s.regions[i].start < end; ++i) {
+        Region& r = s.regions[i];
+        bool has_file = false;
+        for (uintptr_t p = r.start; p < r.end && !has_file; p += kPageSize) has_file = in_file_vma(r.at(p).state);
+        if (has_file) consolidate(s, r, r.start, r.end);
+    }
 }
 
 // The program ran into vm.max_map_count (its call failed with ENOMEM) while
@@ -277,16 +317,16 @@ bool give_back_vmas(State& s, bool at_limit) {
 // anonymous parts, as KSM would take them. [heap] and [stack] stay out: glibc
 // and the kernel change those without calling us (brief, trap 4).
 void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t site) {
-    long fd = sys::call(SYS_open, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (sys::failed(fd)) return;
+    if (!open_maps()) return;
     char buf[8192];
     size_t have = 0;
+    off_t read_to = 0;
     bool eof = false;
     while (!eof || have) {
         if (!eof && have < sizeof(buf)) {
-            long n = sys::call(SYS_read, fd, (long)(buf + have), (long)(sizeof(buf) - have));
+            long n = kept_files().maps.pread(buf + have, sizeof(buf) - have, read_to);
             if (n <= 0) eof = true;
-            else have += (size_t)n;
+            else { have += (size_t)n; read_to += n; }
         }
         char* nl = (char*)memchr(buf, '\n', have);
         if (!nl) {
@@ -319,7 +359,6 @@ void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t si
         memmove(buf, nl + 1, have - used);
         have -= used;
     }
-    sys::close((int)fd);
 }
 
 // Pages per allocation site that are merged or given back as zero pages.
@@ -505,15 +544,37 @@ long rt_madvise(void* addr, size_t len, int advice) {
             if ((start & kPageMask) == 0 && len && s.regions.overlaps(start, start + round_up(len))) return -EINVAL;
             return sys::madvise(addr, len, advice);
         }
-        case MADV_WIPEONFORK:
+        case MADV_GUARD_INSTALL: {
+            // A guard removed later must leave zero-fill pages, not the
+            // canonical ones: make merged pages fresh anonymous memory first,
+            // and forget the range's hashes (no pair merge reads a guard).
+            MmLockGuard g(s.lock);
+            end = start + round_up(len);
+            if ((start & kPageMask) == 0 && len && s.regions.overlaps(start, end)) {
+                zero_file_pages(s, start, end);
+                for_regions(s, start, end, [&](Region& rg) {
+                    uintptr_t a = start > rg.start ? start : rg.start, b = end < rg.end ? end : rg.end;
+                    for (uintptr_t p = a; p < b; p += kPageSize) rg.at(p).hash32 = 0;
+                });
+            }
+            return sys::madvise(addr, len, advice);
+        }
         case MADV_COLLAPSE: {
-            // Neither works on a file mapping: give merged pages back first.
+            // Collapsing needs one anonymous VMA over each huge page: make
+            // every region in the range one anonymous mapping again.
+            MmLockGuard g(s.lock);
+            end = start + round_up(len);
+            if ((start & kPageMask) == 0 && len) prepare_collapse(s, start, end);
+            return sys::madvise(addr, len, advice);
+        }
+        case MADV_WIPEONFORK: {
+            // Does not work on a file mapping: give merged pages back first.
             MmLockGuard g(s.lock);
             end = start + round_up(len);
             bool ours = (start & kPageMask) == 0 && len && s.regions.overlaps(start, end);
             if (ours) unmerge_range(s, start, end);
             long r = sys::madvise(addr, len, advice);
-            if (r == 0 && ours && advice == MADV_WIPEONFORK && s.regions.isolate(start, end)) {
+            if (r == 0 && ours && s.regions.isolate(start, end)) {
                 for_regions(s, start, end, [&](Region& rg) { rg.flags |= kRegExcluded; });
                 s.regions.coalesce(start, end);
             }
@@ -531,14 +592,52 @@ long rt_madvise(void* addr, size_t len, int advice) {
                     if (advice == MADV_KEEPONFORK) rg.flags &= ~kRegExcluded;
                     else if (set) rg.flags |= flag;
                     else rg.flags &= ~flag;
+                    // The kernel keeps one of each pair.
                     if (advice == MADV_HUGEPAGE) rg.flags &= ~kRegNohugepage;
                     if (advice == MADV_NOHUGEPAGE) rg.flags &= ~kRegHugepage;
+                    if (advice == MADV_RANDOM) rg.flags &= ~kRegSequential;
+                    if (advice == MADV_SEQUENTIAL) rg.flags &= ~kRegRandom;
                 });
                 s.regions.coalesce(start, end);
             }
             return r;
         }
     }
+}
+
+namespace {
+
+// Whether a pidfd names this process: the PIDFD_SELF sentinels (6.15), or a
+// pidfd whose PIDFD_GET_INFO says our thread group.
+bool pidfd_is_self(int pidfd) {
+    constexpr int kSelfThread = -10000, kSelfThreadGroup = -20000;
+    if (pidfd == kSelfThread || pidfd == kSelfThreadGroup) return true;
+    struct PidfdInfo {  // struct pidfd_info, PIDFD_INFO_SIZE_VER0
+        uint64_t mask, cgroupid;
+        uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid, spare0;
+    } info;
+    memset(&info, 0, sizeof(info));
+    info.mask = 1;  // PIDFD_INFO_PID
+    const unsigned long kGetInfo = _IOWR(0xFF, 11, PidfdInfo);
+    if (sys::failed(sys::call(SYS_ioctl, pidfd, (long)kGetInfo, (long)&info))) return false;
+    return (long)info.tgid == sys::getpid();
+}
+
+}  // namespace
+
+long rt_process_madvise(int pidfd, const struct iovec* iov, size_t n, int advice, unsigned flags) {
+    auto kernel = [&] { return sys::call(SYS_process_madvise, pidfd, (long)iov, (long)n, advice, flags); };
+    // Of the advice process_madvise takes (COLD, PAGEOUT, WILLNEED,
+    // COLLAPSE), only COLLAPSE fails on merged pieces: prepare as madvise does.
+    if (advice != MADV_COLLAPSE || !iov || n > 1024 || !ensure_init() || !pidfd_is_self(pidfd)) return kernel();
+    State& s = state();
+    MmLockGuard g(s.lock);
+    for (size_t i = 0; i < n; ++i) {
+        uintptr_t a = (uintptr_t)iov[i].iov_base;
+        if (a & kPageMask || !iov[i].iov_len) continue;
+        prepare_collapse(s, a, a + round_up(iov[i].iov_len));
+    }
+    return kernel();
 }
 
 long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* new_addr) {
@@ -731,17 +830,19 @@ long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
 
 bool rt_owns_fd(int fd) {
     if (fd < 0 || g_init.load() != kReady) return false;
-    State& s = state();
-    return fd == s.pagemap_fd || fd == log_file_fd();
+    for (KeptFile* f : kept_files().all)
+        if (fd == f->fd()) return true;
+    return fd == log_file_fd();
 }
 
-int rt_fds(int out[2]) {
+int rt_fds(int out[kMaxShimFds]) {
     if (g_init.load() != kReady) return 0;
-    State& s = state();
-    int c[2] = {s.pagemap_fd, log_file_fd()}, n = 0;
-    for (int f : c)
-        if (f >= 0) out[n++] = f;
-    if (n == 2 && out[0] > out[1]) { int t = out[0]; out[0] = out[1]; out[1] = t; }
+    int n = 0;
+    for (KeptFile* f : kept_files().all)
+        if (f->fd() >= 0) out[n++] = f->fd();
+    if (log_file_fd() >= 0) out[n++] = log_file_fd();
+    for (int i = 1; i < n; ++i)
+        for (int j = i; j > 0 && out[j - 1] > out[j]; --j) { int t = out[j]; out[j] = out[j - 1]; out[j - 1] = t; }
     return n;
 }
 
@@ -749,11 +850,15 @@ void rt_vacate_fd(int fd) {
     if (!rt_owns_fd(fd)) return;
     State& s = state();
     MmLockGuard g(s.lock);
-    if (fd == s.pagemap_fd) {  // reopened on demand
-        sys::close(fd);
-        s.pagemap_fd = -1;
-    } else if (fd == log_file_fd()) {
-        long nfd = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
+    for (KeptFile* f : kept_files().all) {
+        if (fd == f->fd()) {  // reopened on demand
+            f->close();
+            return;
+        }
+    }
+    if (fd == log_file_fd()) {
+        long nfd = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0);
+        if (!sys::failed(nfd)) nfd = park_fd((int)nfd);
         if (!sys::failed(nfd)) {
             log_set_file_fd((int)nfd);
             log_set_fd((int)nfd);
@@ -784,6 +889,7 @@ void collect(State& s, Report* rep, double cpu, bool exact_vmas) {
     rep->pages_volatile = s.stats.pages_volatile.load();
     rep->zero_pages = s.stats.zero_pages.load();
     rep->cow_breaks = s.stats.cow_breaks.load();
+    rep->thp_splits = s.stats.thp_splits.load();
     rep->bytes_saved = bytes_saved_now(s);
     rep->bytes_saved_peak = s.stats.bytes_saved_peak.load();
     if (rep->bytes_saved > rep->bytes_saved_peak) rep->bytes_saved_peak = rep->bytes_saved;
@@ -807,6 +913,25 @@ void stats_path(const char* pattern, char* out, size_t cap) {
 }
 
 void live_path(char* out, size_t cap) { snprintf(out, cap, "/dev/shm/libdedup.%ld.json", sys::getpid()); }
+
+bool open_live_file() {
+    char path[64];
+    live_path(path, sizeof(path));
+    return kept_files().live.ensure(path, O_WRONLY | O_CREAT, 0644);
+}
+
+// Rewritten in place through the kept descriptor (no new descriptor each
+// second); padded with spaces to the longest version written, so that a
+// shorter one leaves no stale tail (trailing spaces are valid JSON).
+void write_live_file(const Report& rep) {
+    static size_t longest = 0;
+    if (!open_live_file()) return;
+    char json[8192];
+    size_t n = report_to_json(rep, json, sizeof(json));
+    if (longest > n && longest <= sizeof(json)) memset(json + n, ' ', longest - n);
+    if (n > longest) longest = n;
+    kept_files().live.pwrite(json, longest, 0);
+}
 
 uint64_t g_live_last_ns = 0, g_interval_last_ns = 0;
 uint64_t g_live_last_scanned = 0;
@@ -837,9 +962,7 @@ void rt_live_tick() {
         meta_free(per_site, sizeof(uint64_t) * kMaxSites);
     }
     if (live_due) {
-        char path[64];
-        live_path(path, sizeof(path));
-        report_write_file(rep, path);
+        write_live_file(rep);
         g_live_last_ns = now;
     }
     if (interval_due) {
@@ -880,7 +1003,8 @@ void rt_shutdown() {
     top_sites(per_site, &rep);
     char live[64];
     live_path(live, sizeof(live));
-    sys::call(SYS_unlink, (long)live);
+    if (kept_files().live.fd() >= 0) sys::call(SYS_unlink, (long)live);
+    kept_files().live.close();
     bool child = sys::getpid() != g_original_pid;
     // Short-lived helpers (shells, compilers' drivers) would drown the log in
     // empty summaries: report when something was saved or a lot registered.

@@ -3,6 +3,7 @@
 // alone decides what errno the application sees. Everything here is safe to
 // call before initialisation and from any thread.
 #pragma once
+#include <sys/uio.h>
 #include <signal.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -18,6 +19,8 @@ long rt_munmap(void* addr, size_t len);
 long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* new_addr);
 long rt_mprotect(void* addr, size_t len, int prot);
 long rt_madvise(void* addr, size_t len, int advice);
+// process_madvise(2): on this process, prepares merged ranges for COLLAPSE.
+long rt_process_madvise(int pidfd, const struct iovec* iov, size_t n, int advice, unsigned flags);
 long rt_mlock(void* addr, size_t len, unsigned flags);  // mlock / mlock2
 long rt_munlock(void* addr, size_t len);
 long rt_mlockall(int flags);
@@ -34,10 +37,12 @@ long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsig
 // own disposition.
 long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old);
 
-// The shim's private file descriptors (pagemap, DEDUP_LOG file).
+// The shim's private file descriptors (its kept files, scanner/kept_file.h,
+// and the DEDUP_LOG file).
 bool rt_owns_fd(int fd);
-// The shim's descriptors, ascending; returns how many (at most 2).
-int rt_fds(int out[2]);
+// The shim's descriptors, ascending; returns how many (at most kMaxShimFds).
+constexpr int kMaxShimFds = 5;
+int rt_fds(int out[kMaxShimFds]);
 // Moves the shim's fd away from `fd` (the application dup2s onto it).
 void rt_vacate_fd(int fd);
 

@@ -13,6 +13,7 @@
 #include "scanner/vma_budget.h"
 
 #include "scanner/config.h"
+#include "scanner/kept_file.h"
 #include "scanner/log.h"
 #include "scanner/merge_engine.h"
 #include "scanner/runtime.h"
@@ -31,11 +32,10 @@ std::atomic<bool> g_have_clock{false};
 // counts the thread-group leader even as a zombie (its thread exited with
 // pthread_exit while others run), and reports the leader's state.
 bool scanner_is_alone() {
-    long fd = sys::call(SYS_open, (long)"/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (sys::failed(fd)) return false;
+    KeptFile& status = kept_files().status;
+    if (!status.ensure("/proc/self/status", O_RDONLY)) return false;
     char buf[4096];
-    long n = sys::call(SYS_read, fd, (long)buf, sizeof(buf) - 1);
-    sys::close((int)fd);
+    long n = status.pread(buf, sizeof(buf) - 1, 0);
     if (n <= 0) return false;
     buf[n] = 0;
     const char* t = strstr(buf, "\nThreads:");

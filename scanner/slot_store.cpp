@@ -1,5 +1,6 @@
 #include "scanner/slot_store.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -10,10 +11,13 @@
 #include "scanner/log.h"
 #include "scanner/meta_alloc.h"
 #include "scanner/sys.h"
+#include "scanner/vma_budget.h"
 
 namespace dedup {
 namespace {
-constexpr uint64_t kMaxStoreBytes = 256ull << 30;  // 64 Mi slots
+// 16 Mi distinct canonical pages; the two views take twice this much
+// address space (not memory).
+constexpr uint64_t kMaxStoreBytes = 64ull << 30;
 constexpr uint64_t kMinStoreBytes = 64ull << 20;   // below this, not worth having
 
 uint64_t file_size_limit() {
@@ -34,7 +38,17 @@ uint64_t file_size_limit() {
 bool SlotStore::ensure_ready() {
     if (view_) return true;
     if (failed_) return false;
+    uint64_t now = monotonic_ns();
+    if (now < retry_at_ns_) return false;
     long fd = sys::call(SYS_memfd_create, (long)"libdedup-canonical", MFD_CLOEXEC);
+    if (fd == -EMFILE || fd == -ENFILE) {
+        // The program uses every descriptor it may: try again in a second.
+        if (!retry_at_ns_)
+            log_warning("memfd_create failed (%s); merging only zero pages until a file descriptor is free",
+                        strerror((int)-fd));
+        retry_at_ns_ = now + 1000000000ull;
+        return false;
+    }
     if (sys::failed(fd)) {
         failed_ = true;
         log_warning("memfd_create failed (%s); merging only zero pages from now on", strerror((int)-fd));
@@ -111,7 +125,14 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
 int64_t SlotStore::alloc_run(uint32_t n) {
     if (n == 0 || !ensure_ready()) return -1;
     if (n == 1 && free_count_ > 0) return free_[--free_count_];
-    if (next_ + n > view_slots_ || !grow_arrays(next_ + n)) return -1;
+    if (next_ + n > view_slots_) {
+        if (!full_warned_)
+            log_warning("the canonical store is full (%llu distinct pages); no new merges until some are freed",
+                        (unsigned long long)view_slots_);
+        full_warned_ = true;
+        return -1;
+    }
+    if (!grow_arrays(next_ + n)) return -1;
     int64_t first = (int64_t)next_;
     next_ += n;
     return first;

@@ -61,6 +61,8 @@ private:
     bool grow_arrays(uint64_t min_slots);
 
     bool failed_ = false;
+    bool full_warned_ = false;
+    uint64_t retry_at_ns_ = 0;   // memfd_create hit EMFILE: not before then
     char* view_ = nullptr;       // MAP_SHARED view of the whole memfd
     char* private_ = nullptr;    // MAP_PRIVATE view, source of merged pieces
     uint64_t view_slots_ = 0;    // size of the memfd in slots

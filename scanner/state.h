@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "scanner/mm_lock.h"
+#include "scanner/kept_file.h"
 #include "scanner/page_index.h"
 #include "scanner/region_registry.h"
 #include "scanner/slot_store.h"
@@ -21,10 +22,10 @@ struct State {
     SlotStore store;
     VmaBudget vmas;
     Stats stats;
-    int pagemap_fd = -1;
     uint64_t zero_hash = 0;
     uintptr_t cursor = 0;        // next address the scanner looks at
     bool merge_all = true;       // DEDUP_SCOPE=all
+    bool thp_always = false;     // transparent_hugepage/enabled is "always"
     // Bumped when a write-protect window opens and again when it closes, so
     // the fault handler can tell a repeated fault that no window explains.
     std::atomic<uint64_t> window_seq{0};

@@ -29,17 +29,18 @@ static uint64_t read_small_number(const char* path, uint64_t fallback) {
     return any ? v : fallback;
 }
 
+bool open_maps() { return kept_files().maps.ensure("/proc/self/maps", O_RDONLY); }
+
 uint64_t count_vmas() {
-    long fd = sys::call(SYS_open, (long)"/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (sys::failed(fd)) return 0;
+    if (!open_maps()) return 0;
     char buf[65536];
     uint64_t lines = 0;
-    for (;;) {
-        long n = sys::call(SYS_read, fd, (long)buf, sizeof(buf));
+    for (off_t off = 0;;) {
+        long n = kept_files().maps.pread(buf, sizeof(buf), off);
         if (n <= 0) break;
         for (long i = 0; i < n; ++i) lines += buf[i] == '\n';
+        off += n;
     }
-    sys::close((int)fd);
     return lines;
 }
 

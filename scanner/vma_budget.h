@@ -6,6 +6,8 @@
 #pragma once
 #include <stdint.h>
 
+#include "scanner/kept_file.h"
+
 namespace dedup {
 
 class VmaBudget {
@@ -32,6 +34,9 @@ private:
 
 // Lines in /proc/self/maps (the process's VMA count), or 0 on error.
 uint64_t count_vmas();
+// Opens /proc/self/maps (kept open, scanner/kept_file.h) if needed and says
+// whether it can be read.
+bool open_maps();
 uint64_t monotonic_ns();
 
 }  // namespace dedup

@@ -108,7 +108,7 @@ EXPORT int dup3(int oldfd, int newfd, int flags) {
 
 EXPORT int close_range(unsigned first, unsigned last, int flags) {
     // Close everything asked for except the shim's descriptors.
-    int ours[2];
+    int ours[kMaxShimFds];
     int n = rt_fds(ours);
     unsigned lo = first;
     for (int i = 0; i < n; ++i) {

@@ -72,6 +72,9 @@ EXPORT void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off_t o
 EXPORT int munmap(void* addr, size_t len) { return (int)set_errno(rt_munmap(addr, len)); }
 EXPORT int mprotect(void* addr, size_t len, int prot) { return (int)set_errno(rt_mprotect(addr, len, prot)); }
 EXPORT int madvise(void* addr, size_t len, int advice) { return (int)set_errno(rt_madvise(addr, len, advice)); }
+EXPORT ssize_t process_madvise(int pidfd, const struct iovec* iov, size_t n, int advice, unsigned flags) {
+    return set_errno(rt_process_madvise(pidfd, iov, n, advice, flags));
+}
 EXPORT int posix_madvise(void* addr, size_t len, int advice) {
     // Returns the error number instead of setting errno; POSIX_MADV_DONTNEED
     // is a no-op in glibc, so only the hints reach the kernel.

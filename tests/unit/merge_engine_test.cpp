@@ -73,7 +73,7 @@ struct MergeFixture : testing::Test {
         s().regions.clear();
         s().index.clear();
         s().store.shutdown_for_test();
-        if (s().pagemap_fd >= 0) close(s().pagemap_fd);
+        kept_files().pagemap.close();
     }
 
     uintptr_t map_region(size_t pages, uint32_t flags = 0, bool reg = true) {
