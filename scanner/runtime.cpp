@@ -914,10 +914,16 @@ void stats_path(const char* pattern, char* out, size_t cap) {
 
 void live_path(char* out, size_t cap) { snprintf(out, cap, "/dev/shm/libdedup.%ld.json", sys::getpid()); }
 
+// The live file is created unnamed (O_TMPFILE) with the other kept files,
+// and given its name on its first write, after a second: a process that
+// ends sooner, or by _exit, leaves nothing in /dev/shm.
+std::atomic<long> g_live_linked_pid{0};
+
 bool open_live_file() {
-    char path[64];
-    live_path(path, sizeof(path));
-    return kept_files().live.ensure(path, O_WRONLY | O_CREAT, 0644);
+    bool was_open = kept_files().live.fd() >= 0;
+    bool ok = kept_files().live.ensure("/dev/shm", O_TMPFILE | O_WRONLY, 0644);
+    if (ok && !was_open) g_live_linked_pid.store(0);  // a new unnamed file
+    return ok;
 }
 
 // Rewritten in place through the kept descriptor (no new descriptor each
@@ -931,6 +937,14 @@ void write_live_file(const Report& rep) {
     if (longest > n && longest <= sizeof(json)) memset(json + n, ' ', longest - n);
     if (n > longest) longest = n;
     kept_files().live.pwrite(json, longest, 0);
+    long pid = sys::getpid();
+    if (g_live_linked_pid.load() == pid) return;
+    char path[64], self[64];
+    live_path(path, sizeof(path));
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", kept_files().live.fd());
+    sys::call(SYS_unlink, (long)path);  // a stale file of an earlier process with our pid
+    if (!sys::failed(sys::call(SYS_linkat, AT_FDCWD, (long)self, AT_FDCWD, (long)path, AT_SYMLINK_FOLLOW)))
+        g_live_linked_pid.store(pid);
 }
 
 uint64_t g_live_last_ns = 0, g_interval_last_ns = 0;
@@ -1003,7 +1017,7 @@ void rt_shutdown() {
     top_sites(per_site, &rep);
     char live[64];
     live_path(live, sizeof(live));
-    if (kept_files().live.fd() >= 0) sys::call(SYS_unlink, (long)live);
+    if (g_live_linked_pid.load() == sys::getpid()) sys::call(SYS_unlink, (long)live);
     kept_files().live.close();
     bool child = sys::getpid() != g_original_pid;
     // Short-lived helpers (shells, compilers' drivers) would drown the log in

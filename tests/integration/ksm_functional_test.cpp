@@ -101,7 +101,7 @@ TEST(KsmFunctional, test_prot_none_never_merged) {
     EXPECT_EQ(r.num("mismatches"), 0);
 }
 
-// test_prctl: the shim must leave the kernel's PR_SET/GET_MEMORY_MERGE alone.
+// test_prctl: PR_SET/GET_MEMORY_MERGE return what the kernel returns.
 TEST(KsmFunctional, test_prctl) {
     DT_REQUIRE_LIB();
     TempDir tmp;
@@ -116,16 +116,18 @@ TEST(KsmFunctional, test_prctl) {
 }
 
 TEST(KsmFunctional, test_prctl_fork) {
-    GTEST_SKIP() << "not applicable: inheritance of the kernel's per-process KSM flag; the shim "
-                    "has no prctl interface (test_prctl checks it passes prctl through)";
+    GTEST_SKIP() << "not applicable: inheritance of the kernel's per-process KSM flag (the shim's "
+                    "switch is plain process memory, so a forked child has it as its parent did)";
 }
 
 TEST(KsmFunctional, test_prctl_fork_exec) {
-    GTEST_SKIP() << "not applicable: kernel KSM flag across exec";
+    GTEST_SKIP() << "not applicable: kernel KSM flag across exec (an exec'd program gets "
+                    "DEDUP_SCOPE from its environment, by default 'all')";
 }
 
 TEST(KsmFunctional, test_prctl_unmerge) {
-    GTEST_SKIP() << "not applicable: unmerging via PR_SET_MEMORY_MERGE=0 is kernel KSM only";
+    GTEST_SKIP() << "covered by PrctlMemoryMerge.* (advice_matrix_test.cpp): with DEDUP_SCOPE=advised, "
+                    "1 merges a never-advised region, 0 unmerges it with contents intact";
 }
 
 // test_fork_ksm_merging_page_count checks kernel counters in the child; the
