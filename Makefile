@@ -92,7 +92,7 @@ test:
 	./scripts/install-deps.sh
 	$(MAKE) test-all
 
-test-all: unit integration sanitize
+test-all: unit integration sanitize test-apps
 
 # Unit tests (no interposition) under ThreadSanitizer, then UBSan.
 sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
@@ -105,7 +105,8 @@ sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
 	$(BUILD)/unit_tests_ubsan
 
 # Real programs (stress-ng, CPython's test suite, JVM, Node, redis, git, gcc,
-# sqlite) without and with the shim; installs what it needs. ~15 minutes.
+# sqlite) without and with the shim; installs what it needs. ~15 minutes;
+# part of `make test`.
 test-apps: lib
 	./scripts/test-apps
 
