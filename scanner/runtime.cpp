@@ -312,21 +312,48 @@ bool give_back_vmas(State& s, bool at_limit) {
     return freed;
 }
 
+// The advice a VMA already carries, from its smaps VmFlags line: memory we
+// never saw mapped may have been given DONTFORK, HUGEPAGE... before it was
+// advised MERGEABLE, and merging must keep those.
+uint32_t flags_from_vmflags(const char* line) {
+    uint32_t flags = 0;
+    for (const char* p = line; *p; ++p) {
+        if (p[0] == ' ' && p[1] && p[2] && (p[3] == ' ' || p[3] == 0)) {
+            char f0 = p[1], f1 = p[2];
+            if (f0 == 'd' && f1 == 'c') flags |= kRegDontfork;
+            if (f0 == 'd' && f1 == 'd') flags |= kRegDontdump;
+            if (f0 == 'h' && f1 == 'g') flags |= kRegHugepage;
+            if (f0 == 'n' && f1 == 'h') flags |= kRegNohugepage;
+            if (f0 == 'r' && f1 == 'r') flags |= kRegRandom;
+            if (f0 == 's' && f1 == 'r') flags |= kRegSequential;
+            if ((f0 == 'w' && f1 == 'f') || (f0 == 'l' && f1 == 'o')) flags |= kRegExcluded;  // WIPEONFORK, mlocked
+        }
+    }
+    return flags;
+}
+
 // MADV_MERGEABLE on memory we never saw mapped (smaller than
-// DEDUP_MIN_REGION, or mapped before we were loaded): register the private
-// anonymous parts, as KSM would take them. [heap] and [stack] stay out: glibc
-// and the kernel change those without calling us (brief, trap 4).
+// DEDUP_MIN_REGION, mapped before we were loaded, or by a raw system call):
+// register the private anonymous parts, as KSM would take them, with the
+// advice their VMAs already carry. [heap] and [stack] stay out: glibc and the
+// kernel change those without calling us (brief, trap 4). Reads
+// /proc/self/smaps (opened for this call only: it is the program's own
+// madvise call, and rare).
 void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t site) {
-    if (!open_maps()) return;
+    long fd = sys::call(SYS_open, (long)"/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+    if (sys::failed(fd)) return;
     char buf[8192];
     size_t have = 0;
-    off_t read_to = 0;
     bool eof = false;
+    // The VMA whose lines we are in, if it is one to register.
+    uintptr_t vma_lo = 0, vma_hi = 0;
+    int vma_prot = 0;
+    bool wanted = false;
     while (!eof || have) {
         if (!eof && have < sizeof(buf)) {
-            long n = kept_files().maps.pread(buf + have, sizeof(buf) - have, read_to);
+            long n = sys::call(SYS_read, fd, (long)(buf + have), (long)(sizeof(buf) - have));
             if (n <= 0) eof = true;
-            else { have += (size_t)n; read_to += n; }
+            else have += (size_t)n;
         }
         char* nl = (char*)memchr(buf, '\n', have);
         if (!nl) {
@@ -338,17 +365,23 @@ void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t si
         char perms[8] = "", path[32] = "";
         unsigned dmaj, dmin;
         int f = sscanf(buf, "%lx-%lx %7s %lx %x:%x %lu %31s", &lo, &hi, perms, &off, &dmaj, &dmin, &inode, path);
-        if (f >= 7 && perms[3] == 'p' && inode == 0 && (f == 7 || path[0] == 0) && lo < end && hi > start) {
-            uintptr_t a = lo > start ? lo : start, b = hi < end ? hi : end;
-            int prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
+        if (f >= 7) {  // a VMA's header line
+            wanted = perms[3] == 'p' && inode == 0 && (f == 7 || path[0] == 0) && lo < end && hi > start;
+            vma_lo = lo;
+            vma_hi = hi;
+            vma_prot = (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) |
                        (perms[2] == 'x' ? PROT_EXEC : 0);
+        } else if (wanted && strncmp(buf, "VmFlags:", 8) == 0) {
+            wanted = false;
+            uint32_t flags = flags_from_vmflags(buf + 8);
+            uintptr_t a = vma_lo > start ? vma_lo : start, b = vma_hi < end ? vma_hi : end;
             // Skip what is registered already; register the gaps.
             while (a < b) {
                 Region* r = s.regions.find(a);
                 if (r) { a = r->end; continue; }
                 size_t i = s.regions.lower_bound(a);
                 uintptr_t gap_end = i < s.regions.count() && s.regions[i].start < b ? s.regions[i].start : b;
-                if (s.regions.insert(a, gap_end, prot, 0, site)) {
+                if (s.regions.insert(a, gap_end, vma_prot, flags, site)) {
                     s.stats.registered_bytes_total += gap_end - a;
                     g_registered_anything = true;
                 }
@@ -359,6 +392,7 @@ void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t si
         memmove(buf, nl + 1, have - used);
         have -= used;
     }
+    sys::close((int)fd);
 }
 
 // Pages per allocation site that are merged or given back as zero pages.
