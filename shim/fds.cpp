@@ -12,23 +12,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "shim/export.h"
 #include "scanner/runtime.h"
 #include "scanner/sys.h"
 #include "shim/hook.h"
 
-#define EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace {
 
 using namespace dedup;
 
-long set_errno(long r) {
-    if (r < 0 && r > -4096) {
-        errno = (int)-r;
-        return -1;
-    }
-    return r;
-}
 
 int not_open() {
     errno = EBADF;

@@ -11,10 +11,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "shim/export.h"
 #include "scanner/kernel_write_guard.h"
 #include "shim/hook.h"
 
-#define EXPORT extern "C" __attribute__((visibility("default")))
 
 using dedup::KernelWritePin;
 using dedup::NextSymbol;

@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 
+#include "shim/export.h"
 #include "scanner/config.h"
 #include "scanner/large_alloc.h"
 #include "scanner/runtime.h"
@@ -25,21 +26,12 @@
 #include "shim/hook.h"
 #include "shim/next_allocator.h"
 
-#define EXPORT extern "C" __attribute__((visibility("default")))
 
 
 namespace {
 
 using namespace dedup;
 
-// Kernel-style result -> libc convention.
-long set_errno(long r) {
-    if (r < 0 && r > -4096) {
-        errno = (int)-r;
-        return -1;
-    }
-    return r;
-}
 
 // Allocations below this go straight to glibc: one relaxed load on the hot
 // path. SIZE_MAX until the runtime is ready (and when it is disabled).

@@ -10,11 +10,11 @@
 #include <signal.h>
 #include <string.h>
 
+#include "shim/export.h"
 #include "scanner/fault_handler.h"
 #include "scanner/runtime.h"
 #include "shim/hook.h"
 
-#define EXPORT extern "C" __attribute__((visibility("default")))
 
 using namespace dedup;
 

@@ -46,14 +46,7 @@ const std::vector<std::string> kPhases = {"before", "after", "partial"};
 // and the cell would not test the shim's unmerge-first path): 4 MiB region.
 int pages_for(const std::string& advice) { return advice == "COLLAPSE" ? 1024 : 128; }
 
-std::string noflags_lib() {
-    const char* p = getenv("DEDUP_LIB_NOFLAGS");
-    if (p && *p) return p;
-    std::string l = lib();
-    size_t slash = l.rfind('/');
-    if (slash == std::string::npos) return "";
-    return l.substr(0, slash + 1) + "libdedup-noflags.so";
-}
+std::string noflags_lib() { return variant_lib("DEDUP_LIB_NOFLAGS", "libdedup-noflags.so"); }
 
 // library == "": the reference run, no shim.
 Result run_cell(const std::string& advice, const std::string& phase, const std::string& library,

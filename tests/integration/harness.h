@@ -55,16 +55,19 @@ inline std::string lib() {
     return p ? p : "";
 }
 
-// The deliberately broken library: DEDUP_LIB_BROKEN, or libdedup-broken.so
-// next to DEDUP_LIB when that variable is not set.
-inline std::string broken_lib() {
-    const char* p = getenv("DEDUP_LIB_BROKEN");
+// A deliberately broken test build: the path in env, or file next to
+// DEDUP_LIB when that variable is not set.
+inline std::string variant_lib(const char* env, const char* file) {
+    const char* p = getenv(env);
     if (p && *p) return p;
     std::string l = lib();
     size_t slash = l.rfind('/');
     if (slash == std::string::npos) return "";
-    return l.substr(0, slash + 1) + "libdedup-broken.so";
+    return l.substr(0, slash + 1) + file;
 }
+
+// The merge without write protection (loses writes under races).
+inline std::string broken_lib() { return variant_lib("DEDUP_LIB_BROKEN", "libdedup-broken.so"); }
 
 inline std::string programs_dir() {
     const char* p = getenv("DEDUP_PROGRAMS");
