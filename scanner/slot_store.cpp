@@ -15,26 +15,45 @@
 
 namespace dedup {
 namespace {
-// 16 Mi distinct canonical pages; the two views take twice this much
-// address space (not memory).
+// The memfd's size: 16 Mi distinct canonical pages at most (sparse: tmpfs
+// allocates a page only when a slot is filled).
 constexpr uint64_t kMaxStoreBytes = 64ull << 30;
-constexpr uint64_t kMinStoreBytes = 64ull << 20;   // below this, not worth having
+// The views start this big and double as slots run out, so that the
+// process's address space (VSZ, RLIMIT_AS) grows with use, not up front.
+constexpr uint64_t kFirstViewBytes = 256ull << 20;
+constexpr uint64_t kMinStoreBytes = 16ull << 20;  // below this, not worth having
 
-uint64_t file_size_limit() {
+uint64_t limit_of(int resource) {
     struct rlimit rl;
-    if (sys::failed(sys::call(SYS_getrlimit, RLIMIT_FSIZE, (long)&rl)) || rl.rlim_cur == RLIM_INFINITY)
+    if (sys::failed(sys::call(SYS_getrlimit, resource, (long)&rl)) || rl.rlim_cur == RLIM_INFINITY)
         return UINT64_MAX;
     return rl.rlim_cur & ~4095ull;
 }
+
+// Maps bytes of fd inaccessible, unlocked, then opens it up: after the
+// program's mlockall(MCL_FUTURE) an accessible mapping would be locked and
+// populated in full at once.
+void* map_view(int fd, uint64_t bytes, int flags, int prot, long* err) {
+    void* v = sys::mmap(nullptr, bytes, PROT_NONE, flags | MAP_NORESERVE, fd, 0, err);
+    if (v == MAP_FAILED) return v;
+    sys::call(SYS_munlock, (long)v, (long)bytes);
+    if (sys::failed(sys::mprotect(v, bytes, prot))) {
+        sys::munmap(v, bytes);
+        *err = ENOMEM;
+        return MAP_FAILED;
+    }
+    return v;
+}
 }  // namespace
 
-// The memfd is sized once (sparse: tmpfs allocates nothing until a slot is
-// filled), mapped twice, and its descriptor closed: the store holds no fd the
-// application could close, dup2 over, or see.
+// The memfd is sized once, mapped twice, and its descriptor closed: the store
+// holds no fd the application could close, dup2 over, or see.
 //  - view_: MAP_SHARED, where the scanner writes slots and punches them out;
 //  - private_: MAP_PRIVATE, never touched, from which merges take their
 //    pieces with mremap(MREMAP_DONTUNMAP): the piece is a private file
 //    mapping of the slots, exactly as mmap(MAP_PRIVATE, fd, offset) made it.
+// Both views cover the first view_slots_ slots and grow with mremap, which
+// needs no descriptor either.
 bool SlotStore::ensure_ready() {
     if (view_) return true;
     if (failed_) return false;
@@ -54,41 +73,63 @@ bool SlotStore::ensure_ready() {
         log_warning("memfd_create failed (%s); merging only zero pages from now on", strerror((int)-fd));
         return false;
     }
-    // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills by default.
-    uint64_t bytes = kMaxStoreBytes, limit = file_size_limit();
-    if (bytes > limit) bytes = limit;
+    // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills by
+    // default; and the views must leave the program most of RLIMIT_AS.
+    uint64_t file = kMaxStoreBytes, fsize = limit_of(RLIMIT_FSIZE), as = limit_of(RLIMIT_AS);
+    if (file > fsize) file = fsize;
+    if (as != UINT64_MAX && file > as / 16) file = (as / 16) & ~4095ull;
+    uint64_t view = file < kFirstViewBytes ? file : kFirstViewBytes;
     long err = 0;
-    char* shared = nullptr;
-    char* priv = nullptr;
-    for (; bytes >= kMinStoreBytes; bytes /= 2) {  // RLIMIT_AS, overcommit: try smaller
-        if (sys::failed(sys::call(SYS_ftruncate, fd, (long)bytes))) continue;
-        void* v = sys::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, (int)fd, 0, &err);
-        if (v == MAP_FAILED) continue;
-        // Writable, so that merged pages are; read-only (mprotected by the
-        // merge afterwards) if strict overcommit will not have it writable.
-        void* p = sys::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, (int)fd, 0, &err);
-        if (p == MAP_FAILED) p = sys::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE | MAP_NORESERVE, (int)fd, 0, &err);
-        if (p == MAP_FAILED) {
-            sys::munmap(v, bytes);
-            continue;
+    bool sized = file >= kMinStoreBytes && !sys::failed(err = sys::call(SYS_ftruncate, fd, (long)file));
+    void* shared = MAP_FAILED;
+    void* priv = MAP_FAILED;
+    if (sized) {
+        shared = map_view((int)fd, view, MAP_SHARED, PROT_READ | PROT_WRITE, &err);
+        // The private view writable, so that merged pages are; read-only
+        // (made writable piece by piece by the merge) if strict overcommit
+        // will not have it writable.
+        if (shared != MAP_FAILED) {
+            priv = map_view((int)fd, view, MAP_PRIVATE, PROT_READ | PROT_WRITE, &err);
+            if (priv == MAP_FAILED) priv = map_view((int)fd, view, MAP_PRIVATE, PROT_READ, &err);
+            if (priv == MAP_FAILED) sys::munmap(shared, view);
         }
-        shared = static_cast<char*>(v);
-        priv = static_cast<char*>(p);
-        break;
     }
     sys::close((int)fd);
-    if (!shared) {
+    if (priv == MAP_FAILED) {
         failed_ = true;
-        if (limit < kMinStoreBytes)
-            log_warning("RLIMIT_FSIZE (%llu bytes) leaves no room for the canonical memfd; merging only zero pages",
-                        (unsigned long long)limit);
+        if (file < kMinStoreBytes)
+            log_warning("RLIMIT_FSIZE or RLIMIT_AS leaves no room for the canonical memfd; merging only zero pages");
         else
-            log_warning("could not size and map the canonical memfd (%s); merging only zero pages", strerror((int)err));
+            log_warning("could not size and map the canonical memfd (%s); merging only zero pages",
+                        strerror((int)(err < 0 ? -err : err)));
         return false;
     }
-    view_ = shared;
-    private_ = priv;
-    view_slots_ = bytes / 4096;
+    view_ = static_cast<char*>(shared);
+    private_ = static_cast<char*>(priv);
+    view_slots_ = view / 4096;
+    file_slots_ = file / 4096;
+    return true;
+}
+
+// Both views to at least min_slots (doubling), with mremap: they may move.
+bool SlotStore::grow_views(uint64_t min_slots) {
+    uint64_t want = view_slots_;
+    while (want < min_slots) want *= 2;
+    if (want > file_slots_) want = file_slots_;
+    if (want < min_slots) return false;
+    size_t old_len = view_slots_ * 4096, new_len = want * 4096;
+    long v = sys::mremap(view_, old_len, new_len, MREMAP_MAYMOVE, nullptr);
+    if (sys::failed(v)) return false;
+    view_ = reinterpret_cast<char*>(v);
+    long p = sys::mremap(private_, old_len, new_len, MREMAP_MAYMOVE, nullptr);
+    if (sys::failed(p)) {
+        // Keep both views the same size.
+        long back = sys::mremap(view_, new_len, old_len, 0, nullptr);
+        if (!sys::failed(back)) view_ = reinterpret_cast<char*>(back);
+        return false;
+    }
+    private_ = reinterpret_cast<char*>(p);
+    view_slots_ = want;
     return true;
 }
 
@@ -125,9 +166,10 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
 int64_t SlotStore::alloc_run(uint32_t n) {
     if (n == 0 || !ensure_ready()) return -1;
     if (n == 1 && free_count_ > 0) return free_[--free_count_];
-    if (next_ + n > view_slots_) {
+    if (next_ + n > view_slots_ && !grow_views(next_ + n)) {
         if (!full_warned_)
-            log_warning("the canonical store is full (%llu distinct pages); no new merges until some are freed",
+            log_warning("the canonical store is full (%llu distinct pages; address space or RLIMIT_AS); "
+                        "no new merges until some are freed",
                         (unsigned long long)view_slots_);
         full_warned_ = true;
         return -1;

@@ -59,13 +59,15 @@ public:
 
 private:
     bool grow_arrays(uint64_t min_slots);
+    bool grow_views(uint64_t min_slots);
 
     bool failed_ = false;
     bool full_warned_ = false;
     uint64_t retry_at_ns_ = 0;   // memfd_create hit EMFILE: not before then
     char* view_ = nullptr;       // MAP_SHARED view of the whole memfd
     char* private_ = nullptr;    // MAP_PRIVATE view, source of merged pieces
-    uint64_t view_slots_ = 0;    // size of the memfd in slots
+    uint64_t view_slots_ = 0;    // slots both views cover now
+    uint64_t file_slots_ = 0;    // size of the memfd in slots
     uint64_t next_ = 0;          // bump pointer
     uint8_t* pinned_ = nullptr;  // per slot: in use at a fork, never punch or reuse
     uint32_t* pending_ = nullptr;  // freed, not yet punched (never reused before)

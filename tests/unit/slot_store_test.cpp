@@ -114,6 +114,23 @@ TEST_F(SlotStoreFixture, AllocRunGivesConsecutiveSlots) {
     EXPECT_EQ(mapped_slot(store, (uint32_t)(big + 8999)), pg);
 }
 
+// The views start small (256 MiB) and grow with mremap, possibly moving:
+// slots filled before the growth keep their content, in the views and in
+// new pieces, and the address space used grows with the slots.
+TEST_F(SlotStoreFixture, ViewsGrowAndKeepContent) {
+    int64_t first = store.alloc_run(2);
+    ASSERT_GE(first, 0);
+    auto before = make_page(60);
+    store.fill((uint32_t)first, before.data(), 60);
+    int64_t big = store.alloc_run(70000);  // past 65536 slots: the views double
+    ASSERT_GE(big, 0) << "views did not grow";
+    auto after = make_page(61);
+    store.fill((uint32_t)(big + 69999), after.data(), 61);
+    EXPECT_EQ(memcmp(store.content((uint32_t)first), before.data(), 4096), 0);
+    EXPECT_EQ(mapped_slot(store, (uint32_t)first), before);
+    EXPECT_EQ(mapped_slot(store, (uint32_t)(big + 69999)), after);
+}
+
 TEST_F(SlotStoreFixture, FillAndContentRoundTrip) {
     int64_t first = store.alloc_run(4);
     ASSERT_GE(first, 0);
