@@ -4,6 +4,7 @@
 // call fail with EFAULT; see scanner/kernel_write_guard.h). The real libc
 // function is called, so cancellation points and errno are unchanged.
 #include <dirent.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdint.h>
 #include <sys/random.h>
@@ -182,4 +183,43 @@ EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int fl
                               socklen_t* alen) {
     KernelWritePin pin((uintptr_t)buf, n);
     return next_recvfrom_chk.get()(fd, buf, n, buflen, flags, addr, alen);
+}
+
+// stdio reads a large request straight into the caller's buffer with
+// glibc's internal read, which the read wrapper above never sees.
+static size_t fread_bytes(const void* buf, size_t size, size_t nmemb) {
+    size_t n, room = UINTPTR_MAX - (uintptr_t)buf;
+    if (__builtin_mul_overflow(size, nmemb, &n) || n > room) n = room;
+    return n;
+}
+
+NEXT(fread, size_t, void*, size_t, size_t, FILE*);
+EXPORT size_t fread(void* buf, size_t size, size_t nmemb, FILE* f) {
+    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    return next_fread.get()(buf, size, nmemb, f);
+}
+
+NEXT(fread_unlocked, size_t, void*, size_t, size_t, FILE*);
+EXPORT size_t fread_unlocked(void* buf, size_t size, size_t nmemb, FILE* f) {
+    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    return next_fread_unlocked.get()(buf, size, nmemb, f);
+}
+
+NEXT(_IO_fread, size_t, void*, size_t, size_t, FILE*);
+EXPORT size_t _IO_fread(void* buf, size_t size, size_t nmemb, FILE* f) {
+    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    return next__IO_fread.get()(buf, size, nmemb, f);
+}
+
+using FreadChk = size_t (*)(void*, size_t, size_t, size_t, FILE*);
+static NextSymbol<FreadChk> next_fread_chk("__fread_chk");
+static NextSymbol<FreadChk> next_fread_unlocked_chk("__fread_unlocked_chk");
+
+EXPORT size_t __fread_chk(void* buf, size_t buflen, size_t size, size_t nmemb, FILE* f) {
+    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    return next_fread_chk.get()(buf, buflen, size, nmemb, f);
+}
+EXPORT size_t __fread_unlocked_chk(void* buf, size_t buflen, size_t size, size_t nmemb, FILE* f) {
+    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    return next_fread_unlocked_chk.get()(buf, buflen, size, nmemb, f);
 }

@@ -3,7 +3,7 @@
  *   read_window [--ms T] [--threads N] [--pages P]
  *
  * A registered region of P pages (a multiple of 16) holds copies of a 16-page pattern (so the
- * scanner merges it over and over). N threads read(2)/pread(2)/readv(2)/recv
+ * scanner merges it over and over). N threads read(2)/pread(2)/readv(2)/recv/fread
  * the same pattern from a file and a socketpair into random runs of the
  * region for T ms: the kernel writes into pages the scanner keeps merging.
  * Without the shim's pinning such a call can land in a write-protect window
@@ -34,6 +34,13 @@ static void *reader(void *arg)
     for (size_t p = 0; p < PATTERN_PAGES; p++)
         for (size_t o = 0; o < DT_PAGE; o++) src[p * DT_PAGE + o] = byte_at(p, o);
     int pmfd = open("/proc/self/pagemap", O_RDONLY);
+    /* Unbuffered stdio: fread reads straight into dst with glibc's internal
+     * read, which only an fread wrapper can see. */
+    char fpath[64];
+    snprintf(fpath, sizeof fpath, "/proc/self/fd/%d", file_fd);
+    FILE *fp = fopen(fpath, "r");  /* its own file offset, unlike a dup */
+    if (!fp) { perror("fdopen"); exit(2); }
+    setvbuf(fp, NULL, _IONBF, 0);
     while (!atomic_load(&stop)) {
         size_t run = 1 + rand_r(&seed) % 4;
         size_t first = (rand_r(&seed) % (npages / PATTERN_PAGES)) * PATTERN_PAGES + rand_r(&seed) % (PATTERN_PAGES - run);
@@ -44,9 +51,19 @@ static void *reader(void *arg)
         if (pmfd >= 0 && pread(pmfd, &pm, 8, (off_t)((uintptr_t)dst / DT_PAGE * 8)) == 8 && (pm & PM_FILE))
             atomic_fetch_add(&shared_seen, 1);
         ssize_t r;
-        int kind = rand_r(&seed) % 4;
+        int kind = rand_r(&seed) % 5;
         if (kind == 0) {
             r = pread(file_fd, dst, len, off);
+        } else if (kind == 4) {
+            if (fseeko(fp, off, SEEK_SET) != 0) { perror("fseeko"); exit(2); }
+            errno = 0;
+            size_t n = fread(dst, 1, len, fp);
+            r = (ssize_t)n;
+            if (n < len) {
+                r = -1;
+                if (!errno) errno = EIO;
+                clearerr(fp);
+            }
         } else if (kind == 1) {
             struct iovec iov[2] = {{dst, DT_PAGE}, {dst + DT_PAGE, len - DT_PAGE}};
             r = preadv(file_fd, iov, run > 1 ? 2 : 1, off);
@@ -78,6 +95,7 @@ static void *reader(void *arg)
     }
     close(sv[0]);
     close(sv[1]);
+    fclose(fp);
     return NULL;
 }
 
