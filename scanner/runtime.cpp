@@ -44,6 +44,13 @@ std::atomic<bool> g_mlock_future{false};
 std::atomic<bool> g_child_needs_scanner{false};
 long g_original_pid = 0;
 std::atomic<bool> g_descriptors_had{false};  // reset in a forked child
+// The live stats file (see open_live_file); guarded by the mm lock.
+struct LiveFile {
+    char* map = nullptr;
+    size_t longest = 0;
+    long linked_pid = 0;
+};
+LiveFile g_live;
 bool g_registered_anything = false;
 
 constexpr uintptr_t kPageMask = kPageSize - 1;
@@ -81,6 +88,7 @@ void fork_child() {
     // the child must open its own.
     // Kept files opened by the parent describe the parent.
     for (KeptFile* f : kept_files().all) f->close();
+    g_live = LiveFile();  // its mapping is DONTFORK: not in the child
     g_descriptors_had.store(false);
     scanner_forget_after_fork();
     g_child_needs_scanner.store(s.regions.count() > 0);
@@ -949,36 +957,51 @@ void stats_path(const char* pattern, char* out, size_t cap) {
 void live_path(char* out, size_t cap) { snprintf(out, cap, "/dev/shm/libdedup.%ld.json", sys::getpid()); }
 
 // The live file is created unnamed (O_TMPFILE) with the other kept files,
-// and given its name on its first write, after a second: a process that
-// ends sooner, or by _exit, leaves nothing in /dev/shm.
-std::atomic<long> g_live_linked_pid{0};
+// sized, mapped and written through the mapping; after its first write (a
+// second in) it is given its name and its descriptor is closed. So a
+// process that ends sooner, or by _exit, leaves nothing in /dev/shm, and no
+// write of ours ever goes through a descriptor number the program might
+// have reused for one of its own files. Lock held throughout.
+constexpr size_t kLiveBytes = 16384;
 
 bool open_live_file() {
-    bool was_open = kept_files().live.fd() >= 0;
-    bool ok = kept_files().live.ensure("/dev/shm", O_TMPFILE | O_WRONLY, 0644);
-    if (ok && !was_open) g_live_linked_pid.store(0);  // a new unnamed file
-    return ok;
+    if (g_live.map) return true;
+    KeptFile& f = kept_files().live;
+    if (!f.ensure("/dev/shm", O_TMPFILE | O_RDWR, 0644)) return false;
+    long err = 0;
+    void* m = MAP_FAILED;
+    if (!sys::failed(sys::call(SYS_ftruncate, f.fd(), (long)kLiveBytes)))
+        m = sys::mmap(nullptr, kLiveBytes, PROT_READ | PROT_WRITE, MAP_SHARED, f.fd(), 0, &err);
+    if (m == MAP_FAILED) {
+        f.close();
+        return false;
+    }
+    sys::madvise(m, kLiveBytes, MADV_DONTFORK);  // a forked child must not write its parent's file
+    memset(m, ' ', kLiveBytes);
+    g_live.map = static_cast<char*>(m);
+    g_live.linked_pid = 0;
+    return true;
 }
 
-// Rewritten in place through the kept descriptor (no new descriptor each
-// second); padded with spaces to the longest version written, so that a
-// shorter one leaves no stale tail (trailing spaces are valid JSON).
+// Rewritten in place, padded with spaces (trailing spaces are valid JSON).
 void write_live_file(const Report& rep) {
-    static size_t longest = 0;
     if (!open_live_file()) return;
     char json[8192];
     size_t n = report_to_json(rep, json, sizeof(json));
-    if (longest > n && longest <= sizeof(json)) memset(json + n, ' ', longest - n);
-    if (n > longest) longest = n;
-    kept_files().live.pwrite(json, longest, 0);
+    if (n == 0) return;
+    memcpy(g_live.map, json, n);
+    if (g_live.longest > n) memset(g_live.map + n, ' ', g_live.longest - n);
+    if (n > g_live.longest) g_live.longest = n;
     long pid = sys::getpid();
-    if (g_live_linked_pid.load() == pid) return;
+    KeptFile& f = kept_files().live;
+    if (g_live.linked_pid == pid || f.fd() < 0) return;
     char path[64], self[64];
     live_path(path, sizeof(path));
-    snprintf(self, sizeof(self), "/proc/self/fd/%d", kept_files().live.fd());
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", f.fd());
     sys::call(SYS_unlink, (long)path);  // a stale file of an earlier process with our pid
     if (!sys::failed(sys::call(SYS_linkat, AT_FDCWD, (long)self, AT_FDCWD, (long)path, AT_SYMLINK_FOLLOW)))
-        g_live_linked_pid.store(pid);
+        g_live.linked_pid = pid;
+    f.close();  // the mapping is all we need from now on
 }
 
 uint64_t g_live_last_ns = 0, g_interval_last_ns = 0;
@@ -1010,6 +1033,7 @@ void rt_live_tick() {
         meta_free(per_site, sizeof(uint64_t) * kMaxSites);
     }
     if (live_due) {
+        MmLockGuard g(s.lock);
         write_live_file(rep);
         g_live_last_ns = now;
     }
@@ -1051,8 +1075,11 @@ void rt_shutdown() {
     top_sites(per_site, &rep);
     char live[64];
     live_path(live, sizeof(live));
-    if (g_live_linked_pid.load() == sys::getpid()) sys::call(SYS_unlink, (long)live);
-    kept_files().live.close();
+    {
+        MmLockGuard g(s.lock);
+        if (g_live.linked_pid == sys::getpid()) sys::call(SYS_unlink, (long)live);
+        kept_files().live.close();
+    }
     bool child = sys::getpid() != g_original_pid;
     // Short-lived helpers (shells, compilers' drivers) would drown the log in
     // empty summaries: report when something was saved or a lot registered.
