@@ -1,6 +1,7 @@
-// Files the shim keeps open for its whole life (/proc/self/pagemap,
-// /proc/self/maps, the live stats file), each through one descriptor the
-// program never sees (shim/fds.cpp answers EBADF for it).
+// Files the shim keeps open (/proc/self/pagemap, /proc/self/maps,
+// /proc/self/status for its whole life; the live stats file until it is
+// named), each through one descriptor the program never sees (shim/fds.cpp
+// answers EBADF for it).
 //
 // Opening a file takes the lowest free descriptor for a moment, which a
 // program at its RLIMIT_NOFILE would need: so each file is opened once, early
