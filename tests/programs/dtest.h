@@ -485,4 +485,27 @@ static inline int dt_arg_flag(int argc, char **argv, const char *name)
     return 0;
 }
 
+/* AnonHugePages (kB) of the VMAs that overlap [p, p+len), from smaps. */
+static inline long dt_anon_huge_kb(const void *p, size_t len)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        dt_die("smaps");
+    char line[512];
+    long kb = 0;
+    int in = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = lo < (uintptr_t)p + len && hi > (uintptr_t)p;
+            continue;
+        }
+        long v;
+        if (in && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
+            kb += v;
+    }
+    fclose(f);
+    return kb;
+}
+
 #endif

@@ -12,28 +12,6 @@
 #define BLOCK (2UL << 20)
 #define LEN (2 * BLOCK)
 
-static long huge_kb(const unsigned char *p)
-{
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
-        dt_die("smaps");
-    char line[512];
-    long kb = 0;
-    int in = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = lo < (uintptr_t)p + LEN && hi > (uintptr_t)p;
-            continue;
-        }
-        long v;
-        if (in && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
-            kb += v;
-    }
-    fclose(f);
-    return kb;
-}
-
 int main(int argc, char **argv)
 {
     int shim = argc > 1 && !strcmp(argv[1], "shim");
@@ -61,7 +39,7 @@ int main(int argc, char **argv)
     long r = process_madvise(pidfd, &iov, 1, 25 /* MADV_COLLAPSE */, 0);  /* glibc's wrapper */
     dt_out("ret", "%ld", r);
     dt_out("err", "%d", r < 0 ? errno : 0);
-    dt_out("huge_kb_after", "%ld", huge_kb(p));
+    dt_out("huge_kb_after", "%ld", dt_anon_huge_kb(p, LEN));
     size_t bad = 0;
     for (size_t i = 0; i < LEN / DT_PAGE; i++)
         bad += dt_check_random(p + i * DT_PAGE, DT_PAGE, 3 + i % 8);

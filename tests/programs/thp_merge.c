@@ -25,28 +25,6 @@
 
 static unsigned char *region;
 
-static long huge_kb(void)
-{
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
-        dt_die("smaps");
-    char line[512];
-    long kb = 0;
-    int in = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            in = lo < (uintptr_t)region + REGION && hi > (uintptr_t)region;
-            continue;
-        }
-        long v;
-        if (in && sscanf(line, "AnonHugePages: %ld kB", &v) == 1)
-            kb += v;
-    }
-    fclose(f);
-    return kb;
-}
-
 static uint64_t seed_of(const char *mode, size_t page)
 {
     size_t block = page / 512, in = page % 512;
@@ -73,7 +51,7 @@ int main(int argc, char **argv)
     size_t pages = REGION / DT_PAGE;
     for (size_t i = 0; i < pages; i++)
         dt_fill_random(region + i * DT_PAGE, DT_PAGE, seed_of(mode, i));
-    long before = huge_kb();
+    long before = dt_anon_huge_kb(region, REGION);
     dt_out("huge_kb_before", "%ld", before);
     if (madvise(region, REGION, MADV_MERGEABLE) && shim)
         dt_die("madvise MERGEABLE");
@@ -91,7 +69,7 @@ int main(int argc, char **argv)
         dt_sleep_ms(500);  /* more passes over what is left */
     merged = dt_merged_like(region, REGION);
     dt_out("merged_pages", "%zu", merged);
-    dt_out("huge_kb_after", "%ld", huge_kb());
+    dt_out("huge_kb_after", "%ld", dt_anon_huge_kb(region, REGION));
     size_t bad = 0;
     for (size_t i = 0; i < pages; i++)
         bad += dt_check_random(region + i * DT_PAGE, DT_PAGE, seed_of(mode, i));
