@@ -81,7 +81,7 @@ bool may_be_huge(const State& s, const Region& r) {
 // 2 MiB page that the range covers only in part. A merge over a whole
 // aligned huge page replaces it without splitting.
 uint64_t thp_splits_for(State& s, const Region& r, uintptr_t a, size_t len) {
-    if (!may_be_huge(s, r) || !kept_files().pagemap.ensure("/proc/self/pagemap", O_RDONLY)) return 0;
+    if (!may_be_huge(s, r) || !open_pagemap()) return 0;
     uintptr_t lo = a & ~(kHugeSize - 1), hi = (a + len + kHugeSize - 1) & ~(kHugeSize - 1);
     PageRegion vec[4];
     PmScanArg arg = {sizeof(PmScanArg), 0, lo, hi, 0, (uint64_t)(uintptr_t)vec, 4, 0, 0, 0, kPageIsHuge, kPageIsHuge};
@@ -96,9 +96,11 @@ uint64_t thp_splits_for(State& s, const Region& r, uintptr_t a, size_t len) {
 
 }  // namespace
 
+bool open_pagemap() { return kept_files().pagemap.ensure("/proc/self/pagemap", O_RDONLY); }
+
 bool read_pagemap(uintptr_t addr, size_t n, uint64_t* out) {
     for (int attempt = 0; attempt < 2; ++attempt) {
-        if (!kept_files().pagemap.ensure("/proc/self/pagemap", O_RDONLY)) return false;
+        if (!open_pagemap()) return false;
         if (kept_files().pagemap.pread(out, n * 8, (off_t)(addr / kPageSize * 8)) == (long)(n * 8)) return true;
         kept_files().pagemap.close();
     }

@@ -25,8 +25,10 @@ uint64_t page_hash(const void* page);
 // r), merging what it can. Returns the number of pages looked at (>= 1).
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages);
 
-// /proc/self/pagemap entries of n pages from addr (scanner/pagemap.h).
-// False if unreadable now.
+// Opens /proc/self/pagemap (kept open, scanner/kept_file.h) if needed and
+// says whether it can be read.
+bool open_pagemap();
+// /proc/self/pagemap entries of n pages from addr. False if unreadable now.
 bool read_pagemap(uintptr_t addr, size_t n, uint64_t* out);
 
 // Whether the scanner may merge pages of r.

@@ -84,9 +84,8 @@ void fork_child() {
     }
     s.store.reset_in_child();
     s.index.clear();
-    // /proc/self/pagemap opened in the parent describes the parent's memory:
-    // the child must open its own.
-    // Kept files opened by the parent describe the parent.
+    // Kept files opened by the parent describe the parent (a child reading
+    // its parent's pagemap once skipped every page it had rewritten).
     for (KeptFile* f : kept_files().all) f->close();
     g_live = LiveFile();  // its mapping is DONTFORK: not in the child
     g_descriptors_had.store(false);
@@ -179,8 +178,7 @@ void after_register() {
     if (!g_descriptors_had.load(std::memory_order_relaxed)) {
         State& s = state();
         MmLockGuard g(s.lock);
-        uint64_t probe;
-        bool had = s.store.ensure_ready() & read_pagemap((uintptr_t)&probe, 1, &probe) & open_maps() &
+        bool had = s.store.ensure_ready() & open_pagemap() & open_maps() &
                    kept_files().status.ensure("/proc/self/status", O_RDONLY) & open_live_file();
         g_descriptors_had.store(had, std::memory_order_relaxed);
     }
@@ -1026,16 +1024,15 @@ void rt_live_tick() {
     {
         MmLockGuard g(s.lock);
         collect(s, &rep, cpu, false);
-        if (live_due) per_site = count_duplicates_by_site(s);
+        if (live_due) {
+            per_site = count_duplicates_by_site(s);
+            write_live_file(rep);
+            g_live_last_ns = now;
+        }
     }
     if (per_site) {
         note_site_peaks(per_site);
         meta_free(per_site, sizeof(uint64_t) * kMaxSites);
-    }
-    if (live_due) {
-        MmLockGuard g(s.lock);
-        write_live_file(rep);
-        g_live_last_ns = now;
     }
     if (interval_due) {
         double dt = g_interval_last_ns ? (double)(now - g_interval_last_ns) / 1e9 : rep.seconds;
