@@ -208,18 +208,18 @@ bool extends(const Run& run, const Action& a, uintptr_t addr) {
 // Steps before a one-range merge: VMA budget, the kernel-write window,
 // write protection. False (counted, nothing left changed) if the run cannot
 // be merged now; true means the caller must restore() and kw_window_close().
-bool open_run_window(State& s, Region& r, const Run& run) {
-    size_t len = run.n * kPageSize;
-    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += run.n; return false; }
-    uint64_t splits = thp_splits_for(s, r, run.start, len);
+bool open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act kind) {
+    size_t len = n * kPageSize;
+    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += n; return false; }
+    uint64_t splits = thp_splits_for(s, r, start, len);
     // Zero pages inside a huge page are most often a huge page being
     // filled: giving back 4 KiB of it would cost the whole huge page.
-    if (splits && run.kind == Act::kZero) return false;
-    if (!kw_window_open(run.start, len, 0, 0)) { ++s.stats.pinned_skips; return false; }
+    if (splits && kind == Act::kZero) return false;
+    if (!kw_window_open(start, len, 0, 0)) { ++s.stats.pinned_skips; return false; }
     s.stats.thp_splits += splits;
-    if (!protect(s, run.start, len, r.prot)) {
+    if (!protect(s, start, len, r.prot)) {
         ++s.stats.merge_failures;
-        restore(s, run.start, len, r.prot);
+        restore(s, start, len, r.prot);
         kw_window_close();
         return false;
     }
@@ -228,7 +228,7 @@ bool open_run_window(State& s, Region& r, const Run& run) {
 
 void merge_zero_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
-    if (!open_run_window(s, r, run)) return;
+    if (!open_run_window(s, r, run.start, run.n, Act::kZero)) return;
     size_t k = 0;
     while (k < run.n && page_is_zero(page(run.start + k * kPageSize))) ++k;
     if (k && !sys::failed(sys::madvise(page(run.start), k * kPageSize, MADV_DONTNEED))) {
@@ -247,29 +247,43 @@ void merge_zero_run(State& s, Region& r, const Run& run) {
 }
 
 void merge_slot_run(State& s, Region& r, const Run& run) {
-    size_t len = run.n * kPageSize;
-    if (!open_run_window(s, r, run)) return;
+    merge_onto_slots(s, r, run.start, run.n, run.first_slot);
+}
+
+}  // namespace
+
+long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot) {
+    size_t len = n * kPageSize;
+    if (!open_run_window(s, r, start, n, Act::kToSlot)) return -1;
     size_t k = 0;
-    while (k < run.n && memcmp(page(run.start + k * kPageSize), s.store.content(run.first_slot + (uint32_t)k), kPageSize) == 0)
+    while (k < n && memcmp(page(start + k * kPageSize), s.store.content(first_slot + (uint32_t)k), kPageSize) == 0)
         ++k;
     if (k) {
-        if (s.store.map_run(run.start, run.first_slot, k)) {
+        if (s.store.map_run(start, first_slot, k)) {
             for (size_t i = 0; i < k; ++i) {
-                r.at(run.start + i * kPageSize).state = merged_state(run.first_slot + (uint32_t)i);
-                s.store.ref(run.first_slot + (uint32_t)i);
+                PageMeta& m = r.at(start + i * kPageSize);
+                if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));  // moving off a retiring slot
+                m.state = merged_state(first_slot + (uint32_t)i);
+                s.store.ref(first_slot + (uint32_t)i);
             }
-            reapply_flags(r.flags, run.start, k * kPageSize);
+            reapply_flags(r.flags, start, k * kPageSize);
             s.vmas.spent(2);
             s.stats.pages_merged += k;
             ++s.stats.merge_runs;
         } else {
             ++s.stats.merge_failures;
+            k = 0;
         }
     }
-    restore(s, run.start, len, r.prot);
+    restore(s, start, len, r.prot);
     kw_window_close();
     note_saving(s);
+    return (long)k;
 }
+
+void release_slot(State& s, uint32_t slot) { release_slot_ref(s, slot); }
+
+namespace {
 
 void merge_pair_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;

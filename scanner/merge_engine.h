@@ -31,6 +31,15 @@ bool open_pagemap();
 // /proc/self/pagemap entries of n pages from addr. False if unreadable now.
 bool read_pagemap(uintptr_t addr, size_t n, uint64_t* out);
 
+// Merges the pages of [start, start + n pages) onto slots first_slot,
+// first_slot+1, ... as far as they equal them byte for byte (steps 1-5
+// above), releasing a slot a page mapped before. Returns the pages merged
+// (the page after them differs), or -1 if the run cannot be opened now
+// (VMA budget, a kernel write into it, mprotect failure).
+long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot);
+// Drops one page's reference to slot (and its index entry once unused).
+void release_slot(State& s, uint32_t slot);
+
 // Whether the scanner may merge pages of r.
 bool region_mergeable(const State& s, const Region& r);
 

@@ -83,6 +83,7 @@ void fork_child() {
             if (has_slot(r.meta[p].state)) r.meta[p].state = kFileVma;  // maps the parent's canonical page
     }
     s.store.reset_in_child();
+    rotation_reset_in_child(s.rotation);
     s.index.clear();
     // Kept files opened by the parent describe the parent (a child reading
     // its parent's pagemap once skipped every page it had rewritten).
@@ -930,6 +931,8 @@ void collect(State& s, Report* rep, double cpu, bool exact_vmas) {
     rep->zero_pages = s.stats.zero_pages.load();
     rep->cow_breaks = s.stats.cow_breaks.load();
     rep->thp_splits = s.stats.thp_splits.load();
+    rep->store_rotations = s.stats.store_rotations.load();
+    rep->fork_kept_pages = s.store.fork_kept();
     rep->bytes_saved = bytes_saved_now(s);
     rep->bytes_saved_peak = s.stats.bytes_saved_peak.load();
     if (rep->bytes_saved > rep->bytes_saved_peak) rep->bytes_saved_peak = rep->bytes_saved;

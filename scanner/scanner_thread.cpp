@@ -115,6 +115,8 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     if (g_stop.load(std::memory_order_acquire)) return 0;
     size_t done = 0;
     size_t limit = budget < kPagesPerHold ? budget : kPagesPerHold;
+    // Giving back memory kept for forked children comes first.
+    if (size_t moved = rotation_step(s, limit)) return moved;
     for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
         size_t i = s.regions.lower_bound(s.cursor);
         while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;

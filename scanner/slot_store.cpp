@@ -10,6 +10,7 @@
 #include "scanner/linux_compat.h"
 #include "scanner/log.h"
 #include "scanner/meta_alloc.h"
+#include "scanner/page_meta.h"
 #include "scanner/sys.h"
 #include "scanner/vma_budget.h"
 
@@ -46,33 +47,19 @@ void* map_view(int fd, uint64_t bytes, int flags, int prot, long* err) {
 }
 }  // namespace
 
-// The memfd is sized once, mapped twice, and its descriptor closed: the store
-// holds no fd the application could close, dup2 over, or see.
-//  - view_: MAP_SHARED, where the scanner writes slots and punches them out;
-//  - private_: MAP_PRIVATE, never touched, from which merges take their
-//    pieces with mremap(MREMAP_DONTUNMAP): the piece is a private file
-//    mapping of the slots, exactly as mmap(MAP_PRIVATE, fd, offset) made it.
-// Both views cover the first view_slots_ slots and grow with mremap, which
+// A generation's memfd is sized once, mapped twice, and its descriptor
+// closed: the store holds no fd the application could close, dup2 over, or
+// see.
+//  - shared: MAP_SHARED, where the scanner writes slots and punches them out;
+//  - priv: MAP_PRIVATE, never touched, from which merges take their pieces
+//    with mremap(MREMAP_DONTUNMAP): the piece is a private file mapping of
+//    the slots, exactly as mmap(MAP_PRIVATE, fd, offset) made it.
+// Both views cover the first view_slots slots and grow with mremap, which
 // needs no descriptor either.
-bool SlotStore::ensure_ready() {
-    if (view_) return true;
-    if (failed_) return false;
-    uint64_t now = monotonic_ns();
-    if (now < retry_at_ns_) return false;
+long SlotStore::open_generation(Generation* g, bool* created) {
     long fd = sys::call(SYS_memfd_create, (long)"libdedup-canonical", MFD_CLOEXEC);
-    if (fd == -EMFILE || fd == -ENFILE) {
-        // The program uses every descriptor it may: try again in a second.
-        if (!retry_at_ns_)
-            log_warning("memfd_create failed (%s); merging only zero pages until a file descriptor is free",
-                        strerror((int)-fd));
-        retry_at_ns_ = now + 1000000000ull;
-        return false;
-    }
-    if (sys::failed(fd)) {
-        failed_ = true;
-        log_warning("memfd_create failed (%s); merging only zero pages from now on", strerror((int)-fd));
-        return false;
-    }
+    *created = !sys::failed(fd);
+    if (sys::failed(fd)) return fd;
     // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills by
     // default; and the views must leave the program most of RLIMIT_AS.
     uint64_t file = kMaxStoreBytes, fsize = limit_of(RLIMIT_FSIZE), as = limit_of(RLIMIT_AS);
@@ -94,48 +81,86 @@ bool SlotStore::ensure_ready() {
             if (priv == MAP_FAILED) sys::munmap(shared, view);
         }
     }
+    struct stat st;
+    uint64_t ino = sys::failed(sys::call(SYS_fstat, fd, (long)&st)) ? 0 : (uint64_t)st.st_ino;
     sys::close((int)fd);
     if (priv == MAP_FAILED) {
-        failed_ = true;
-        if (file < kMinStoreBytes)
-            log_warning("RLIMIT_FSIZE or RLIMIT_AS leaves no room for the canonical memfd; merging only zero pages");
-        else
-            log_warning("could not size and map the canonical memfd (%s); merging only zero pages",
-                        strerror((int)(err < 0 ? -err : err)));
+        if (file < kMinStoreBytes) return -EFBIG;
+        return err < 0 ? err : -(err ? err : ENOMEM);
+    }
+    g->shared = static_cast<char*>(shared);
+    g->priv = static_cast<char*>(priv);
+    g->view_slots = view / 4096;
+    g->file_slots = file / 4096;
+    g->ino = ino;
+    return 0;
+}
+
+void SlotStore::unmap_generation(Generation* g) {
+    if (g->shared) sys::munmap(g->shared, g->view_slots * 4096);
+    if (g->priv) sys::munmap(g->priv, g->view_slots * 4096);
+    *g = Generation();
+}
+
+bool SlotStore::ensure_ready() {
+    if (ready()) return true;
+    if (failed_) return false;
+    uint64_t now = monotonic_ns();
+    if (now < retry_at_ns_) return false;
+    uint64_t base = next_;
+    bool created = false;
+    long err = open_generation(&cur_, &created);
+    if (err == -EMFILE || err == -ENFILE) {
+        // The program uses every descriptor it may: try again in a second.
+        if (!retry_at_ns_)
+            log_warning("memfd_create failed (%s); merging only zero pages until a file descriptor is free",
+                        strerror((int)-err));
+        retry_at_ns_ = now + 1000000000ull;
         return false;
     }
-    view_ = static_cast<char*>(shared);
-    private_ = static_cast<char*>(priv);
-    view_slots_ = view / 4096;
-    file_slots_ = file / 4096;
+    if (err) {
+        failed_ = true;
+        if (err == -EFBIG)
+            log_warning("RLIMIT_FSIZE or RLIMIT_AS leaves no room for the canonical memfd; merging only zero pages");
+        else if (!created)
+            log_warning("memfd_create failed (%s); merging only zero pages from now on", strerror((int)-err));
+        else
+            log_warning("could not size and map the canonical memfd (%s); merging only zero pages",
+                        strerror((int)-err));
+        return false;
+    }
+    cur_.base = base;
     return true;
 }
 
-// Both views to at least min_slots (doubling), with mremap: they may move.
+// The current generation's views to at least min_slots (doubling), with
+// mremap: they may move.
 bool SlotStore::grow_views(uint64_t min_slots) {
-    uint64_t want = view_slots_;
+    Generation& g = cur_;
+    uint64_t want = g.view_slots;
     while (want < min_slots) want *= 2;
-    if (want > file_slots_) want = file_slots_;
+    if (want > g.file_slots) want = g.file_slots;
     if (want < min_slots) return false;
-    size_t old_len = view_slots_ * 4096, new_len = want * 4096;
-    long v = sys::mremap(view_, old_len, new_len, MREMAP_MAYMOVE, nullptr);
+    size_t old_len = g.view_slots * 4096, new_len = want * 4096;
+    long v = sys::mremap(g.shared, old_len, new_len, MREMAP_MAYMOVE, nullptr);
     if (sys::failed(v)) return false;
-    view_ = reinterpret_cast<char*>(v);
-    long p = sys::mremap(private_, old_len, new_len, MREMAP_MAYMOVE, nullptr);
+    g.shared = reinterpret_cast<char*>(v);
+    long p = sys::mremap(g.priv, old_len, new_len, MREMAP_MAYMOVE, nullptr);
     if (sys::failed(p)) {
         // Keep both views the same size.
-        long back = sys::mremap(view_, new_len, old_len, 0, nullptr);
-        if (!sys::failed(back)) view_ = reinterpret_cast<char*>(back);
+        long back = sys::mremap(g.shared, new_len, old_len, 0, nullptr);
+        if (!sys::failed(back)) g.shared = reinterpret_cast<char*>(back);
         return false;
     }
-    private_ = reinterpret_cast<char*>(p);
-    view_slots_ = want;
+    g.priv = reinterpret_cast<char*>(p);
+    g.view_slots = want;
     return true;
 }
 
 bool SlotStore::map_run(uintptr_t target, uint32_t first, size_t n) {
     size_t len = n * 4096;
-    long r = sys::mremap(private_ + (size_t)first * 4096, len, len,
+    const Generation& g = gen_of(first);
+    long r = sys::mremap(g.priv + (size_t)(first - g.base) * 4096, len, len,
                          MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, reinterpret_cast<void*>(target));
     return !sys::failed(r);
 }
@@ -153,9 +178,9 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
     void* f = meta_realloc(free_, capacity_ * sizeof(uint32_t), cap * sizeof(uint32_t));
     if (!f) return false;
     free_ = static_cast<uint32_t*>(f);
-    void* pn = meta_realloc(pinned_, capacity_, cap);
-    if (!pn) return false;
-    pinned_ = static_cast<uint8_t*>(pn);
+    void* fl = meta_realloc(flags_, capacity_, cap);
+    if (!fl) return false;
+    flags_ = static_cast<uint8_t*>(fl);
     void* pd = meta_realloc(pending_, capacity_ * sizeof(uint32_t), cap * sizeof(uint32_t));
     if (!pd) return false;
     pending_ = static_cast<uint32_t*>(pd);
@@ -165,43 +190,61 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
 
 int64_t SlotStore::alloc_run(uint32_t n) {
     if (n == 0 || !ensure_ready()) return -1;
-    if (n == 1 && free_count_ > 0) return free_[--free_count_];
-    if (next_ + n > view_slots_ && !grow_views(next_ + n)) {
+    if (n == 1 && free_count_ > 0) {
+        uint32_t slot = free_[--free_count_];
+        flags_[slot - array_base_] &= (uint8_t)~kFree;
+        return slot;
+    }
+    uint64_t in_file = next_ - cur_.base;  // slots of the current generation
+    if (next_ + n >= kZeroFreed || (in_file + n > cur_.view_slots && !grow_views(in_file + n))) {
         if (!full_warned_)
             log_warning("the canonical store is full (%llu distinct pages; address space or RLIMIT_AS); "
                         "no new merges until some are freed",
-                        (unsigned long long)view_slots_);
+                        (unsigned long long)cur_.view_slots);
         full_warned_ = true;
         return -1;
     }
-    if (!grow_arrays(next_ + n)) return -1;
+    if (!grow_arrays(next_ + n - array_base_)) return -1;
     int64_t first = (int64_t)next_;
     next_ += n;
     return first;
 }
 
 void SlotStore::fill(uint32_t slot, const void* page, uint64_t hash) {
-    memcpy(view_ + (size_t)slot * 4096, page, 4096);
-    hashes_[slot] = hash;
+    memcpy(cur_.shared + (size_t)(slot - cur_.base) * 4096, page, 4096);
+    hashes_[slot - array_base_] = hash;
 }
 
 void SlotStore::pin_for_fork() {
-    for (uint64_t i = 0; i < next_; ++i)
-        if (refs_[i]) pinned_[i] = 1;
+    for (uint64_t i = 0; i < next_ - array_base_; ++i)
+        if (refs_[i] && !(flags_[i] & kPinned)) {
+            flags_[i] |= kPinned;
+            ++pinned_live_;
+        }
 }
 
 void SlotStore::release_unused(uint32_t slot) {
-    if (refs_[slot] != 0 || pinned_[slot]) return;
-    sys::madvise(view_ + (size_t)slot * 4096, 4096, MADV_REMOVE);
+    uint64_t i = slot - array_base_;
+    if (refs_[i] != 0 || (flags_[i] & (kPinned | kFree)) || slot < cur_.base) return;
+    sys::madvise(cur_.shared + (size_t)(slot - cur_.base) * 4096, 4096, MADV_REMOVE);
+    flags_[i] |= kFree;
     free_[free_count_++] = slot;
 }
 
 bool SlotStore::unref(uint32_t slot) {
-    if (refs_[slot] == 0) return false;
+    uint64_t i = slot - array_base_;
+    if (refs_[i] == 0) return false;
     --total_refs_;
-    if (--refs_[slot] != 0) return false;
+    if (slot < cur_.base) --retiring_refs_;
+    if (--refs_[i] != 0) return false;
     --in_use_;
-    if (pinned_[slot]) return true;  // a forked child may still map it: keep
+    if (flags_[i] & kPinned) {  // a forked child may still map it: keep
+        --pinned_live_;
+        ++pinned_dead_;
+        return true;
+    }
+    if (slot < cur_.base) return true;  // retiring: freed with its file
+    flags_[i] |= kFree;
     pending_[pending_count_++] = slot;
     return true;
 }
@@ -211,20 +254,64 @@ void SlotStore::flush_punches() {
     while (i < pending_count_) {
         uint64_t j = i + 1;
         while (j < pending_count_ && pending_[j] == pending_[j - 1] + 1) ++j;
-        sys::madvise(view_ + (size_t)pending_[i] * 4096, (j - i) * 4096, MADV_REMOVE);
+        sys::madvise(cur_.shared + (size_t)(pending_[i] - cur_.base) * 4096, (j - i) * 4096, MADV_REMOVE);
         for (uint64_t k = i; k < j; ++k) free_[free_count_++] = pending_[k];
         i = j;
     }
     pending_count_ = 0;
 }
 
+bool SlotStore::rotation_due() const {
+    return ready() && !retiring() && pinned_dead_ >= kRotateMinKept && pinned_dead_ >= pinned_live_ &&
+           next_ < kZeroFreed / 2 && monotonic_ns() >= rotation_retry_ns_;
+}
+
+bool SlotStore::begin_rotation() {
+    flush_punches();
+    Generation fresh;
+    bool created = false;
+    long err = open_generation(&fresh, &created);
+    if (err) {
+        if (!rotation_warned_)
+            log_warning("%s for a new canonical memfd failed (%s); memory kept for forked children "
+                        "stays kept until one can be had",
+                        created ? "sizing and mapping" : "memfd_create", strerror((int)-err));
+        rotation_warned_ = true;
+        rotation_retry_ns_ = monotonic_ns() + 10000000000ull;
+        return false;
+    }
+    old_ = cur_;
+    cur_ = fresh;
+    cur_.base = next_;
+    retiring_refs_ = total_refs_;
+    free_count_ = 0;  // free slots are the old file's
+    return true;
+}
+
+void SlotStore::end_rotation() {
+    unmap_generation(&old_);
+    // Forget the old generation's slots: shift the arrays down to the
+    // current generation's first slot. None is referenced any more.
+    uint64_t drop = cur_.base - array_base_, keep = next_ - cur_.base;
+    for (uint64_t i = 0; i < drop; ++i)
+        if (flags_[i] & kPinned) --pinned_dead_;
+    memmove(hashes_, hashes_ + drop, keep * sizeof(uint64_t));
+    memmove(refs_, refs_ + drop, keep * sizeof(uint32_t));
+    memmove(flags_, flags_ + drop, keep);
+    memset(hashes_ + keep, 0, drop * sizeof(uint64_t));
+    memset(refs_ + keep, 0, drop * sizeof(uint32_t));
+    memset(flags_ + keep, 0, drop);
+    array_base_ = cur_.base;
+    retiring_refs_ = 0;
+}
+
 void SlotStore::reset_in_child() {
-    if (view_) sys::munmap(view_, view_slots_ * 4096);
-    if (private_) sys::munmap(private_, view_slots_ * 4096);
+    unmap_generation(&cur_);
+    unmap_generation(&old_);
     meta_free(hashes_, capacity_ * sizeof(uint64_t));
     meta_free(refs_, capacity_ * sizeof(uint32_t));
     meta_free(free_, capacity_ * sizeof(uint32_t));
-    meta_free(pinned_, capacity_);
+    meta_free(flags_, capacity_);
     meta_free(pending_, capacity_ * sizeof(uint32_t));
     *this = SlotStore();
 }

@@ -6,6 +6,11 @@
 // out (MADV_REMOVE on the view) and reused, except slots that existed when
 // the process forked: the child may still map those, so they are never
 // punched or rewritten by either process.
+// Rotation gives those back: the store starts a new memfd (a generation),
+// the scanner moves every page off the old one (scanner/rotation.cpp), and
+// the old views are unmapped; the kernel frees the old file when the last
+// process mapping it is gone. Slot ids are unique across generations: the
+// current generation's ids start at its base.
 // All calls require the mm lock.
 #pragma once
 #include <stddef.h>
@@ -16,10 +21,11 @@ namespace dedup {
 
 class SlotStore {
 public:
+    static constexpr uint64_t kRotateMinKept = 256;  // 1 MiB kept for children
     // Creates the memfd and its views on first use. False (and logged once)
     // if the memfd cannot be had; the caller then merges nothing but zero pages.
     bool ensure_ready();
-    bool ready() const { return view_ != nullptr; }
+    bool ready() const { return cur_.shared != nullptr; }
     // Maps slots [first, first+n) privately over [target, target+n pages),
     // replacing what was there (as mmap MAP_PRIVATE|MAP_FIXED of the memfd
     // would). The new mapping is writable, or read-only when strict
@@ -29,11 +35,20 @@ public:
     // n consecutive slots, or -1. New slots have refs 0.
     int64_t alloc_run(uint32_t n);
     void fill(uint32_t slot, const void* page, uint64_t hash);
-    const void* content(uint32_t slot) const { return view_ + (size_t)slot * 4096; }
-    uint64_t hash(uint32_t slot) const { return hashes_[slot]; }
-    uint32_t refs(uint32_t slot) const { return refs_[slot]; }
+    const void* content(uint32_t slot) const {
+        const Generation& g = gen_of(slot);
+        return g.shared + (size_t)(slot - g.base) * 4096;
+    }
+    uint64_t hash(uint32_t slot) const { return hashes_[slot - array_base_]; }
+    uint32_t refs(uint32_t slot) const { return refs_[slot - array_base_]; }
+    // Punched or about to be: its id may be handed out again.
+    bool is_free(uint32_t slot) const { return flags_[slot - array_base_] & kFree; }
 
-    void ref(uint32_t slot) { if (refs_[slot]++ == 0) ++in_use_; ++total_refs_; }
+    void ref(uint32_t slot) {
+        if (refs_[slot - array_base_]++ == 0) ++in_use_;
+        ++total_refs_;
+        if (slot < cur_.base) ++retiring_refs_;
+    }
     // Drops one reference; true when the slot became free (queued to be
     // punched out, or, if fork-pinned, left alone).
     bool unref(uint32_t slot);
@@ -45,31 +60,71 @@ public:
 
     uint64_t slots_in_use() const { return in_use_; }  // KSM's pages_shared
     uint64_t total_refs() const { return total_refs_; }  // pages mapping slots
-    uint64_t slots_allocated() const { return next_; }
+    uint64_t slots_allocated() const { return next_ - array_base_; }
     uint64_t bytes() const { return capacity_ * (sizeof(uint64_t) + 2 * sizeof(uint32_t) + 1); }
 
     // Fork: slots in use now may be mapped by the child, so once freed they
     // are never punched or reused. Free slots are mapped by nobody: they stay
     // reusable, and a slot reused after the fork is not pinned.
     void pin_for_fork();
+    // Slots kept only because a forked child may map them.
+    uint64_t fork_kept() const { return pinned_dead_; }
+
+    // Rotation. Due when the slots kept for children are many and at least
+    // as many as the pinned slots still in use (what a rotation copies).
+    bool rotation_due() const;
+    // Starts a new memfd; the old one becomes the retiring generation, whose
+    // slots are never reused or punched. False (logged once) if no new memfd
+    // can be had: the store goes on as it was.
+    bool begin_rotation();
+    bool retiring() const { return old_.shared != nullptr; }
+    bool is_retiring(uint32_t slot) const { return slot < cur_.base; }
+    uint64_t retiring_refs() const { return retiring_refs_; }  // pages still mapping it
+    uint64_t retiring_inode() const { return old_.ino; }
+    uint64_t retiring_first() const { return old_.base; }  // its slot ids: [first, end)
+    uint64_t retiring_end() const { return cur_.base; }
+    // Once no registered page maps the retiring generation: unmaps its views
+    // and forgets its slots.
+    void end_rotation();
     // In the child: forget the parent's store (its slots are the parent's);
     // a new memfd is created on next use.
     void reset_in_child();
     void shutdown_for_test();
 
 private:
+    // One memfd, mapped twice (see slot_store.cpp).
+    struct Generation {
+        char* shared = nullptr;   // MAP_SHARED view: slots are written and punched here
+        char* priv = nullptr;     // MAP_PRIVATE view, source of merged pieces
+        uint64_t view_slots = 0;  // slots both views cover now
+        uint64_t file_slots = 0;  // size of the memfd in slots
+        uint64_t base = 0;        // slot id of its first slot
+        uint64_t ino = 0;         // the memfd's inode, to find its mappings
+    };
+    const Generation& gen_of(uint32_t slot) const { return slot < cur_.base ? old_ : cur_; }
+    // 0, or -errno: a new memfd sized and mapped into g (descriptor closed).
+    // *created says whether memfd_create itself succeeded.
+    long open_generation(Generation* g, bool* created);
+    static void unmap_generation(Generation* g);
     bool grow_arrays(uint64_t min_slots);
     bool grow_views(uint64_t min_slots);
 
     bool failed_ = false;
     bool full_warned_ = false;
+    bool rotation_warned_ = false;
+    uint64_t rotation_retry_ns_ = 0;  // no new memfd for a rotation: not before then
     uint64_t retry_at_ns_ = 0;   // memfd_create hit EMFILE: not before then
-    char* view_ = nullptr;       // MAP_SHARED view of the whole memfd
-    char* private_ = nullptr;    // MAP_PRIVATE view, source of merged pieces
-    uint64_t view_slots_ = 0;    // slots both views cover now
-    uint64_t file_slots_ = 0;    // size of the memfd in slots
-    uint64_t next_ = 0;          // bump pointer
-    uint8_t* pinned_ = nullptr;  // per slot: in use at a fork, never punch or reuse
+    Generation cur_;             // where new slots go
+    Generation old_;             // retiring (rotation under way), or empty
+    uint64_t retiring_refs_ = 0; // pages mapping old_'s slots
+    uint64_t array_base_ = 0;    // slot id of the arrays' first entry
+    uint64_t next_ = 0;          // bump pointer (slot id)
+    uint64_t pinned_live_ = 0;   // pinned slots still in use
+    uint64_t pinned_dead_ = 0;   // pinned slots no page of ours maps any more
+    // Per slot: kPinned (in use at a fork: never punch or reuse), kFree
+    // (queued to be punched, or on the free stack).
+    static constexpr uint8_t kPinned = 1, kFree = 2;
+    uint8_t* flags_ = nullptr;
     uint32_t* pending_ = nullptr;  // freed, not yet punched (never reused before)
     uint64_t pending_count_ = 0;
     uint64_t* hashes_ = nullptr;

@@ -9,6 +9,7 @@
 #include "scanner/kept_file.h"
 #include "scanner/page_index.h"
 #include "scanner/region_registry.h"
+#include "scanner/rotation.h"
 #include "scanner/slot_store.h"
 #include "scanner/stats.h"
 #include "scanner/vma_budget.h"
@@ -20,6 +21,7 @@ struct State {
     RegionRegistry regions;
     PageIndex index;
     SlotStore store;
+    Rotation rotation;           // giving back memory kept for forked children
     VmaBudget vmas;
     Stats stats;
     uint64_t zero_hash = 0;

@@ -16,7 +16,7 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
         "\"zero_pages\": %llu, \"cow_breaks\": %llu, \"bytes_saved\": %llu, \"bytes_saved_peak\": %llu, "
         "\"scanner_cpu_seconds\": %.3f, \"vmas_used\": %llu, \"vma_limit\": %llu, \"merge_failures\": %llu, "
         "\"vma_budget_skips\": %llu, \"pinned_skips\": %llu, \"merge_runs\": %llu, \"pages_merged\": %llu, \"unmerged_pages\": %llu, "
-        "\"thp_splits\": %llu, \"registered_bytes_total\": %llu, \"metadata_bytes\": %llu, \"sites\": [",
+        "\"thp_splits\": %llu, \"store_rotations\": %llu, \"fork_kept_pages\": %llu, \"registered_bytes_total\": %llu, \"metadata_bytes\": %llu, \"sites\": [",
         r.seconds, (unsigned long long)r.pages_registered, (unsigned long long)r.pages_scanned,
         (unsigned long long)r.full_scans, (unsigned long long)r.pages_shared, (unsigned long long)r.pages_sharing,
         (unsigned long long)r.pages_unshared, (unsigned long long)r.pages_volatile, (unsigned long long)r.zero_pages,
@@ -25,7 +25,8 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
         (unsigned long long)r.merge_failures, (unsigned long long)r.vma_budget_skips,
         (unsigned long long)r.pinned_skips,
         (unsigned long long)r.merge_runs, (unsigned long long)r.pages_merged, (unsigned long long)r.unmerged_pages,
-        (unsigned long long)r.thp_splits, (unsigned long long)r.registered_bytes_total, (unsigned long long)r.metadata_bytes);
+        (unsigned long long)r.thp_splits, (unsigned long long)r.store_rotations,
+        (unsigned long long)r.fork_kept_pages, (unsigned long long)r.registered_bytes_total, (unsigned long long)r.metadata_bytes);
     if (n < 0 || (size_t)n >= cap) return 0;
     size_t used = (size_t)n;
     for (int i = 0; i < r.nsites; ++i) {
@@ -66,6 +67,9 @@ void report_to_log(const Report& r) {
              (unsigned long long)r.vmas_used, (unsigned long long)r.vma_limit, mib(r.metadata_bytes));
     if (r.nsites) log_line("  top allocation sites by duplicate bytes (merged or zero pages, at their peak):");
     for (int i = 0; i < r.nsites; ++i) log_line("  %8.1f MiB  %s", mib(r.site_bytes[i]), r.site_text[i]);
+    if (r.store_rotations || r.fork_kept_pages)
+        log_line("  kept for forked children %.1f MiB; merged pages moved to a new memfd %llu times to give such memory back",
+                 mib(r.fork_kept_pages * 4096), (unsigned long long)r.store_rotations);
     if (r.vma_budget_skips)
         log_line("  left unmerged: VMA budget (%llu pages in the last pass, to keep VMA headroom)",
                  (unsigned long long)r.vma_budget_skips);

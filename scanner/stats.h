@@ -21,6 +21,7 @@ struct Stats {
     std::atomic<uint64_t> pages_merged{0};     // pages remapped onto slots, ever
     std::atomic<uint64_t> unmerged_pages{0};   // pages made private again on request
     std::atomic<uint64_t> thp_splits{0};       // transparent huge pages split by a merge
+    std::atomic<uint64_t> store_rotations{0};  // times merged pages moved to a new memfd (fork give-back)
     std::atomic<uint64_t> bytes_saved_peak{0};
     std::atomic<uint64_t> registered_bytes_total{0};  // ever registered
     // Per-pass accumulators, published into pages_volatile/unshared at pass end.
@@ -40,6 +41,7 @@ struct Report {
     uint64_t pages_shared, pages_sharing, pages_unshared, pages_volatile, zero_pages;
     uint64_t cow_breaks, bytes_saved, bytes_saved_peak, merge_failures, vma_budget_skips, pinned_skips;
     uint64_t thp_splits;
+    uint64_t store_rotations, fork_kept_pages;
     uint64_t merge_runs, pages_merged, unmerged_pages, registered_bytes_total;
     double scanner_cpu_seconds;
     uint64_t vmas_used, vma_limit, metadata_bytes;

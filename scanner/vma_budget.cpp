@@ -1,6 +1,7 @@
 #include "scanner/vma_budget.h"
 
 #include <fcntl.h>
+#include <string.h>
 #include <time.h>
 
 #include "scanner/config.h"
@@ -42,6 +43,59 @@ uint64_t count_vmas() {
         off += n;
     }
     return lines;
+}
+
+namespace {
+uint64_t parse_number(const char*& p, const char* end, int base) {
+    uint64_t v = 0;
+    for (; p < end; ++p) {
+        int d;
+        if (*p >= '0' && *p <= '9') d = *p - '0';
+        else if (base == 16 && *p >= 'a' && *p <= 'f') d = *p - 'a' + 10;
+        else break;
+        v = v * (uint64_t)base + (uint64_t)d;
+    }
+    return v;
+}
+const char* skip_field(const char* p, const char* end) {  // past the field and the spaces after it
+    while (p < end && *p != ' ') ++p;
+    while (p < end && *p == ' ') ++p;
+    return p;
+}
+}  // namespace
+
+// Lines look like "lo-hi perms offset dev inode path".
+long find_vmas_of_file(uint64_t ino, const char* name, uintptr_t* lo, uintptr_t* hi, long max) {
+    if (!open_maps()) return -1;
+    char buf[65536];
+    long found = 0;
+    size_t have = 0;  // bytes of an unfinished line kept at the front of buf
+    for (off_t off = 0;;) {
+        long n = kept_files().maps.pread(buf + have, sizeof(buf) - have, off);
+        if (n < 0) return -1;
+        if (n == 0) break;
+        off += n;
+        const char* p = buf;
+        const char* end = buf + have + n;
+        for (const char* nl; (nl = (const char*)memchr(p, '\n', (size_t)(end - p))) != nullptr; p = nl + 1) {
+            const char* q = p;
+            uint64_t a = parse_number(q, nl, 16);
+            ++q;
+            uint64_t b = parse_number(q, nl, 16);
+            q = skip_field(skip_field(skip_field(skip_field(q, nl), nl), nl), nl);  // end, perms, offset, dev
+            if (parse_number(q, nl, 10) == ino && memmem(q, (size_t)(nl - q), name, strlen(name))) {
+                if (found < max) {
+                    lo[found] = (uintptr_t)a;
+                    hi[found] = (uintptr_t)b;
+                }
+                ++found;
+            }
+        }
+        have = (size_t)(end - p);
+        if (have == sizeof(buf)) have = 0;  // a line longer than buf: drop it
+        memmove(buf, p, have);
+    }
+    return found;
 }
 
 void VmaBudget::init(uint64_t reserve) {

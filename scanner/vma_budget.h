@@ -34,6 +34,10 @@ private:
 
 // Lines in /proc/self/maps (the process's VMA count), or 0 on error.
 uint64_t count_vmas();
+// The VMAs of /proc/self/maps that map the file with inode ino whose path
+// contains name: the first max into lo[]/hi[]. Returns how many there are
+// in all, or -1 if the maps could not be read.
+long find_vmas_of_file(uint64_t ino, const char* name, uintptr_t* lo, uintptr_t* hi, long max);
 // Opens /proc/self/maps (kept open, scanner/kept_file.h) if needed and says
 // whether it can be read.
 bool open_maps();

@@ -494,7 +494,8 @@ inline const std::vector<std::string>& required_stats_keys() {
         "pages_registered", "pages_scanned",  "full_scans",          "pages_shared",
         "pages_sharing",    "pages_unshared", "pages_volatile",      "zero_pages",
         "cow_breaks",       "bytes_saved",    "bytes_saved_peak",    "scanner_cpu_seconds",
-        "vmas_used",        "merge_failures", "thp_splits"};
+        "vmas_used",        "merge_failures", "thp_splits",          "store_rotations",
+        "fork_kept_pages"};
     return k;
 }
 

@@ -353,3 +353,97 @@ TEST_F(SlotStoreFixture, FreedSlotsWaitForTheFlushThenArePunchedTogether) {
     EXPECT_GE(again, first);
     EXPECT_LT(again, first + 4) << "a flushed slot is reusable";
 }
+
+namespace {
+
+// n slots filled with make_page(seed + i), each referenced once, then pinned
+// as at a fork. Returns the first slot.
+uint32_t filled_pinned_slots(SlotStore& store, uint32_t n, unsigned seed) {
+    int64_t first = store.alloc_run(n);
+    EXPECT_GE(first, 0);
+    for (uint32_t i = 0; i < n; ++i) {
+        auto pg = make_page(seed + i);
+        store.fill((uint32_t)first + i, pg.data(), seed + i);
+        store.ref((uint32_t)first + i);
+    }
+    store.pin_for_fork();
+    return (uint32_t)first;
+}
+
+TEST_F(SlotStoreFixture, RotationIsDueWhenKeptSlotsOutweighThoseInUse) {
+    const uint32_t n = 2 * SlotStore::kRotateMinKept;
+    uint32_t first = filled_pinned_slots(store, n, 100);
+    EXPECT_FALSE(store.rotation_due()) << "nothing kept yet";
+    // Fewer kept than still used: a rotation would copy more than it frees.
+    for (uint32_t i = 0; i < n / 2 - 1; ++i) unref_flush(first + i);
+    EXPECT_EQ(store.fork_kept(), n / 2 - 1);
+    EXPECT_FALSE(store.rotation_due());
+    unref_flush(first + n / 2 - 1);
+    EXPECT_EQ(store.fork_kept(), n / 2);
+    EXPECT_TRUE(store.rotation_due());
+}
+
+TEST_F(SlotStoreFixture, RotationNeverReusesOrPunchesOldSlotsThenForgetsThem) {
+    const uint32_t n = 300;
+    uint32_t first = filled_pinned_slots(store, n, 200);
+    // One slot allocated after the fork and freed: on the free stack.
+    int64_t spare = store.alloc_run(1);
+    ASSERT_GE(spare, 0);
+    store.ref((uint32_t)spare);
+    unref_flush((uint32_t)spare);
+    EXPECT_TRUE(store.is_free((uint32_t)spare));
+    for (uint32_t i = 0; i < n - 10; ++i) unref_flush(first + i);
+    ASSERT_TRUE(store.rotation_due());
+
+    ASSERT_TRUE(store.begin_rotation());
+    EXPECT_TRUE(store.retiring());
+    EXPECT_FALSE(store.rotation_due()) << "one rotation at a time";
+    EXPECT_EQ(store.retiring_refs(), 10u);
+    EXPECT_TRUE(store.is_retiring(first));
+    EXPECT_NE(store.retiring_inode(), 0u);
+    // New slots come from the new file, never the old free stack.
+    int64_t fresh = store.alloc_run(1);
+    ASSERT_GE(fresh, 0);
+    EXPECT_GE((uint64_t)fresh, store.retiring_end());
+    EXPECT_FALSE(store.is_retiring((uint32_t)fresh));
+    auto fp = make_page(999);
+    store.fill((uint32_t)fresh, fp.data(), 999);
+    store.ref((uint32_t)fresh);
+    // Old slots stay readable, through the views and as merged pages.
+    uint32_t live = first + n - 1;
+    EXPECT_EQ(memcmp(store.content(live), make_page(200 + n - 1).data(), 4096), 0);
+    EXPECT_EQ(mapped_slot(store, live), make_page(200 + n - 1));
+    // An unpinned old slot freed during the rotation is not punched either.
+    for (uint32_t i = n - 10; i < n; ++i) {
+        EXPECT_TRUE(unref_flush(first + i));
+        EXPECT_EQ(memcmp(store.content(first + i), make_page(200 + i).data(), 4096), 0);
+    }
+    EXPECT_EQ(store.retiring_refs(), 0u);
+
+    store.end_rotation();
+    EXPECT_FALSE(store.retiring());
+    EXPECT_EQ(store.fork_kept(), 0u) << "the old file's kept slots are forgotten";
+    EXPECT_EQ(store.slots_allocated(), 1u);
+    // The new slot kept its id, content, hash and reference.
+    EXPECT_EQ(memcmp(store.content((uint32_t)fresh), fp.data(), 4096), 0);
+    EXPECT_EQ(store.hash((uint32_t)fresh), 999u);
+    EXPECT_EQ(store.refs((uint32_t)fresh), 1u);
+    EXPECT_EQ(mapped_slot(store, (uint32_t)fresh), fp);
+    EXPECT_EQ(store.slots_in_use(), 1u);
+    EXPECT_EQ(store.total_refs(), 1u);
+}
+
+TEST_F(SlotStoreFixture, IsFreeFollowsTheFreeStack) {
+    int64_t a = store.alloc_run(1);
+    ASSERT_GE(a, 0);
+    EXPECT_FALSE(store.is_free((uint32_t)a));
+    store.ref((uint32_t)a);
+    EXPECT_TRUE(store.unref((uint32_t)a));
+    EXPECT_TRUE(store.is_free((uint32_t)a)) << "queued to be punched counts as free";
+    store.flush_punches();
+    EXPECT_TRUE(store.is_free((uint32_t)a));
+    EXPECT_EQ(store.alloc_run(1), a);
+    EXPECT_FALSE(store.is_free((uint32_t)a));
+}
+
+}  // namespace
