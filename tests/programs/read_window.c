@@ -3,7 +3,7 @@
  *   read_window [--ms T] [--threads N] [--pages P]
  *
  * A registered region of P pages (a multiple of 16) holds copies of a 16-page pattern (so the
- * scanner merges it over and over). N threads read(2)/pread(2)/readv(2)/recv/fread
+ * scanner merges it over and over). N threads read(2)/pread(2)/readv(2)/recv/fread/syscall(SYS_pread64)
  * the same pattern from a file and a socketpair into random runs of the
  * region for T ms: the kernel writes into pages the scanner keeps merging.
  * Without the shim's pinning such a call can land in a write-protect window
@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 
 #define PATTERN_PAGES 16
@@ -51,9 +52,12 @@ static void *reader(void *arg)
         if (pmfd >= 0 && pread(pmfd, &pm, 8, (off_t)((uintptr_t)dst / DT_PAGE * 8)) == 8 && (pm & PM_FILE))
             atomic_fetch_add(&shared_seen, 1);
         ssize_t r;
-        int kind = rand_r(&seed) % 5;
+        int kind = rand_r(&seed) % 6;
         if (kind == 0) {
             r = pread(file_fd, dst, len, off);
+        } else if (kind == 5) {
+            /* glibc's generic syscall(): only a syscall() wrapper can see it */
+            r = syscall(SYS_pread64, file_fd, dst, len, off);
         } else if (kind == 4) {
             if (fseeko(fp, off, SEEK_SET) != 0) { perror("fseeko"); exit(2); }
             errno = 0;
