@@ -138,7 +138,7 @@ void release_slot_ref(State& s, uint32_t slot) {
     if (!s.store.unref(slot)) return;
     uint64_t h = s.store.hash(slot);
     PageIndex::Entry* e = s.index.find(h);
-    if (e && PageIndex::is_slot(e->value) && PageIndex::slot_id(e->value) == slot) s.index.erase(h);
+    if (e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) == slot) s.index.erase(h);
 }
 
 void note_saving(State& s) {
@@ -153,8 +153,8 @@ void note_saving(State& s) {
 Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
     Action a;
     PageIndex::Entry* e = s.index.find(h);
-    if (e && PageIndex::is_slot(e->value)) {
-        uint32_t slot = PageIndex::slot_id(e->value);
+    if (e && PageIndex::is_slot(e->value())) {
+        uint32_t slot = PageIndex::slot_id(e->value());
         if (s.store.hash(slot) == h && s.store.refs(slot) > 0) {
             a.kind = Act::kToSlot;  // equals a canonical page: merge on first look, as KSM's stable tree
             a.slot = slot;
@@ -170,8 +170,8 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
         a.kind = Act::kZero;
         return a;
     }
-    if (e && PageIndex::is_candidate(e->value) && s.store.ensure_ready()) {
-        uintptr_t c = PageIndex::candidate_addr(e->value);
+    if (e && PageIndex::is_candidate(e->value()) && s.store.ensure_ready()) {
+        uintptr_t c = PageIndex::candidate_addr(e->value());
         if (c != addr) {
             Region* cr = s.regions.find(c);
             if (cr && region_mergeable(s, *cr)) {

@@ -4,21 +4,50 @@
 
 namespace dedup {
 
+namespace {
+constexpr uint64_t kUserTop = uint64_t(1) << 47;  // candidate addresses are below
+constexpr uint64_t kPageMask = 4095;
+constexpr unsigned kPageShift = 12;
+}  // namespace
+
 PageIndex::~PageIndex() { clear(); }
 
 void PageIndex::clear() {
     meta_free(table_, capacity_ * sizeof(Entry));
     table_ = nullptr;
     capacity_ = size_ = candidates_ = 0;
+    shift_ = 64;
+}
+
+uint64_t PageIndex::encode(uint64_t value) {
+    if (is_slot(value)) {
+        uint64_t id = value >> 2;
+        return id <= kPayloadMask ? kKindSlot | id : 0;
+    }
+    if (is_candidate(value)) {
+        uint64_t addr = value & ~uint64_t(3);
+        if (addr == 0 || (addr & kPageMask) || addr >= kUserTop) return 0;
+        return addr >> kPageShift;  // 1 .. 2^35 - 1
+    }
+    return 0;
 }
 
 PageIndex::Entry* PageIndex::find(uint64_t hash) {
     if (!table_) return nullptr;
-    hash = norm(hash);
-    for (size_t i = hash & mask();; i = (i + 1) & mask()) {
-        if (table_[i].hash == hash) return &table_[i];
-        if (table_[i].hash == 0) return nullptr;
+    uint64_t frag = hash >> kFragShift;
+    for (size_t i = home(frag);; i = (i + 1) & mask()) {
+        uint64_t w = table_[i].word_;
+        if (w == 0) return nullptr;
+        if ((w >> kFragShift) == frag) return &table_[i];
     }
+}
+
+void PageIndex::insert_new(uint64_t w) {
+    size_t i = home(w >> kFragShift);
+    while (table_[i].word_) i = (i + 1) & mask();
+    table_[i].word_ = w;
+    ++size_;
+    candidates_ += word_is_candidate(w);
 }
 
 bool PageIndex::grow() {
@@ -29,76 +58,78 @@ bool PageIndex::grow() {
     size_t old_cap = capacity_;
     table_ = t;
     capacity_ = cap;
+    shift_ = 64 - (unsigned)__builtin_ctzll(cap);
     size_ = candidates_ = 0;
     for (size_t i = 0; i < old_cap; ++i)
-        if (old[i].hash) put(old[i].hash, old[i].value);
+        if (old[i].word_) insert_new(old[i].word_);
     meta_free(old, old_cap * sizeof(Entry));
     return true;
 }
 
 bool PageIndex::put(uint64_t hash, uint64_t value) {
-    hash = norm(hash);
-    if ((size_ + 1) * 2 > capacity_ && !grow()) return false;
-    for (size_t i = hash & mask();; i = (i + 1) & mask()) {
-        if (table_[i].hash == hash) {
-            candidates_ += (size_t)is_candidate(value) - (size_t)is_candidate(table_[i].value);
-            table_[i].value = value;
-            return true;
-        }
-        if (table_[i].hash == 0) {
-            table_[i] = Entry{hash, value};
-            ++size_;
-            candidates_ += is_candidate(value);
-            return true;
-        }
+    uint64_t low = encode(value);
+    if (!low) return false;
+    uint64_t frag = hash >> kFragShift;
+    if (Entry* e = find(hash)) {
+        candidates_ += (size_t)word_is_candidate(low) - (size_t)word_is_candidate(e->word_);
+        e->word_ = frag << kFragShift | low;
+        return true;
     }
+    if ((size_ + 1) * 2 > capacity_ && !grow()) return false;
+    insert_new(frag << kFragShift | low);
+    return true;
 }
 
-void PageIndex::erase(uint64_t hash) {
-    Entry* e = find(hash);
-    if (!e) return;
-    // Backward-shift deletion keeps probe chains intact without tombstones.
-    size_t i = (size_t)(e - table_);
-    candidates_ -= is_candidate(e->value);
+// Backward-shift deletion keeps probe chains intact without tombstones.
+void PageIndex::erase_at(size_t i) {
+    candidates_ -= word_is_candidate(table_[i].word_);
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask();
-        if (table_[j].hash == 0) break;
-        size_t home = table_[j].hash & mask();
+        uint64_t w = table_[j].word_;
+        if (w == 0) break;
+        size_t h = home(w >> kFragShift);
         // Move j back to i if its home position is not cyclically in (i, j].
-        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        bool between = i <= j ? (h > i && h <= j) : (h > i || h <= j);
         if (!between) {
             table_[i] = table_[j];
             i = j;
         }
     }
-    table_[i] = Entry{0, 0};
+    table_[i].word_ = 0;
     --size_;
+}
+
+void PageIndex::erase(uint64_t hash) {
+    Entry* e = find(hash);
+    if (e) erase_at((size_t)(e - table_));
+}
+
+void PageIndex::erase_candidates_in_place() {
+    // Backward-shift deletion can move a later entry into a slot already
+    // visited when a probe chain wraps: sweep until none is left.
+    while (candidates_)
+        for (size_t i = 0; i < capacity_ && candidates_; ++i)
+            while (table_[i].word_ && word_is_candidate(table_[i].word_)) erase_at(i);
 }
 
 void PageIndex::drop_candidates() {
     if (!table_ || candidates_ == 0) return;
-    Entry* old = table_;
-    size_t cap = capacity_;
     if (candidates_ < 64) {  // a few: erase in place rather than rebuild the table
-        // Backward-shift deletion can move a later entry into a slot already
-        // visited when a probe chain wraps: sweep until none is left.
-        while (candidates_)
-            for (size_t i = 0; i < cap && candidates_; ++i)
-                while (old[i].hash && is_candidate(old[i].value)) erase(old[i].hash);
+        erase_candidates_in_place();
         return;
     }
+    Entry* old = table_;
+    size_t cap = capacity_;
     Entry* t = static_cast<Entry*>(meta_alloc(cap * sizeof(Entry)));
     if (!t) {  // no memory to rebuild: erase in place (slower, same result)
-        while (candidates_)
-            for (size_t i = 0; i < cap && candidates_; ++i)
-                while (old[i].hash && is_candidate(old[i].value)) erase(old[i].hash);
+        erase_candidates_in_place();
         return;
     }
     table_ = t;
     size_ = candidates_ = 0;
     for (size_t i = 0; i < cap; ++i)
-        if (old[i].hash && is_slot(old[i].value)) put(old[i].hash, old[i].value);
+        if (old[i].word_ && !word_is_candidate(old[i].word_)) insert_new(old[i].word_);
     meta_free(old, cap * sizeof(Entry));
 }
 

@@ -50,7 +50,7 @@ int64_t new_slot_for(State& s, uint32_t old) {
     st.fill((uint32_t)n, st.content(old), h);
     t = (uint32_t)n + 1;
     PageIndex::Entry* e = s.index.find(h);
-    if (!e || !PageIndex::is_slot(e->value)) s.index.put(h, PageIndex::slot_value((uint32_t)n));
+    if (!e || !PageIndex::is_slot(e->value())) s.index.put(h, PageIndex::slot_value((uint32_t)n));
     return n;
 }
 
@@ -148,7 +148,7 @@ void end(State& s) {
         uint32_t t = rot.to_new[i];
         if (!t || st.refs(t - 1) != 0) continue;
         PageIndex::Entry* e = s.index.find(st.hash(t - 1));
-        if (e && PageIndex::is_slot(e->value) && PageIndex::slot_id(e->value) == t - 1) s.index.erase(st.hash(t - 1));
+        if (e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) == t - 1) s.index.erase(st.hash(t - 1));
         st.release_unused(t - 1);
     }
     meta_free(rot.to_new, rot.old_count * sizeof(uint32_t));

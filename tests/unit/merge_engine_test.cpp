@@ -527,7 +527,7 @@ TEST_F(MergeFixture, ForgetPageDropsReferences) {
     unsigned char pg[kPg];
     fill_pattern(pg, 15);
     PageIndex::Entry* e = s().index.find(page_hash(pg));
-    EXPECT_TRUE(e == nullptr || !PageIndex::is_slot(e->value));
+    EXPECT_TRUE(e == nullptr || !PageIndex::is_slot(e->value()));
 }
 
 // A buffer pinned by a syscall wrapper (kernel write in progress) is not
