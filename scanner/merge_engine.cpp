@@ -135,10 +135,7 @@ void restore(State& s, uintptr_t a, size_t len, int app_prot) {
 }
 
 void release_slot_ref(State& s, uint32_t slot) {
-    if (!s.store.unref(slot)) return;
-    uint64_t h = s.store.hash(slot);
-    PageIndex::Entry* e = s.index.find(h);
-    if (e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) == slot) s.index.erase(h);
+    if (s.store.unref(slot)) forget_slot_entry(s, slot);
 }
 
 void note_saving(State& s) {
@@ -282,6 +279,12 @@ long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t f
 }
 
 void release_slot(State& s, uint32_t slot) { release_slot_ref(s, slot); }
+
+void forget_slot_entry(State& s, uint32_t slot) {
+    uint64_t h = s.store.hash(slot);
+    PageIndex::Entry* e = s.index.find(h);
+    if (e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) == slot) s.index.erase(h);
+}
 
 namespace {
 

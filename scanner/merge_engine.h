@@ -39,6 +39,8 @@ bool read_pagemap(uintptr_t addr, size_t n, uint64_t* out);
 long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot);
 // Drops one page's reference to slot (and its index entry once unused).
 void release_slot(State& s, uint32_t slot);
+// Erases the content index's entry for slot, if the entry names it.
+void forget_slot_entry(State& s, uint32_t slot);
 
 // Whether the scanner may merge pages of r.
 bool region_mergeable(const State& s, const Region& r);

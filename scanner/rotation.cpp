@@ -123,7 +123,7 @@ size_t finish_leftovers(State& s) {
     if (now < rot.next_try_ns) return 0;
     constexpr long kBatch = 64;
     uintptr_t lo[kBatch], hi[kBatch];
-    long n = find_vmas_of_file(rot.leftover_ino, "libdedup-canonical", lo, hi, kBatch);
+    long n = find_vmas_of_file(rot.leftover_ino, SlotStore::kMemfdName, lo, hi, kBatch);
     if (n > 0 && (uint64_t)n >= rot.leftover_last) ++rot.leftover_tries;  // no progress
     else rot.leftover_tries = 0;
     rot.leftover_last = n > 0 ? (uint64_t)n : 0;
@@ -147,8 +147,7 @@ void end(State& s) {
     for (uint64_t i = 0; i < rot.old_count; ++i) {
         uint32_t t = rot.to_new[i];
         if (!t || st.refs(t - 1) != 0) continue;
-        PageIndex::Entry* e = s.index.find(st.hash(t - 1));
-        if (e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) == t - 1) s.index.erase(st.hash(t - 1));
+        forget_slot_entry(s, t - 1);
         st.release_unused(t - 1);
     }
     meta_free(rot.to_new, rot.old_count * sizeof(uint32_t));

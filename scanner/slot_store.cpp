@@ -57,7 +57,7 @@ void* map_view(int fd, uint64_t bytes, int flags, int prot, long* err) {
 // Both views cover the first view_slots slots and grow with mremap, which
 // needs no descriptor either.
 long SlotStore::open_generation(Generation* g, bool* created) {
-    long fd = sys::call(SYS_memfd_create, (long)"libdedup-canonical", MFD_CLOEXEC);
+    long fd = sys::call(SYS_memfd_create, (long)kMemfdName, MFD_CLOEXEC);
     *created = !sys::failed(fd);
     if (sys::failed(fd)) return fd;
     // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills by

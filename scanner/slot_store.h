@@ -22,6 +22,7 @@ namespace dedup {
 class SlotStore {
 public:
     static constexpr uint64_t kRotateMinKept = 256;  // 1 MiB kept for children
+    static constexpr const char* kMemfdName = "libdedup-canonical";  // as /proc/self/maps shows it
     // Creates the memfd and its views on first use. False (and logged once)
     // if the memfd cannot be had; the caller then merges nothing but zero pages.
     bool ensure_ready();
