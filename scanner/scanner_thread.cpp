@@ -79,26 +79,28 @@ void end_of_pass(State& s) {
     s.stats.pages_unshared.store(s.stats.pass_unshared, std::memory_order_relaxed);
     uint64_t runs = s.stats.merge_runs.load(std::memory_order_relaxed);
     s.stats.vma_budget_skips.store(s.stats.pass_budget_skips, std::memory_order_relaxed);
-    s.stats.budget_bound.store(s.stats.pass_budget_skips > 0 && runs == s.stats.pass_start_merge_runs,
+    s.stats.budget_bound.store(s.stats.pass_budget_skips > 0 && runs == s.stats.pass_start_merge_runs &&
+                                   s.stats.pass_zero_freed == 0,
                                std::memory_order_relaxed);
     s.stats.pass_start_merge_runs = runs;
-    s.stats.pass_volatile = s.stats.pass_unshared = s.stats.pass_budget_skips = 0;
+    s.stats.pass_volatile = s.stats.pass_unshared = s.stats.pass_budget_skips = s.stats.pass_zero_freed = 0;
     s.index.drop_candidates();
     // Exact VMA count for the budget; /proc/self/maps is not cheap, so at
     // most once a second when passes are short.
     s.vmas.recount_if_older(1000 * 1000000ull);
 }
 
-// True when an exact count (at most twice a second) shows the process past
-// the budget while we hold merged pieces.
+// True when an exact count (looked at twice a second, counted as often as
+// its cost allows) shows the process past the budget while we hold merged
+// pieces.
 bool check_vma_pressure(State& s) {
     static uint64_t last_ns = 0;
     uint64_t now = monotonic_ns();
     if (now - last_ns < 500 * 1000000ull) return false;
     last_ns = now;
     if (s.stats.merge_runs.load(std::memory_order_relaxed) == 0) return false;
-    uint64_t n = count_vmas();
-    return n > s.vmas.limit();
+    s.vmas.recount_if_older(0);
+    return s.vmas.last_count() > s.vmas.limit();
 }
 
 // One lock hold: up to kPagesPerHold pages, across as many (small) regions

@@ -29,7 +29,9 @@ struct Stats {
     uint64_t pass_unshared = 0;
     uint64_t pass_budget_skips = 0;
     uint64_t pass_start_merge_runs = 0;
-    // Set when a pass merged nothing because the VMA budget was spent: the
+    uint64_t pass_zero_freed = 0;  // zero pages given back in this pass
+    // Set when a pass merged nothing (and gave back no zero page) because
+    // the VMA budget was spent: the
     // scanner then slows down instead of re-trying every page at full speed.
     std::atomic<bool> budget_bound{false};
 };

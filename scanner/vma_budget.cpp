@@ -111,23 +111,38 @@ void VmaBudget::init(uint64_t reserve) {
 }
 
 void VmaBudget::recount() {
+    uint64_t t0 = monotonic_ns();
     uint64_t n = count_vmas();
-    if (n) estimate_ = n;
+    if (n) estimate_ = last_count_ = n;
     last_recount_ns_ = monotonic_ns();
+    last_cost_ns_ = last_recount_ns_ - t0;
 }
 
-void VmaBudget::recount_if_older(uint64_t min_age_ns) {
-    if (monotonic_ns() - last_recount_ns_ >= min_age_ns) recount();
+bool VmaBudget::recount_if_older(uint64_t min_age_ns) {
+    uint64_t age = kCountCostFactor * last_cost_ns_;
+    if (age < min_age_ns) age = min_age_ns;
+    if (monotonic_ns() - last_recount_ns_ < age) return false;
+    recount();
+    return true;
 }
 
 void VmaBudget::hold_off(uint64_t ns) { hold_until_ns_ = monotonic_ns() + ns; }
 
 bool VmaBudget::can_afford(uint64_t cost) {
     if (hold_until_ns_ && monotonic_ns() < hold_until_ns_) return false;
-    if (estimate_ + cost <= limit_) return true;
+    return can_afford_under(cost, limit_);
+}
+
+bool VmaBudget::can_afford_briefly(uint64_t cost) {
+    constexpr uint64_t kMargin = 64;  // VMAs the program's other threads may add meanwhile
+    return can_afford_under(cost, max_ > kMargin ? max_ - kMargin : 0);
+}
+
+bool VmaBudget::can_afford_under(uint64_t cost, uint64_t ceiling) {
+    if (estimate_ + cost <= ceiling) return true;
     // The estimate only grows between recounts; look again, at most every 50 ms.
-    if (monotonic_ns() - last_recount_ns_ > 50 * 1000000ull) recount();
-    return estimate_ + cost <= limit_;
+    recount_if_older(50 * 1000000ull);
+    return estimate_ + cost <= ceiling;
 }
 
 }  // namespace dedup

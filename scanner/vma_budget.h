@@ -13,22 +13,39 @@ namespace dedup {
 class VmaBudget {
 public:
     void init(uint64_t reserve);  // reserve 0 = max_map_count / 8
-    // True if `cost` more VMAs fit; may recount when the estimate is near.
+    // True if `cost` more VMAs fit within the budget; may recount when the
+    // estimate is near.
     bool can_afford(uint64_t cost);
+    // True if `cost` more VMAs fit for a moment (a write-protect window that
+    // is closed again at once, its pieces merging back): within the reserve
+    // too, short of the hard limit by a margin.
+    bool can_afford_briefly(uint64_t cost);
     void spent(uint64_t cost) { estimate_ += cost; }
     // After VMAs were given back to the program: no VMA-costing merge for a
     // while, so the scanner does not take them straight back (churn).
     void hold_off(uint64_t ns);
     void recount();
-    // Recounts unless the last count is younger than min_age_ns.
-    void recount_if_older(uint64_t min_age_ns);
+    // Recounts unless the last count is younger than min_age_ns, or than
+    // kCountCostFactor times what the last count took: reading
+    // /proc/self/maps costs about a microsecond a VMA, and a process with
+    // 200,000 merged pieces must not spend its scanner on counting them.
+    // Returns true if it counted.
+    bool recount_if_older(uint64_t min_age_ns);
+    // The exact count at the last recount.
+    uint64_t last_count() const { return last_count_; }
     uint64_t estimate() const { return estimate_; }
     uint64_t max_map_count() const { return max_; }
     uint64_t limit() const { return limit_; }
 
+    static constexpr uint64_t kCountCostFactor = 50;  // counting: at most 2% of the time
+
 private:
+    bool can_afford_under(uint64_t cost, uint64_t ceiling);
+
     uint64_t max_ = 65530, limit_ = 65530 - 8191, estimate_ = 0;
+    uint64_t last_count_ = 0;
     uint64_t last_recount_ns_ = 0;
+    uint64_t last_cost_ns_ = 0;  // what the last count took
     uint64_t hold_until_ns_ = 0;
 };
 

@@ -145,3 +145,38 @@ TEST(VmaBudget, MonotonicClockAdvances) {
     uint64_t b = monotonic_ns();
     EXPECT_GE(b - a, 1000000u);
 }
+
+TEST(VmaBudget, BriefWindowsMayUseTheReserveButNotTheLastVmas) {
+    VmaBudget b;
+    b.init(0);
+    uint64_t max = b.max_map_count();
+    uint64_t now = count_vmas();
+    ASSERT_LT(now + 200, max);
+    b.init(max - (now + 10));  // budget: 10 VMAs above the current count
+    b.spent(b.limit() - b.estimate());
+    EXPECT_FALSE(b.can_afford(2)) << "the budget is spent";
+    EXPECT_TRUE(b.can_afford_briefly(2)) << "a window that closes at once may use the reserve";
+    // Short of the hard limit by a margin, even for a moment.
+    b.spent(max - 64 - b.estimate());
+    EXPECT_FALSE(b.can_afford_briefly(1)) << "estimate " << b.estimate() << " of " << max;
+}
+
+TEST(VmaBudget, RecountIsNoMoreFrequentThanItsCostAllows) {
+    // Enough VMAs that a count takes measurable time.
+    const int k = 4000;
+    char* area = static_cast<char*>(mmap(nullptr, 2 * k * 4096, PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    ASSERT_NE(area, MAP_FAILED);
+    for (int i = 0; i < k; ++i) mprotect(area + 2 * i * 4096, 4096, PROT_READ);
+    VmaBudget b;
+    b.init(0);
+    uint64_t counted = b.last_count();
+    EXPECT_GE(counted, (uint64_t)2 * k);
+    EXPECT_FALSE(b.recount_if_older(0)) << "a count was just taken: the next waits 50 times its cost";
+    munmap(area, 2 * k * 4096);
+    // Once that has passed (a count of 8000 lines takes a few ms), it counts again.
+    sleep_ms(900);
+    sleep_ms(900);
+    EXPECT_TRUE(b.recount_if_older(0));
+    EXPECT_LT(b.last_count(), counted - k);
+}
