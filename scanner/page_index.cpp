@@ -77,7 +77,7 @@ bool PageIndex::put(uint64_t hash, uint64_t value) {
         e->word_ = frag << kFragShift | low;
         return true;
     }
-    if ((size_ + 1) * 2 > capacity_ && !grow()) return false;
+    if ((size_ + 1) * kMaxLoadDen > capacity_ * kMaxLoadNum && !grow()) return false;
     insert_new(frag << kFragShift | low);
     return true;
 }
