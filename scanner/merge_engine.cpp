@@ -120,9 +120,11 @@ bool protect(State& s, uintptr_t a, size_t len, int app_prot) {
 
 // Closes the window: the application's protection comes back on every page
 // of the range, whatever happened in between. Retried because leaving a page
-// read-only would crash the application on its next write.
-void restore(State& s, uintptr_t a, size_t len, int app_prot) {
-    if (DEDUP_WRITE_PROTECT) {
+// read-only would crash the application on its next write. `remapped`: the
+// whole range was just replaced by a mapping that already has app_prot, so
+// the mprotect would change nothing (one syscall a merge saved).
+void restore(State& s, uintptr_t a, size_t len, int app_prot, bool remapped = false) {
+    if (DEDUP_WRITE_PROTECT && !remapped) {
         long r = 0;
         for (int i = 0; i < 1000; ++i) {
             r = sys::mprotect(page(a), len, app_prot);
@@ -202,25 +204,88 @@ bool extends(const Run& run, const Action& a, uintptr_t addr) {
     return false;
 }
 
+// The batch window: one write-protect window from the first zero or slot run
+// of a batch to the batch's end, opened by that run and closed when the
+// batch ends, so that the runs after it need no mprotect of their own (a
+// scattered layout has one page a run: the window's mprotect, and its two
+// splits and merges of the VMA, were a third of a merge's syscalls and most
+// of a zero page's). The mm lock is held for the whole batch, so a write
+// into the window waits in the fault handler as for any window. Only the
+// scanner thread, under the lock, uses it.
+struct BatchWindow {
+    Region* r = nullptr;       // the batch's region (nullptr: not in a batch)
+    uintptr_t batch_end = 0;
+    uintptr_t start = 0, end = 0;  // the open window (start == end: none)
+};
+BatchWindow g_batch;
+
+bool in_batch_window(const Region& r, uintptr_t start, size_t len) {
+    return g_batch.r == &r && g_batch.start <= start && start + len <= g_batch.end;
+}
+
+void close_batch_window(State& s) {
+    if (g_batch.start != g_batch.end) {
+        restore(s, g_batch.start, g_batch.end - g_batch.start, g_batch.r->prot);
+        kw_window_close();
+    }
+    g_batch.start = g_batch.end = 0;
+}
+
 // Steps before a one-range merge: VMA budget, the kernel-write window,
 // write protection. False (counted, nothing left changed) if the run cannot
-// be merged now; true means the caller must restore() and kw_window_close().
+// be merged now; true means the caller must close_run_window().
 bool open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act kind) {
     size_t len = n * kPageSize;
-    if (!s.vmas.can_afford(2)) { s.stats.pass_budget_skips += n; return false; }
+    // Inside the batch window a zero run splits nothing; a merge keeps the
+    // two VMAs around its piece.
+    if (in_batch_window(r, start, len) && (kind == Act::kZero || s.vmas.can_afford(2))) return true;
+    // A merge keeps the two VMAs its window splits off. Giving back zero
+    // pages keeps none: the window's pieces merge again when it closes, so
+    // it may use the reserve for that moment, and every zero page is given
+    // back however many VMAs the merges hold.
+    bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : s.vmas.can_afford(2);
+    if (!afford) { s.stats.pass_budget_skips += n; return false; }
     uint64_t splits = thp_splits_for(s, r, start, len);
     // Zero pages inside a huge page are most often a huge page being
     // filled: giving back 4 KiB of it would cost the whole huge page.
     if (splits && kind == Act::kZero) return false;
-    if (!kw_window_open(start, len, 0, 0)) { ++s.stats.pinned_skips; return false; }
+    // Open the batch window here if the batch goes on past this run; not
+    // over huge pages (it would split them), and not over a buffer a
+    // syscall is writing into (then this run gets a window of its own).
+    close_batch_window(s);
+    uintptr_t end = start + len;
+    if (g_batch.r == &r && g_batch.batch_end > end && !may_be_huge(s, r) &&
+        kw_window_open(start, g_batch.batch_end - start, 0, 0)) {
+        end = g_batch.batch_end;
+    } else if (!kw_window_open(start, len, 0, 0)) {
+        ++s.stats.pinned_skips;
+        return false;
+    }
     s.stats.thp_splits += splits;
-    if (!protect(s, start, len, r.prot)) {
+    if (!protect(s, start, end - start, r.prot)) {
         ++s.stats.merge_failures;
-        restore(s, start, len, r.prot);
+        restore(s, start, end - start, r.prot);
         kw_window_close();
         return false;
     }
+    if (end != start + len) {
+        g_batch.start = start;
+        g_batch.end = end;
+    }
     return true;
+}
+
+// After a run opened with open_run_window: closes its window, unless the
+// batch window holds it (that closes when the batch ends).
+void close_run_window(State& s, Region& r, uintptr_t start, size_t len, bool remapped) {
+    if (in_batch_window(r, start, len)) return;
+    restore(s, start, len, r.prot, remapped);
+    kw_window_close();
+}
+
+// Whether a merged piece of slot comes mapped with r's protection already.
+bool remaps_with_app_prot(const State& s, const Region& r, uint32_t slot) {
+    return r.prot == kRW && s.store.maps_writable(slot);
 }
 
 void merge_zero_run(State& s, Region& r, const Run& run) {
@@ -235,11 +300,11 @@ void merge_zero_run(State& s, Region& r, const Run& run) {
             m.hash32 = 0;
         }
         s.stats.zero_pages += k;
+        s.stats.pass_zero_freed += k;
     } else if (k) {
         ++s.stats.merge_failures;
     }
-    restore(s, run.start, len, r.prot);
-    kw_window_close();
+    close_run_window(s, r, run.start, len, false);
     note_saving(s);
 }
 
@@ -255,8 +320,10 @@ long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t f
     size_t k = 0;
     while (k < n && memcmp(page(start + k * kPageSize), s.store.content(first_slot + (uint32_t)k), kPageSize) == 0)
         ++k;
+    bool remapped = false;
     if (k) {
         if (s.store.map_run(start, first_slot, k)) {
+            remapped = k == n && remaps_with_app_prot(s, r, first_slot);
             for (size_t i = 0; i < k; ++i) {
                 PageMeta& m = r.at(start + i * kPageSize);
                 if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));  // moving off a retiring slot
@@ -272,8 +339,7 @@ long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t f
             k = 0;
         }
     }
-    restore(s, start, len, r.prot);
-    kw_window_close();
+    close_run_window(s, r, start, len, remapped);
     note_saving(s);
     return (long)k;
 }
@@ -291,6 +357,7 @@ namespace {
 void merge_pair_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     Region& cr = *run.cand_region;
+    close_batch_window(s);  // a pair run has two windows of its own
     if (!s.vmas.can_afford(4)) { s.stats.pass_budget_skips += 2 * run.n; return; }
     if (!kw_window_open(run.start, len, run.cand, len)) { ++s.stats.pinned_skips; return; }
     int64_t first = s.store.alloc_run((uint32_t)run.n);
@@ -299,6 +366,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
     bool ok = protect(s, run.start, len, r.prot);
     bool cok = ok && protect(s, run.cand, len, cr.prot);
     size_t used = 0;
+    bool remapped = false, cremapped = false;
     if (ok && cok) {
         size_t k = 0;
         while (k < run.n) {
@@ -312,6 +380,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
         if (k) {
             if (s.store.map_run(run.start, (uint32_t)first, k)) {
                 used = k;
+                remapped = k == run.n && remaps_with_app_prot(s, r, (uint32_t)first);
                 for (size_t i = 0; i < k; ++i) {
                     uint32_t slot = (uint32_t)first + (uint32_t)i;
                     r.at(run.start + i * kPageSize).state = merged_state(slot);
@@ -323,6 +392,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
                 s.stats.pages_merged += k;
                 ++s.stats.merge_runs;
                 if (s.store.map_run(run.cand, (uint32_t)first, k)) {
+                    cremapped = k == run.n && remaps_with_app_prot(s, cr, (uint32_t)first);
                     for (size_t i = 0; i < k; ++i) {
                         cr.at(run.cand + i * kPageSize).state = merged_state((uint32_t)first + (uint32_t)i);
                         s.store.ref((uint32_t)first + (uint32_t)i);
@@ -341,8 +411,8 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
     } else {
         ++s.stats.merge_failures;
     }
-    if (cok || ok) restore(s, run.cand, len, cr.prot);
-    restore(s, run.start, len, r.prot);
+    if (cok || ok) restore(s, run.cand, len, cr.prot, cremapped);
+    restore(s, run.start, len, r.prot, remapped);
     kw_window_close();
     for (size_t i = used; i < run.n; ++i) s.store.release_unused((uint32_t)first + (uint32_t)i);
     note_saving(s);
@@ -420,6 +490,8 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     static Run run;  // only the scanner thread, under the lock, uses it
     run.kind = Act::kNone;
     run.n = 0;
+    g_batch.r = &r;
+    g_batch.batch_end = from + n * kPageSize;
     for (size_t i = 0; i < n; ++i) {
         uintptr_t addr = from + i * kPageSize;
         PageMeta& m = r.at(addr);
@@ -465,6 +537,8 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
         start_run(run, a, addr, h);
     }
     flush(s, r, run);
+    close_batch_window(s);
+    g_batch.r = nullptr;
     s.store.flush_punches();
     return n;
 }

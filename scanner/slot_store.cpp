@@ -77,6 +77,7 @@ long SlotStore::open_generation(Generation* g, bool* created) {
         // will not have it writable.
         if (shared != MAP_FAILED) {
             priv = map_view((int)fd, view, MAP_PRIVATE, PROT_READ | PROT_WRITE, &err);
+            g->priv_writable = priv != MAP_FAILED;
             if (priv == MAP_FAILED) priv = map_view((int)fd, view, MAP_PRIVATE, PROT_READ, &err);
             if (priv == MAP_FAILED) sys::munmap(shared, view);
         }

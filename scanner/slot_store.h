@@ -32,6 +32,9 @@ public:
     // would). The new mapping is writable, or read-only when strict
     // overcommit refused a writable view: the caller restores the protection.
     bool map_run(uintptr_t target, uint32_t first, size_t n);
+    // Whether map_run of this slot gives a writable mapping (PROT_READ |
+    // PROT_WRITE), so that a run it covered whole needs no restore.
+    bool maps_writable(uint32_t slot) const { return gen_of(slot).priv_writable; }
 
     // n consecutive slots, or -1. New slots have refs 0.
     int64_t alloc_run(uint32_t n);
@@ -101,6 +104,7 @@ private:
         uint64_t file_slots = 0;  // size of the memfd in slots
         uint64_t base = 0;        // slot id of its first slot
         uint64_t ino = 0;         // the memfd's inode, to find its mappings
+        bool priv_writable = false;  // priv is PROT_READ|PROT_WRITE (else PROT_READ)
     };
     const Generation& gen_of(uint32_t slot) const { return slot < cur_.base ? old_ : cur_; }
     // 0, or -errno: a new memfd sized and mapped into g (descriptor closed).
