@@ -8,9 +8,8 @@
 
 namespace dedup {
 namespace {
-constexpr uint64_t kMagic = 0xded0a11cull << 32;
-constexpr uint64_t kMagicMask = 0xffffffffull << 32;
-constexpr uint64_t kMmappedBit = 2;  // glibc's IS_MMAPPED
+using large_detail::kMagic;
+using large_detail::kMmappedBit;
 
 uint64_t* header(const void* p) { return reinterpret_cast<uint64_t*>(const_cast<void*>(p)) - 2; }
 
@@ -126,15 +125,9 @@ void* large_alloc(size_t size, size_t align, bool* fresh) {
     return reinterpret_cast<void*>(p);
 }
 
-bool large_owns(const void* p) {
-    if (!p || ((uintptr_t)p & 15)) return false;
-    // A page-aligned pointer's header would be on another page, which for a
-    // foreign allocator may not be mapped: look it up instead.
-    if (((uintptr_t)p & 4095) == 0) return aligned_contains((uintptr_t)p);
-    const uint64_t* h = header(p);
-    if (!(h[1] & kMmappedBit)) return false;  // a glibc heap chunk: never ours
-    return (h[0] & kMagicMask) == kMagic;
-}
+// A page-aligned pointer's header would be on another page, which for a
+// foreign allocator may not be mapped: look it up instead.
+bool large_detail::owns_page_aligned(uintptr_t p) { return aligned_contains(p); }
 
 size_t large_usable(const void* p) { return (size_t)(header(p)[1] & ~uint64_t(15)); }
 
