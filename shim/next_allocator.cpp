@@ -16,13 +16,28 @@ void* __libc_pvalloc(size_t);
 }
 
 namespace dedup {
-namespace {
-
+namespace next_detail {
 NextAllocator g_next;
-std::atomic<int> g_state{0};  // 0 unresolved, 1 resolving, 2 ready
-__thread bool t_resolving = false;
+std::atomic<int> g_state{0};
+alignas(64) unsigned char g_boot[kBootBytes];
+}  // namespace next_detail
 
-alignas(64) unsigned char g_boot[256 * 1024];
+namespace {
+void free_before_ready(void* p) {
+    if (const NextAllocator* a = next_detail::resolve_slow()) a->free(p);
+}
+}  // namespace
+
+namespace next_detail {
+std::atomic<FreeFn> g_free{&free_before_ready};
+}  // namespace next_detail
+
+namespace {
+using next_detail::g_boot;
+using next_detail::g_next;
+using next_detail::g_state;
+
+__thread bool t_resolving = false;
 std::atomic<size_t> g_boot_used{0};
 
 template <typename T>
@@ -41,7 +56,7 @@ size_t no_usable_size(void*) { return 0; }
 
 }  // namespace
 
-const NextAllocator* next_allocator() {
+const NextAllocator* next_detail::resolve_slow() {
     if (g_state.load(std::memory_order_acquire) == 2) return &g_next;
     if (t_resolving) return nullptr;
     int expected = 0;
@@ -59,6 +74,7 @@ const NextAllocator* next_allocator() {
         resolve(&n.pvalloc, "pvalloc", &__libc_pvalloc);
         resolve(&n.malloc_usable_size, "malloc_usable_size", &no_usable_size);
         g_next = n;
+        next_detail::g_free.store(n.free, std::memory_order_relaxed);
         t_resolving = false;
         g_state.store(2, std::memory_order_release);
         return &g_next;
@@ -77,17 +93,17 @@ void* bootstrap_alloc(size_t n, size_t align) {
         size_t end = p + n - base;
         if (end > sizeof(g_boot)) return nullptr;
         if (g_boot_used.compare_exchange_weak(used, end)) {
-            reinterpret_cast<size_t*>(p)[-1] = n;  // size, for realloc/usable_size
+            // The size, for realloc/usable_size, shifted past bit 1: that bit
+            // set (IS_MMAPPED, as in large_alloc's headers) sends free's fast
+            // path (large_surely_foreign) to the full path, which knows this
+            // buffer.
+            reinterpret_cast<size_t*>(p)[-1] = (n << 4) | 2;
             memset(reinterpret_cast<void*>(p), 0, n);
             return reinterpret_cast<void*>(p);
         }
     }
 }
 
-bool is_bootstrap(const void* p) {
-    return (const unsigned char*)p >= g_boot && (const unsigned char*)p < g_boot + sizeof(g_boot);
-}
-
-size_t bootstrap_size(const void* p) { return reinterpret_cast<const size_t*>(p)[-1]; }
+size_t bootstrap_size(const void* p) { return reinterpret_cast<const size_t*>(p)[-1] >> 4; }
 
 }  // namespace dedup
