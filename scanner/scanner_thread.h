@@ -21,5 +21,8 @@ void scanner_forget_after_fork();
 // program's allocator (jemalloc maps memory under its init lock), and
 // calling back into that allocator would deadlock.
 bool scanner_starting_on_this_thread();
+// The flag behind it (defined in scanner_thread.cpp), for the shim's inline
+// malloc path: one initial-exec TLS load instead of a call.
+extern __thread bool t_starting __attribute__((visibility("hidden")));
 
 }  // namespace dedup

@@ -33,8 +33,9 @@ namespace {
 using namespace dedup;
 
 
-// Allocations below this go straight to glibc: one relaxed load on the hot
-// path. SIZE_MAX until the runtime is ready (and when it is disabled).
+// Allocations below this go to the next allocator (the hot path below tests
+// g_fast_limit instead). SIZE_MAX until the runtime is ready (and when it
+// is disabled).
 std::atomic<size_t> g_big_threshold{SIZE_MAX};
 
 bool big(size_t n) {
@@ -42,7 +43,9 @@ bool big(size_t n) {
         if (g_big_threshold.load(std::memory_order_relaxed) != SIZE_MAX) return false;
         // Not initialised yet (or disabled): ask the runtime once.
         if (!rt_active()) return false;
-        g_big_threshold.store(config().malloc_min, std::memory_order_relaxed);
+        // Release: a thread that sees the threshold also sees the runtime's
+        // init, sites_enabled() included (decide_fast_path).
+        g_big_threshold.store(config().malloc_min, std::memory_order_release);
         return n >= config().malloc_min;
     }
     return true;
@@ -128,7 +131,39 @@ namespace {
 // The shim's own work that may run inside the program's allocator (it maps
 // memory under its lock): starting the scanner thread, capturing a site.
 // Allocations made there never go back into that allocator.
-bool inside_shim_work() { return scanner_starting_on_this_thread() || site_capture_in_progress(); }
+inline bool inside_shim_work() {
+    return __builtin_expect(t_starting, 0) || site_capture_in_progress();
+}
+
+// The fast path. Small requests (n < g_fast_limit) go straight to the next
+// allocator; 0 until that is known to be exactly what the full path would
+// do, i.e. until all of these hold for good:
+//  - the runtime is ready, so g_big_threshold is final and big(n) is false
+//    for every n below it;
+//  - the next allocator is resolved, so next_allocator() returns &g_next
+//    (the acquire/release pair on this variable publishes its pointers);
+//  - sites are off, so no thread is ever inside a site capture. They are
+//    set once, in the runtime's init before it is ready, and captured only
+//    once it is: sites_enabled() is final when we ask. With sites on, every
+//    allocation takes the full path (one call more).
+// What remains is the scanner start on this thread: one TLS load.
+std::atomic<size_t> g_fast_limit{0};
+std::atomic<bool> g_fast_decided{false};
+
+inline bool fast_small(size_t n) {
+    return __builtin_expect(n < g_fast_limit.load(std::memory_order_acquire), 1) && __builtin_expect(!t_starting, 1);
+}
+
+// Called at the end of the full path until the decision is made. The
+// threshold is set once the runtime is ready (not when it is disabled: then
+// the full path stays).
+void decide_fast_path() {
+    if (__builtin_expect(g_fast_decided.load(std::memory_order_relaxed), 1)) return;
+    size_t t = g_big_threshold.load(std::memory_order_acquire);
+    if (t == SIZE_MAX || !next_ready()) return;  // not yet
+    if (!sites_enabled()) g_fast_limit.store(t, std::memory_order_release);
+    g_fast_decided.store(true, std::memory_order_relaxed);
+}
 
 // Small allocation from the next allocator, or from the bootstrap buffer
 // while dlsym is resolving it on this thread or the shim itself is at work.
@@ -136,18 +171,19 @@ void* next_malloc(size_t n) {
     const NextAllocator* a = inside_shim_work() ? nullptr : next_allocator();
     return a ? a->malloc(n) : bootstrap_alloc(n, 16);
 }
-}  // namespace
 
-EXPORT void* malloc(size_t n) {
+__attribute__((noinline)) void* malloc_full(size_t n) {
     if (big(n)) {
         int saved = errno;
         if (void* p = large_alloc(n, 16)) { errno = saved; return p; }
         errno = saved;
     }
-    return next_malloc(n);
+    void* p = next_malloc(n);
+    decide_fast_path();
+    return p;
 }
 
-EXPORT void free(void* p) {
+__attribute__((noinline)) void free_full(void* p) {
     if (!p || is_bootstrap(p)) return;
     if (large_owns(p)) {
         int saved = errno;
@@ -155,13 +191,23 @@ EXPORT void free(void* p) {
         errno = saved;
         return;
     }
-    const NextAllocator* a = next_allocator();
-    if (a) a->free(p);
+    if (const NextAllocator* a = next_allocator()) a->free(p);
+}
+}  // namespace
+
+EXPORT void* malloc(size_t n) {
+    if (fast_small(n)) return next_fns().malloc(n);
+    return malloc_full(n);
 }
 
-EXPORT void* calloc(size_t n, size_t size) {
-    size_t total;
-    if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return nullptr; }
+EXPORT void free(void* p) {
+    // Neither nullptr, nor ours, nor bootstrap memory passes this test.
+    if (large_surely_foreign(p)) return next_free(p);
+    free_full(p);
+}
+
+namespace {
+__attribute__((noinline)) void* calloc_full(size_t n, size_t size, size_t total) {
     if (big(total)) {
         int saved = errno;
         bool fresh = false;
@@ -173,7 +219,17 @@ EXPORT void* calloc(size_t n, size_t size) {
         errno = saved;
     }
     const NextAllocator* a = inside_shim_work() ? nullptr : next_allocator();
-    return a ? a->calloc(n, size) : bootstrap_alloc(total, 16);
+    void* p = a ? a->calloc(n, size) : bootstrap_alloc(total, 16);
+    decide_fast_path();
+    return p;
+}
+}  // namespace
+
+EXPORT void* calloc(size_t n, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return nullptr; }
+    if (fast_small(total)) return next_fns().calloc(n, size);
+    return calloc_full(n, size, total);
 }
 
 namespace {
@@ -183,9 +239,8 @@ size_t usable_size(void* p) {
     const NextAllocator* a = next_allocator();
     return a ? a->malloc_usable_size(p) : 0;
 }
-}  // namespace
 
-EXPORT void* realloc(void* p, size_t n) {
+__attribute__((noinline)) void* realloc_full(void* p, size_t n) {
     if (!p) return malloc(n);
     bool ours = large_owns(p), boot = is_bootstrap(p);
     if (!ours && !boot && !big(n)) {
@@ -200,6 +255,14 @@ EXPORT void* realloc(void* p, size_t n) {
     memcpy(q, p, old < n ? old : n);
     free(p);
     return q;
+}
+}  // namespace
+
+EXPORT void* realloc(void* p, size_t n) {
+    // A foreign (next allocator's) block staying small: the next allocator's
+    // realloc, as the full path would call it.
+    if (fast_small(n) && large_surely_foreign(p)) return next_fns().realloc(p, n);
+    return realloc_full(p, n);
 }
 
 EXPORT void* reallocarray(void* p, size_t n, size_t size) {
