@@ -32,6 +32,7 @@ const Option kOptions[] = {
     OPT("DEDUP_MALLOC_MIN", Kind::kSize, 4096, 1ull << 40, malloc_min, "64K"),
     OPT("DEDUP_PAGES_TO_SCAN", Kind::kUint, 1, 1ull << 30, pages_to_scan, "2048"),
     OPT("DEDUP_SLEEP_MS", Kind::kUint, 0, 3600 * 1000, sleep_ms, "20"),
+    OPT("DEDUP_CPU_PERCENT", Kind::kUint, 0, 100, cpu_percent, "0 (off: DEDUP_SLEEP_MS paces the scanner)"),
     OPT("DEDUP_VMA_RESERVE", Kind::kUint, 0, 1ull << 31, vma_reserve, "max_map_count/8"),
     OPT("DEDUP_SITES", Kind::kBool, 0, 1, sites, "0"),
     OPT("DEDUP_STATS_INTERVAL_MS", Kind::kUint, 0, 24ull * 3600 * 1000, stats_interval_ms, "0 (off)"),

@@ -16,6 +16,7 @@ struct Config {
     uint64_t malloc_min = 64 * 1024;      // bytes: smallest malloc served by the shim
     uint64_t pages_to_scan = 2048;        // pages per scanner wake-up (KSM: pages_to_scan)
     uint64_t sleep_ms = 20;               // sleep between batches (KSM: sleep_millisecs)
+    uint64_t cpu_percent = 0;             // 1..100: pace by the scanner's own CPU time instead of sleep_ms
     uint64_t vma_reserve = 0;             // VMAs kept free for the app; 0 = max_map_count/8
     bool sites = false;                   // capture allocation sites (libunwind); see README
     uint64_t stats_interval_ms = 0;       // live log line + stats file refresh; 0 = off

@@ -138,6 +138,35 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     return done;
 }
 
+uint64_t thread_cpu_ns() {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+// DEDUP_CPU_PERCENT: after each wake-up, sleep long enough that the CPU time
+// the scanner just spent is that share of the time that passes. Sleeps
+// shorter than a millisecond are owed and taken together.
+class CpuPacer {
+public:
+    explicit CpuPacer(uint64_t percent) : percent_(percent), last_cpu_(thread_cpu_ns()) {}
+    // Milliseconds to sleep now.
+    uint64_t owed_ms() {
+        uint64_t cpu = thread_cpu_ns();
+        uint64_t spent = cpu - last_cpu_;
+        last_cpu_ = cpu;
+        owed_ns_ += spent * (100 - percent_) / percent_;
+        uint64_t ms = owed_ns_ / 1000000;
+        owed_ns_ -= ms * 1000000;
+        return ms;
+    }
+
+private:
+    uint64_t percent_;
+    uint64_t last_cpu_;
+    uint64_t owed_ns_ = 0;
+};
+
 void* scanner_main(void*) {
     sigset_t all;
     sigfillset(&all);
@@ -145,6 +174,7 @@ void* scanner_main(void*) {
     pthread_setname_np(pthread_self(), "dedup-scan");
     State& s = state();
     const Config& cfg = config();
+    CpuPacer pacer(cfg.cpu_percent ? cfg.cpu_percent : 100);
     while (!g_stop.load(std::memory_order_acquire)) {
         size_t done = 0;
         bool pass_ended = false;
@@ -161,9 +191,11 @@ void* scanner_main(void*) {
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
         if (check_vma_pressure(s)) rt_relieve_vma_pressure();
+        uint64_t paced_ms = cfg.cpu_percent ? pacer.owed_ms() : 0;
         if (s.stats.budget_bound.load(std::memory_order_relaxed))
             sleep_ms(cfg.sleep_ms > 250 ? cfg.sleep_ms : 250);  // nothing mergeable within the budget
-        else if (cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
+        else if (cfg.cpu_percent && paced_ms) sleep_ms(paced_ms);
+        else if (!cfg.cpu_percent && cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
         else if (pass_ended && done < 64) sleep_ms(1);  // (almost) nothing registered: do not spin
     }
     return nullptr;

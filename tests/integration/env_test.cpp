@@ -289,3 +289,28 @@ TEST(Thresholds, MallocBelowMallocMinNeverMerges) {
 }
 
 }  // namespace
+
+// DEDUP_CPU_PERCENT paces the scanner by its own CPU time instead of
+// DEDUP_SLEEP_MS: with a registry that always has pages to hash (128 MiB of
+// unique pages), full speed uses most of a core, 10% uses about a tenth.
+// Only generous bounds are asserted (CPU time can only shrink on a loaded
+// machine); the benchmark measures the rate itself.
+TEST(CpuPercent, PacesTheScannerByItsOwnCpuTime) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    auto share = [&](const std::map<std::string, std::string>& env) {
+        Result r = run(prog("unique_pages"), with_lib({"--mib", "128", "--hold-ms", "3000"}, env), tmp);
+        EXPECT_TRUE(r.ok()) << r.describe();
+        EXPECT_EQ(r.num("mismatches"), 0) << r.describe();
+        EXPECT_EQ(count_lines_with(r.err, {"DEDUP_CPU_PERCENT"}), 0) << r.describe();
+        Stats st = load_stats(r);
+        EXPECT_TRUE(st.parsed) << st.error << "\n" << r.describe();
+        return st["scanner_cpu_seconds"] / st["seconds"];
+    };
+    double full = share({{"DEDUP_SLEEP_MS", "0"}});
+    double paced = share({{"DEDUP_SLEEP_MS", "0"}, {"DEDUP_CPU_PERCENT", "10"}});
+    std::cerr << "[   info   ] scanner CPU share: full speed " << full << ", DEDUP_CPU_PERCENT=10 " << paced << "\n";
+    EXPECT_GT(full, 0.3) << "full speed should keep the scanner busy";
+    EXPECT_LT(paced, 0.2) << "DEDUP_CPU_PERCENT=10 must hold the scanner near a tenth of a core";
+    EXPECT_GT(paced, 0.01) << "the paced scanner must still run";
+}

@@ -102,6 +102,7 @@ void expect_defaults(const Config& c) {
     EXPECT_EQ(c.malloc_min, 64u * 1024);
     EXPECT_EQ(c.pages_to_scan, 2048u);
     EXPECT_EQ(c.sleep_ms, 20u);
+    EXPECT_EQ(c.cpu_percent, 0u);
     EXPECT_EQ(c.vma_reserve, 0u);
     EXPECT_STREQ(c.log, "stderr");
     EXPECT_STREQ(c.stats_file, "");
@@ -110,7 +111,7 @@ void expect_defaults(const Config& c) {
 bool same_config(const Config& a, const Config& b) {
     return a.disable == b.disable && a.scope == b.scope && a.min_region == b.min_region &&
            a.malloc_min == b.malloc_min && a.pages_to_scan == b.pages_to_scan && a.sleep_ms == b.sleep_ms &&
-           a.vma_reserve == b.vma_reserve && strcmp(a.log, b.log) == 0 && strcmp(a.stats_file, b.stats_file) == 0;
+           a.cpu_percent == b.cpu_percent && a.vma_reserve == b.vma_reserve && strcmp(a.log, b.log) == 0 && strcmp(a.stats_file, b.stats_file) == 0;
 }
 
 }  // namespace
@@ -195,6 +196,9 @@ TEST(ConfigParse, NumbersAndRangeLimits) {
     EXPECT_EQ(parse_quiet({"DEDUP_SLEEP_MS=0"}).sleep_ms, 0u);
     EXPECT_EQ(parse_quiet({"DEDUP_SLEEP_MS=3600000"}).sleep_ms, 3600000u);
     EXPECT_EQ(parse_quiet({"DEDUP_SLEEP_MS=250"}).sleep_ms, 250u);
+    EXPECT_EQ(parse_quiet({"DEDUP_CPU_PERCENT=0"}).cpu_percent, 0u);
+    EXPECT_EQ(parse_quiet({"DEDUP_CPU_PERCENT=1"}).cpu_percent, 1u);
+    EXPECT_EQ(parse_quiet({"DEDUP_CPU_PERCENT=100"}).cpu_percent, 100u);
     EXPECT_EQ(parse_quiet({"DEDUP_VMA_RESERVE=0"}).vma_reserve, 0u);
     EXPECT_EQ(parse_quiet({"DEDUP_VMA_RESERVE=5000"}).vma_reserve, 5000u);
     EXPECT_EQ(parse_quiet({"DEDUP_VMA_RESERVE=2147483648"}).vma_reserve, 1ull << 31);
@@ -288,6 +292,9 @@ std::vector<BadCase> bad_cases() {
         {"DEDUP_SLEEP_MS", "12ms", "12ms'", "20"},
         {"DEDUP_SLEEP_MS", "3600001", "3600001'", "20"},
         {"DEDUP_SLEEP_MS", "+5", "+5'", "20"},
+        {"DEDUP_CPU_PERCENT", "101", "101'", "0 (off"},
+        {"DEDUP_CPU_PERCENT", "10%", "10%'", "0 (off"},
+        {"DEDUP_CPU_PERCENT", "0.5", "0.5'", "0 (off"},
         {"DEDUP_VMA_RESERVE", "2147483649", "2147483649'", "max_map_count/8"},
         {"DEDUP_VMA_RESERVE", "-1", "-1'", "max_map_count/8"},
         {"DEDUP_LOG", long300, long300.substr(0, 40), "stderr"},
