@@ -37,6 +37,29 @@ TEST(Race, WritersNeverLoseAWriteWhileMerging) {
     }
 }
 
+// The same race where a quarter of the patterns is all zeros: pages are
+// given back with MADV_DONTNEED, inside batch windows next to merges, while
+// the writers fill, poke and revert them.
+TEST(Race, WritersNeverLoseAWriteWhileZeroPagesAreGivenBack) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = race_args(7, 50);
+    args.insert(args.end(), {"--zero-pattern", "1"});
+    Result r = run(prog("race_writers"), with_lib(args), tmp);
+    ASSERT_TRUE(r.started);
+    ASSERT_FALSE(r.timed_out) << r.describe();
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_EQ(r.num("mismatches"), 0) << "writes were lost\n" << r.describe();
+    EXPECT_GT(r.num("ops"), 10000) << r.describe();
+    Stats st = load_stats(r);
+    ASSERT_TRUE(st.parsed) << st.error << "\n" << st.text;
+    EXPECT_GT(st["cow_breaks"], 100) << "writes hardly ever met a merged page\n" << st.text;
+    // Writers met pages given back as zero pages, as well as merged ones.
+    EXPECT_GT(r.num("observed_zero_freed"), 0) << "no zero page was given back during the run\n"
+                                               << r.describe();
+    EXPECT_GT(r.num("observed_shared"), 0) << r.describe();
+}
+
 TEST(Race, BrokenLibraryLosesWritesAndIsCaught) {
     std::string broken = broken_lib();
     if (broken.empty() || !file_exists(broken))

@@ -1,7 +1,7 @@
 /* THE RACE TEST: writer threads against the merging scanner.
  *
  *   race_writers [--ms T] [--threads N] [--mib M] [--patterns P]
- *                [--burst B] [--pause-us U] [--seed S]
+ *                [--burst B] [--pause-us U] [--seed S] [--zero-pattern 0|1]
  *
  * A registered private anonymous region of M MiB starts as P patterns of
  * whole pages (lots of duplicates). N threads each own a disjoint set of pages
@@ -13,12 +13,16 @@
  * page with the shadow (a lost write shows up at once; the page is then
  * resynchronised so the run goes on). After B operations a thread sleeps U
  * microseconds, so that pages stay still long enough to be merged.
+ * With --zero-pattern 1 the first pattern is all zero bytes, so pages are
+ * also given back as zero pages (MADV_DONTNEED under a write-protect window)
+ * while the writers run.
  *
  * Afterwards the whole region must equal the shadow, right after the writers
  * stop and again after the scanner has had 300 ms to merge the final state.
  * Prints "mismatches=<bytes>" (all checks together) and exits 1 if nonzero.
  * "observed_shared" counts operations that found their page merged (pagemap
- * bit 61), i.e. evidence that merging and writing really overlapped.
+ * bit 61), i.e. evidence that merging and writing really overlapped;
+ * "observed_zero_freed" those that found it given back (not present).
  */
 #include "dtest.h"
 #include <pthread.h>
@@ -28,26 +32,31 @@ static unsigned char *region, *shadow;
 static unsigned char *base;     /* per page: byte of the last whole-page fill */
 static unsigned short *lastoff; /* per page: offset of the last poke */
 static size_t npages;
-static int nthreads, npatterns;
+static int nthreads, npatterns, zero_pattern;
 static long burst, pause_us;
 static uint64_t seed0;
 static atomic_int stop;
-static atomic_ulong mism_during, pages_hit, ops_total, shared_seen, fills, pokes, reverts;
+static atomic_ulong mism_during, pages_hit, ops_total, shared_seen, zero_seen, fills, pokes, reverts;
 
-static unsigned char pattern(int k) { return (unsigned char)(0xa1 + 17 * k); }
+static unsigned char pattern(int k) { return zero_pattern && k == 0 ? 0 : (unsigned char)(0xa1 + 17 * k); }
 
 static void *writer(void *arg)
 {
     long t = (long)arg;
     uint64_t s = seed0 * 1000003ULL + (uint64_t)t * 7919ULL + 1;
     size_t mine = (npages - (size_t)t + (size_t)nthreads - 1) / (size_t)nthreads;
-    unsigned long ops = 0, shared = 0, nf = 0, np = 0, nr = 0;
+    unsigned long ops = 0, shared = 0, freed = 0, nf = 0, np = 0, nr = 0;
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         for (long b = 0; b < burst; b++) {
             size_t pg = (size_t)t + (size_t)nthreads * (size_t)(dt_rng_next(&s) % mine);
             unsigned char *p = region + pg * DT_PAGE, *sh = shadow + pg * DT_PAGE;
-            if ((ops & 7) == 0 && (dt_pm_entry(p) & PM_FILE))
-                shared++;
+            if ((ops & 7) == 0) {
+                uint64_t e = dt_pm_entry(p);
+                if (e & PM_FILE)
+                    shared++;
+                else if (!(e & (PM_PRESENT | PM_SWAPPED)))
+                    freed++; /* given back as a zero page */
+            }
             if (memcmp(p, sh, DT_PAGE) != 0) {
                 size_t bad = dt_count_diff(p, sh, DT_PAGE);
                 atomic_fetch_add(&mism_during, bad);
@@ -83,6 +92,7 @@ static void *writer(void *arg)
     }
     atomic_fetch_add(&ops_total, ops);
     atomic_fetch_add(&shared_seen, shared);
+    atomic_fetch_add(&zero_seen, freed);
     atomic_fetch_add(&fills, nf);
     atomic_fetch_add(&pokes, np);
     atomic_fetch_add(&reverts, nr);
@@ -98,6 +108,7 @@ int main(int argc, char **argv)
     burst = dt_arg_long(argc, argv, "--burst", 64);
     pause_us = dt_arg_long(argc, argv, "--pause-us", 200);
     seed0 = (uint64_t)dt_arg_long(argc, argv, "--seed", 1);
+    zero_pattern = (int)dt_arg_long(argc, argv, "--zero-pattern", 0);
     if (nthreads < 1 || nthreads > 64 || npatterns < 1 || burst < 1) {
         fprintf(stderr, "bad arguments\n");
         return 2;
@@ -140,6 +151,7 @@ int main(int argc, char **argv)
     dt_out("pokes", "%lu", atomic_load(&pokes));
     dt_out("reverts", "%lu", atomic_load(&reverts));
     dt_out("observed_shared", "%lu", atomic_load(&shared_seen));
+    dt_out("observed_zero_freed", "%lu", atomic_load(&zero_seen));
     dt_out("shared_pages_at_end", "%zu", dt_file_pages(region, len));
     dt_out("pages_with_lost_writes", "%lu", atomic_load(&pages_hit));
     dt_out("mismatches_during", "%zu", during);
