@@ -124,9 +124,13 @@ void PageIndex::drop_candidates() {
     // Rebuild in place: keep the slot entries aside, clear the table and
     // put them back. A fresh table every pass would page-fault all of it in
     // again (the profile showed those faults in every pass).
+    // The slot entries go aside on the stack when they are few (a short pass
+    // at full speed must not mmap and munmap every time), else in a mapping.
     size_t slots = size_ - candidates_;
-    uint64_t* keep = slots ? static_cast<uint64_t*>(meta_alloc(slots * sizeof(uint64_t))) : nullptr;
-    if (slots && !keep) {  // no memory to rebuild: erase in place (slower, same result)
+    uint64_t on_stack[512];
+    bool mapped = slots > sizeof(on_stack) / sizeof(on_stack[0]);
+    uint64_t* keep = mapped ? static_cast<uint64_t*>(meta_alloc(slots * sizeof(uint64_t))) : on_stack;
+    if (!keep) {  // no memory to rebuild: erase in place (slower, same result)
         erase_candidates_in_place();
         return;
     }
@@ -136,7 +140,7 @@ void PageIndex::drop_candidates() {
     memset(table_, 0, capacity_ * sizeof(Entry));
     size_ = candidates_ = 0;
     for (size_t i = 0; i < n; ++i) insert_new(keep[i]);
-    meta_free(keep, slots * sizeof(uint64_t));
+    if (mapped) meta_free(keep, slots * sizeof(uint64_t));
 }
 
 }  // namespace dedup

@@ -482,3 +482,30 @@ TEST(PageIndex, DropCandidatesKeepsSlots) {
         for (uint64_t f = 2; f < n; ++f) EXPECT_EQ(c.find(key(f)), nullptr);
     }
 }
+
+// A rebuild with few slots (kept aside on the stack) and with exactly as
+// many as fit there, then one more (kept aside in a mapping): same result.
+TEST(PageIndex, DropCandidatesWithFewOrManySlots) {
+    for (size_t nslots : {1u, 100u, 511u, 512u, 513u, 2000u}) {
+        PageIndex ix;
+        uint64_t seed = 31 + nslots;
+        std::vector<uint64_t> keys = distinct_keys(nslots + 300, seed);
+        for (size_t i = 0; i < keys.size(); ++i) {
+            uint64_t v = i < nslots ? PageIndex::slot_value((uint32_t)i)
+                                    : PageIndex::candidate_value((uintptr_t)(i + 1) << 12);
+            ASSERT_TRUE(ix.put(keys[i], v));
+        }
+        ix.drop_candidates();
+        EXPECT_EQ(ix.size(), nslots) << nslots;
+        EXPECT_EQ(ix.candidates(), 0u) << nslots;
+        for (size_t i = 0; i < keys.size(); ++i) {
+            PageIndex::Entry* e = ix.find(keys[i]);
+            if (i < nslots) {
+                ASSERT_NE(e, nullptr) << nslots << " " << i;
+                EXPECT_EQ(e->value(), PageIndex::slot_value((uint32_t)i));
+            } else {
+                EXPECT_EQ(e, nullptr) << nslots << " " << i;
+            }
+        }
+    }
+}
