@@ -50,10 +50,14 @@ bool fault_is_ours(siginfo_t* si, void* uc) {
     s.lock.lock();  // waits for the scanner's window to close
     Region* r = s.regions.find(pg);
     bool writable = r && (r->prot & PROT_WRITE);
+    // Read under the lock, where no window is open: a window opened after we
+    // let go (the scanner may cover this page again before the write
+    // retries) changes it, so the retry's fault is still recognised.
+    uint64_t closed_seq = s.window_seq.load(std::memory_order_acquire);
     s.lock.unlock();
     if (!writable) return false;
     t_last_fault_page = pg;
-    t_last_fault_seq = s.window_seq.load(std::memory_order_acquire);
+    t_last_fault_seq = closed_seq;
     return true;
 }
 
