@@ -253,11 +253,28 @@ struct dt_pfn_ctx {
     size_t n;
 };
 
+/* The PFN a read of untouched anonymous memory maps: the kernel's shared
+ * zero page where it has one (then every such read shares it), else a page
+ * of a probe mapping that is never unmapped, so no other page can have its
+ * PFN. 0 when PFNs are hidden. */
+static inline uint64_t dt_zero_pfn(void)
+{
+    static uint64_t pfn = ~0ULL;
+    if (pfn == ~0ULL) {
+        volatile unsigned char *probe = mmap(NULL, DT_PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (probe == MAP_FAILED)
+            return 0;
+        (void)probe[0];
+        pfn = dt_pm_entry((const void *)probe) & PM_PFN_MASK;
+    }
+    return pfn;
+}
+
 static inline void dt_pfn_cb(size_t idx, uint64_t e, void *ctx)
 {
     (void)idx;
     struct dt_pfn_ctx *c = (struct dt_pfn_ctx *)ctx;
-    if ((e & PM_PRESENT) && (e & PM_PFN_MASK))
+    if ((e & PM_PRESENT) && (e & PM_PFN_MASK) && (e & PM_PFN_MASK) != dt_zero_pfn())
         c->pfns[c->n++] = e & PM_PFN_MASK;
 }
 
@@ -268,8 +285,10 @@ static inline int dt_cmp_u64(const void *a, const void *b)
 }
 
 /* The kernel selftest's range_maps_duplicates(): number of present pages that
- * map a PFN already mapped by another page of the range. Returns -1 when PFNs
- * are not visible (not CAP_SYS_ADMIN). */
+ * map a PFN already mapped by another page of the range. Pages that map the
+ * kernel's shared zero page (a read of untouched or discarded memory, on a
+ * kernel that has one) are not duplicates of ours and are left out. Returns
+ * -1 when PFNs are not visible (not CAP_SYS_ADMIN). */
 static inline long dt_dup_pfns(const void *addr, size_t len)
 {
     size_t pages = (len + DT_PAGE - 1) / DT_PAGE + 1;
@@ -278,7 +297,7 @@ static inline long dt_dup_pfns(const void *addr, size_t len)
     struct dt_pm st;
     dt_pm_scan(addr, len, &st, dt_pfn_cb, &c);
     long dups = 0;
-    if (st.present > 0 && c.n == 0) {
+    if (st.present > 0 && c.n == 0 && dt_zero_pfn() == 0) {
         dups = -1; /* PFNs hidden */
     } else {
         qsort(c.pfns, c.n, 8, dt_cmp_u64);
