@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "scanner/large_alloc.h"
+
 extern "C" {
 void* __libc_malloc(size_t);
 void __libc_free(void*);
@@ -93,17 +95,19 @@ void* bootstrap_alloc(size_t n, size_t align) {
         size_t end = p + n - base;
         if (end > sizeof(g_boot)) return nullptr;
         if (g_boot_used.compare_exchange_weak(used, end)) {
-            // The size, for realloc/usable_size, shifted past bit 1: that bit
-            // set (IS_MMAPPED, as in large_alloc's headers) sends free's fast
-            // path (large_surely_foreign) to the full path, which knows this
-            // buffer.
-            reinterpret_cast<size_t*>(p)[-1] = (n << 4) | 2;
+            // large_alloc's magic in the word before the size sends free's
+            // fast path (large_surely_foreign) to the full path, which knows
+            // this buffer. The size, for realloc/usable_size, is shifted past
+            // IS_MMAPPED (bit 1), so large_owns never takes the block for one
+            // of large_alloc's.
+            reinterpret_cast<uint64_t*>(p)[-2] = large_detail::kMagic;
+            reinterpret_cast<uint64_t*>(p)[-1] = (uint64_t)n << 4;
             memset(reinterpret_cast<void*>(p), 0, n);
             return reinterpret_cast<void*>(p);
         }
     }
 }
 
-size_t bootstrap_size(const void* p) { return reinterpret_cast<const size_t*>(p)[-1] >> 4; }
+size_t bootstrap_size(const void* p) { return (size_t)(reinterpret_cast<const uint64_t*>(p)[-1] >> 4); }
 
 }  // namespace dedup
