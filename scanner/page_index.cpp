@@ -16,6 +16,9 @@ PageIndex::~PageIndex() { clear(); }
 
 void PageIndex::clear() {
     meta_free(table_, capacity_ * sizeof(Entry));
+    meta_free(keep_, keep_cap_ * sizeof(uint64_t));
+    keep_ = nullptr;
+    keep_cap_ = 0;
     table_ = nullptr;
     capacity_ = size_ = candidates_ = 0;
     shift_ = 64;
@@ -124,23 +127,28 @@ void PageIndex::drop_candidates() {
     // Rebuild in place: keep the slot entries aside, clear the table and
     // put them back. A fresh table every pass would page-fault all of it in
     // again (the profile showed those faults in every pass).
-    // The slot entries go aside on the stack when they are few (a short pass
-    // at full speed must not mmap and munmap every time), else in a mapping.
+    // The slot entries go aside in a buffer kept from pass to pass (a short
+    // pass at full speed must not mmap and munmap every time).
     size_t slots = size_ - candidates_;
-    uint64_t on_stack[512];
-    bool mapped = slots > sizeof(on_stack) / sizeof(on_stack[0]);
-    uint64_t* keep = mapped ? static_cast<uint64_t*>(meta_alloc(slots * sizeof(uint64_t))) : on_stack;
-    if (!keep) {  // no memory to rebuild: erase in place (slower, same result)
-        erase_candidates_in_place();
-        return;
+    if (slots > keep_cap_) {
+        size_t cap = keep_cap_ ? keep_cap_ : 512;
+        while (cap < slots) cap *= 2;
+        void* k = meta_alloc(cap * sizeof(uint64_t));
+        if (!k) {  // no memory to rebuild: erase in place (slower, same result)
+            erase_candidates_in_place();
+            return;
+        }
+        meta_free(keep_, keep_cap_ * sizeof(uint64_t));
+        keep_ = static_cast<uint64_t*>(k);
+        keep_cap_ = cap;
     }
+    uint64_t* keep = keep_;
     size_t n = 0;
     for (size_t i = 0; i < capacity_ && n < slots; ++i)
         if (table_[i].word_ && !word_is_candidate(table_[i].word_)) keep[n++] = table_[i].word_;
     memset(table_, 0, capacity_ * sizeof(Entry));
     size_ = candidates_ = 0;
     for (size_t i = 0; i < n; ++i) insert_new(keep[i]);
-    if (mapped) meta_free(keep, slots * sizeof(uint64_t));
 }
 
 }  // namespace dedup

@@ -75,7 +75,7 @@ public:
     void clear();
     size_t size() const { return size_; }
     size_t candidates() const { return candidates_; }
-    size_t bytes() const { return capacity_ * sizeof(Entry); }
+    size_t bytes() const { return capacity_ * sizeof(Entry); }  // the table (drop_candidates' buffer aside)
 
     // The table grows (doubles) before size would pass capacity * 3/4.
     static constexpr size_t kMaxLoadNum = 3, kMaxLoadDen = 4;
@@ -104,6 +104,8 @@ private:
     unsigned shift_ = 64;  // 64 - log2(capacity_)
     size_t size_ = 0;
     size_t candidates_ = 0;  // entries that are candidate pages
+    uint64_t* keep_ = nullptr;  // drop_candidates' slot entries, kept between passes
+    size_t keep_cap_ = 0;
 };
 
 static_assert(sizeof(PageIndex::Entry) == 8, "an index entry is one word");
