@@ -471,6 +471,20 @@ void forget_page(State& s, PageMeta& m) {
     m.hash32 = 0;
 }
 
+namespace {
+
+// Whether the page, looked at now with hash h, will most likely be acted on
+// in this batch: it equals a canonical page, or it is stable and zero or
+// has a candidate to pair with. Only bounds the batch window.
+bool likely_action(State& s, const PageMeta& m, uint64_t h) {
+    PageIndex::Entry* e = s.index.find(h);
+    if (e && PageIndex::is_slot(e->value())) return true;
+    if (m.hash32 != hash32(h)) return false;
+    return h == s.zero_hash || (e && PageIndex::is_candidate(e->value()));
+}
+
+}  // namespace
+
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     size_t n = (r.end - from) / kPageSize;
     if (may_be_huge(s, r)) {
@@ -487,17 +501,17 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     // Without pagemap we cannot tell untouched pages (reading them would
     // allocate memory here: no zero page) from present ones: skip.
     if (!read_pagemap(from, n, pm)) return n;
-    static Run run;  // only the scanner thread, under the lock, uses it
-    run.kind = Act::kNone;
-    run.n = 0;
-    g_batch.r = &r;
-    g_batch.batch_end = from + n * kPageSize;
+    // First the bookkeeping and the hashes of the whole batch, so that the
+    // batch window can end at the last page likely to be acted on: pages
+    // the program is writing past it are never write-protected, and no
+    // hashing happens while the window is open.
+    static uint64_t hashes[kMaxBatch];  // only the scanner thread, under the lock, uses these
+    static bool looked[kMaxBatch];
+    size_t window_end = 0;  // pages [0, window_end) may be covered by the batch window
     for (size_t i = 0; i < n; ++i) {
         uintptr_t addr = from + i * kPageSize;
         PageMeta& m = r.at(addr);
         bool present = pm[i] & kPmPresent, file = pm[i] & kPmFile;
-        Action a;
-        uint64_t h = 0;
         bool look = true;
         if (has_slot(m.state)) {
             if (present && !file) {  // written since the merge: the kernel made a private copy
@@ -516,9 +530,29 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
                 look = false;
             }
         }
-        if (look && present && !file) {
-            h = page_hash(page(addr));
-            ++s.stats.pages_scanned;
+        looked[i] = look && present && !file;
+        if (!looked[i]) continue;
+        hashes[i] = page_hash(page(addr));
+        ++s.stats.pages_scanned;
+        if (likely_action(s, m, hashes[i])) window_end = i + 1;
+    }
+    static Run run;
+    run.kind = Act::kNone;
+    run.n = 0;
+    g_batch.r = &r;
+    g_batch.batch_end = from + window_end * kPageSize;
+    for (size_t i = 0; i < n; ++i) {
+        uintptr_t addr = from + i * kPageSize;
+        PageMeta& m = r.at(addr);
+        Action a;
+        uint64_t h = hashes[i];
+        if (looked[i]) {
+            // A page the program changed since the last look: it is writing
+            // here, so the batch window closes rather than stand in its way.
+            if (m.hash32 && m.hash32 != hash32(h)) {
+                flush(s, r, run);
+                close_batch_window(s);
+            }
             a = choose(s, addr, m, h);
         }
         if (a.kind == Act::kNone) {
