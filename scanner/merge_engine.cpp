@@ -204,6 +204,23 @@ bool extends(const Run& run, const Action& a, uintptr_t addr) {
     return false;
 }
 
+// VMAs a merged piece [a, a+len) of r keeps: one for each side where it
+// cuts an anonymous VMA in two. A side next to a merged page is already a
+// VMA boundary; a side at the region's edge is counted (a neighbouring VMA
+// may have merged with the region's), and so is a piece that lies in a
+// memfd VMA already (written since its merge, or moving to a new store):
+// it may cut that VMA on both sides. 2 was charged for every merge; in a
+// scattered layout half the merges are next to another merged page, and
+// the overcharged estimate stopped merging early.
+uint64_t vma_cost(Region& r, uintptr_t a, size_t len) {
+    uintptr_t b = a + len;
+    for (uintptr_t p = a; p < b; p += kPageSize)
+        if (in_file_vma(r.at(p).state)) return 2;
+    uint64_t left = a == r.start || !in_file_vma(r.at(a - kPageSize).state);
+    uint64_t right = b == r.end || !in_file_vma(r.at(b).state);
+    return left + right;
+}
+
 // The batch window: one write-protect window from the first zero or slot run
 // of a batch to the batch's end, opened by that run and closed when the
 // batch ends, so that the runs after it need no mprotect of their own (a
@@ -238,12 +255,13 @@ bool open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act kind) {
     size_t len = n * kPageSize;
     // Inside the batch window a zero run splits nothing; a merge keeps the
     // two VMAs around its piece.
-    if (in_batch_window(r, start, len) && (kind == Act::kZero || s.vmas.can_afford(2))) return true;
+    uint64_t cost = kind == Act::kZero ? 0 : vma_cost(r, start, len);
+    if (in_batch_window(r, start, len) && s.vmas.can_afford(cost)) return true;
     // A merge keeps the two VMAs its window splits off. Giving back zero
     // pages keeps none: the window's pieces merge again when it closes, so
     // it may use the reserve for that moment, and every zero page is given
     // back however many VMAs the merges hold.
-    bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : s.vmas.can_afford(2);
+    bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : s.vmas.can_afford(cost);
     if (!afford) { s.stats.pass_budget_skips += n; return false; }
     uint64_t splits = thp_splits_for(s, r, start, len);
     // Zero pages inside a huge page are most often a huge page being
@@ -322,6 +340,7 @@ long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t f
         ++k;
     bool remapped = false;
     if (k) {
+        uint64_t cost = vma_cost(r, start, k * kPageSize);  // before the pages change state
         if (s.store.map_run(start, first_slot, k)) {
             remapped = k == n && remaps_with_app_prot(s, r, first_slot);
             for (size_t i = 0; i < k; ++i) {
@@ -331,7 +350,7 @@ long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t f
                 s.store.ref(first_slot + (uint32_t)i);
             }
             reapply_flags(r.flags, start, k * kPageSize);
-            s.vmas.spent(2);
+            s.vmas.spent(cost);
             s.stats.pages_merged += k;
             ++s.stats.merge_runs;
         } else {

@@ -118,8 +118,8 @@ void VmaBudget::recount() {
     last_cost_ns_ = last_recount_ns_ - t0;
 }
 
-bool VmaBudget::recount_if_older(uint64_t min_age_ns) {
-    uint64_t age = kCountCostFactor * last_cost_ns_;
+bool VmaBudget::recount_if_older(uint64_t min_age_ns, uint64_t cost_factor) {
+    uint64_t age = cost_factor * last_cost_ns_;
     if (age < min_age_ns) age = min_age_ns;
     if (monotonic_ns() - last_recount_ns_ < age) return false;
     recount();
@@ -140,8 +140,9 @@ bool VmaBudget::can_afford_briefly(uint64_t cost) {
 
 bool VmaBudget::can_afford_under(uint64_t cost, uint64_t ceiling) {
     if (estimate_ + cost <= ceiling) return true;
-    // The estimate only grows between recounts; look again, at most every 50 ms.
-    recount_if_older(50 * 1000000ull);
+    // The estimate only grows between recounts; look again, at most every
+    // 50 ms and no more than a tenth of the time.
+    recount_if_older(50 * 1000000ull, kAtBudgetCostFactor);
     return estimate_ + cost <= ceiling;
 }
 

@@ -29,8 +29,9 @@ public:
     // kCountCostFactor times what the last count took: reading
     // /proc/self/maps costs about a microsecond a VMA, and a process with
     // 200,000 merged pieces must not spend its scanner on counting them.
-    // Returns true if it counted.
-    bool recount_if_older(uint64_t min_age_ns);
+    // Returns true if it counted. Where the count decides whether merging
+    // may go on (the estimate at the budget), a smaller factor is passed.
+    bool recount_if_older(uint64_t min_age_ns, uint64_t cost_factor = kCountCostFactor);
     // The exact count at the last recount.
     uint64_t last_count() const { return last_count_; }
     uint64_t estimate() const { return estimate_; }
@@ -38,6 +39,7 @@ public:
     uint64_t limit() const { return limit_; }
 
     static constexpr uint64_t kCountCostFactor = 50;  // counting: at most 2% of the time
+    static constexpr uint64_t kAtBudgetCostFactor = 10;  // at the budget: at most 10%
 
 private:
     bool can_afford_under(uint64_t cost, uint64_t ceiling);
