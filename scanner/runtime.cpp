@@ -287,7 +287,7 @@ bool give_back_vmas(State& s, bool at_limit) {
     uint64_t n = count_vmas();
     uint64_t reserve = max - s.vmas.limit();
     if (at_limit && n + 64 < max) return false;  // ENOMEM for another reason
-    if (!at_limit && n <= s.vmas.limit()) return false;
+    if (!at_limit && n <= s.vmas.pressure_threshold()) return false;
     uint64_t target = s.vmas.limit() - reserve / 4;  // a margin below the budget
     bool freed = false;
     while (n >= target) {

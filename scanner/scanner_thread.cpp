@@ -90,8 +90,8 @@ void end_of_pass(State& s) {
     s.vmas.recount_if_older(1000 * 1000000ull);
 }
 
-// True when an exact count shows the process past the budget while we hold
-// merged pieces. Twice a second; while the last count was below half the
+// True when an exact count shows the program a quarter of the way into the
+// reserve while we hold merged pieces. Twice a second; while the last count was below half the
 // budget, no more often than the count's cost allows (a program with
 // 200,000 merged pieces and room for a million).
 bool check_vma_pressure(State& s) {
@@ -102,7 +102,7 @@ bool check_vma_pressure(State& s) {
     if (s.stats.merge_runs.load(std::memory_order_relaxed) == 0) return false;
     if (s.vmas.last_count() * 2 >= s.vmas.limit()) s.vmas.recount();
     else s.vmas.recount_if_older(0);
-    return s.vmas.last_count() > s.vmas.limit();
+    return s.vmas.last_count() > s.vmas.pressure_threshold();
 }
 
 // One lock hold: up to kPagesPerHold pages, across as many (small) regions

@@ -37,6 +37,11 @@ public:
     uint64_t estimate() const { return estimate_; }
     uint64_t max_map_count() const { return max_; }
     uint64_t limit() const { return limit_; }
+    // Where the program, not our merges, has grown into the reserve enough
+    // that merged pieces must be given back: a quarter of the way in. (Our
+    // merges stop at limit(); a threshold right there made the program's
+    // first new VMA undo every merge once the estimate was exact.)
+    uint64_t pressure_threshold() const { return limit_ + (max_ - limit_) / 4; }
 
     static constexpr uint64_t kCountCostFactor = 50;  // counting: at most 2% of the time
     static constexpr uint64_t kAtBudgetCostFactor = 10;  // at the budget: at most 10%
