@@ -253,15 +253,15 @@ void close_batch_window(State& s) {
 // be merged now; true means the caller must close_run_window().
 bool open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act kind) {
     size_t len = n * kPageSize;
-    // Inside the batch window a zero run splits nothing; a merge keeps the
-    // two VMAs around its piece.
+    // A merge keeps the VMAs vma_cost() counts (none between two merged
+    // pages). Giving back zero pages keeps none: inside the batch window it
+    // splits nothing, and its own window's pieces merge again when it
+    // closes, so it may use the reserve for that moment: every zero page is
+    // given back however many VMAs the merges hold.
     uint64_t cost = kind == Act::kZero ? 0 : vma_cost(r, start, len);
-    if (in_batch_window(r, start, len) && s.vmas.can_afford(cost)) return true;
-    // A merge keeps the two VMAs its window splits off. Giving back zero
-    // pages keeps none: the window's pieces merge again when it closes, so
-    // it may use the reserve for that moment, and every zero page is given
-    // back however many VMAs the merges hold.
-    bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : s.vmas.can_afford(cost);
+    bool fits = cost == 0 || s.vmas.can_afford(cost);
+    if (in_batch_window(r, start, len) && fits) return true;
+    bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : fits;
     if (!afford) { s.stats.pass_budget_skips += n; return false; }
     uint64_t splits = thp_splits_for(s, r, start, len);
     // Zero pages inside a huge page are most often a huge page being
