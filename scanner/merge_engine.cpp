@@ -221,17 +221,19 @@ uint64_t vma_cost(Region& r, uintptr_t a, size_t len) {
     return left + right;
 }
 
-// The batch window: one write-protect window from the first zero or slot run
-// of a batch to the batch's end, opened by that run and closed when the
-// batch ends, so that the runs after it need no mprotect of their own (a
-// scattered layout has one page a run: the window's mprotect, and its two
-// splits and merges of the VMA, were a third of a merge's syscalls and most
-// of a zero page's). The mm lock is held for the whole batch, so a write
-// into the window waits in the fault handler as for any window. Only the
-// scanner thread, under the lock, uses it.
+// The batch window: one write-protect window opened by the first zero or
+// slot run of a batch and closed when the batch ends, so that the runs
+// after it need no mprotect of their own. A scattered layout has one page a
+// run, and a window's mprotect, with its two splits and merges of the VMA,
+// was a third of a merge's syscalls and most of a zero page's. The window
+// reaches no further than the batch's last page likely to be merged
+// (`limit`), nor past the next page already merged, and closes early at a
+// page the program is changing. The mm lock is held for the whole batch,
+// so a write into the window waits in the fault handler as for any window.
+// Only the scanner thread, under the lock, uses it.
 struct BatchWindow {
     Region* r = nullptr;       // the batch's region (nullptr: not in a batch)
-    uintptr_t batch_end = 0;
+    uintptr_t limit = 0;       // the window never reaches past this address
     uintptr_t start = 0, end = 0;  // the open window (start == end: none)
 };
 BatchWindow g_batch;
@@ -276,11 +278,11 @@ bool open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act kind) {
     // next page already merged, since changing the protection of every
     // memfd piece of a fragmented region twice cost more (244 us an
     // mprotect at the VMA budget) than the windows it saved.
-    uintptr_t batch_end = end;
+    uintptr_t window_end = end;
     if (g_batch.r == &r && !may_be_huge(s, r))
-        while (batch_end < g_batch.batch_end && !in_file_vma(r.at(batch_end).state)) batch_end += kPageSize;
-    if (batch_end > end && kw_window_open(start, batch_end - start, 0, 0)) {
-        end = batch_end;
+        while (window_end < g_batch.limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
+    if (window_end > end && kw_window_open(start, window_end - start, 0, 0)) {
+        end = window_end;
     } else if (!kw_window_open(start, len, 0, 0)) {
         ++s.stats.pinned_skips;
         return false;
@@ -532,7 +534,7 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     // hashing happens while the window is open.
     static uint64_t hashes[kMaxBatch];  // only the scanner thread, under the lock, uses these
     static bool looked[kMaxBatch];
-    size_t window_end = 0;  // pages [0, window_end) may be covered by the batch window
+    size_t likely_end = 0;  // pages [0, likely_end) may be covered by the batch window
     for (size_t i = 0; i < n; ++i) {
         uintptr_t addr = from + i * kPageSize;
         PageMeta& m = r.at(addr);
@@ -559,13 +561,13 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
         if (!looked[i]) continue;
         hashes[i] = page_hash(page(addr));
         ++s.stats.pages_scanned;
-        if (likely_action(s, m, hashes[i])) window_end = i + 1;
+        if (likely_action(s, m, hashes[i])) likely_end = i + 1;
     }
     static Run run;
     run.kind = Act::kNone;
     run.n = 0;
     g_batch.r = &r;
-    g_batch.batch_end = from + window_end * kPageSize;
+    g_batch.limit = from + likely_end * kPageSize;
     for (size_t i = 0; i < n; ++i) {
         uintptr_t addr = from + i * kPageSize;
         PageMeta& m = r.at(addr);
