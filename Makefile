@@ -8,7 +8,8 @@ CFLAGS   ?= -O2 -g
 LIB_CXXFLAGS := $(CXXFLAGS) $(WARN) -std=c++17 -fPIC -fno-exceptions -fno-rtti \
                 -fvisibility=hidden -pthread -ftls-model=initial-exec -I.
 
-SCANNER_SRCS := $(wildcard scanner/*.cpp)
+SCANNER_SRCS := $(wildcard scanner/*.cpp scanner/os/*.cpp)
+LIB_HDRS     := $(wildcard scanner/*.h scanner/os/*.h shim/*.h)
 SHIM_SRCS    := $(wildcard shim/*.cpp)
 LIB_OBJS     := $(patsubst %.cpp,$(BUILD)/obj/%.o,$(SCANNER_SRCS) $(SHIM_SRCS))
 
@@ -27,7 +28,7 @@ lib: $(BUILD)/libdedup.so
 deps:
 	./scripts/install-deps.sh
 
-$(BUILD)/obj/%.o: %.cpp $(wildcard scanner/*.h shim/*.h)
+$(BUILD)/obj/%.o: %.cpp $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LIB_CXXFLAGS) -c $< -o $@
 
@@ -36,12 +37,12 @@ $(BUILD)/libdedup.so: $(LIB_OBJS)
 
 # Test-only: a library whose merge skips the write protection, so it loses
 # writes under races. The race test must catch it (proves it can fail).
-$(BUILD)/libdedup-broken.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
+$(BUILD)/libdedup-broken.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_MERGE -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
 	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
 # Unit tests link the scanner (no interposition) straight into the test binary.
-$(BUILD)/unit_tests: $(UNIT_SRCS) $(SCANNER_SRCS) $(wildcard scanner/*.h)
+$(BUILD)/unit_tests: $(UNIT_SRCS) $(SCANNER_SRCS) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(UNIT_SRCS) $(SCANNER_SRCS) \
 	    -o $@ -lgtest -lgtest_main -lunwind
@@ -72,12 +73,12 @@ unit: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
 
 # Test-only: pins are ignored, so a read(2) can land in a write-protect window.
-$(BUILD)/libdedup-nopin.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
+$(BUILD)/libdedup-nopin.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_NO_PIN -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
 	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
 # Test-only: remapped pieces lose DONTFORK/DONTDUMP/HUGEPAGE advice.
-$(BUILD)/libdedup-noflags.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(wildcard scanner/*.h shim/*.h)
+$(BUILD)/libdedup-noflags.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_DROP_FLAGS -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
 	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 

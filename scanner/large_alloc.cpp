@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <sys/mman.h>
 
-#include "scanner/runtime.h"
+#include "scanner/registration.h"
 
 namespace dedup {
 namespace {
@@ -109,13 +109,13 @@ void* large_alloc(size_t size, size_t align, bool* fresh) {
     Block b = align == 16 ? cache_take(len) : Block{0, 0};
     if (fresh) *fresh = b.base == 0;
     if (!b.base) {
-        long r = rt_mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        long r = map_and_register(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (r < 0 && r > -4096) return nullptr;
         b = Block{(uintptr_t)r, len};
     }
     uintptr_t p = (b.base + 16 + align - 1) & ~(uintptr_t)(align - 1);
     if ((p & 4095) == 0 && !aligned_insert(p)) {  // table full: let the next allocator serve it
-        rt_munmap(reinterpret_cast<void*>(b.base), b.len);
+        unmap_and_forget(reinterpret_cast<void*>(b.base), b.len);
         if (fresh) *fresh = false;
         return nullptr;
     }
@@ -138,7 +138,7 @@ void large_free(void* p) {
     h[0] = 0;  // a stale pointer freed twice is not ours any more
     if (((uintptr_t)p & 4095) == 0) aligned_erase((uintptr_t)p);
     if (cache_put(Block{base, len})) return;
-    rt_munmap(reinterpret_cast<void*>(base), len);
+    unmap_and_forget(reinterpret_cast<void*>(base), len);
 }
 
 }  // namespace dedup

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "scanner/sys.h"
+#include "scanner/os/sys.h"
 
 namespace dedup {
 namespace {

@@ -3,7 +3,7 @@
 #include <atomic>
 #include <sys/mman.h>
 
-#include "scanner/sys.h"
+#include "scanner/os/sys.h"
 
 namespace dedup {
 namespace {

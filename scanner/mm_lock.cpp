@@ -2,7 +2,7 @@
 
 #include <linux/futex.h>
 
-#include "scanner/sys.h"
+#include "scanner/os/sys.h"
 
 namespace dedup {
 namespace {

@@ -123,6 +123,46 @@ void RegionRegistry::coalesce(uintptr_t start, uintptr_t end) {
     }
 }
 
+bool RegionRegistry::relocate(uintptr_t from, uintptr_t from_end, uintptr_t to, bool keep_old) {
+    size_t first = lower_bound(from), last = first;
+    while (last < count_ && regions_[last].start < from_end) ++last;
+    size_t n = last - first;
+    if (n == 0) return true;
+    Region* moving = static_cast<Region*>(meta_alloc(n * sizeof(Region)));
+    if (!moving || !reserve(count_ + (keep_old ? n : 0))) {
+        meta_free(moving, n * sizeof(Region));
+        return false;
+    }
+    memcpy(moving, &regions_[first], n * sizeof(Region));
+    memmove(&regions_[first], &regions_[last], (count_ - last) * sizeof(Region));
+    count_ -= n;
+    if (keep_old)  // fresh records (a failure leaves that part unregistered: never merged)
+        for (size_t i = 0; i < n; ++i) insert(moving[i].start, moving[i].end, moving[i].prot, moving[i].flags, moving[i].site);
+    for (size_t i = 0; i < n; ++i) {
+        Region r = moving[i];
+        uintptr_t delta_start = r.start - from;
+        r.end = to + delta_start + r.pages() * kPageSize;
+        r.start = to + delta_start;
+        size_t at = lower_bound(r.start);
+        memmove(&regions_[at + 1], &regions_[at], (count_ - at) * sizeof(Region));
+        regions_[at] = r;
+        ++count_;
+    }
+    meta_free(moving, n * sizeof(Region));
+    coalesce(to, to + (from_end - from));
+    return true;
+}
+
+bool RegionRegistry::grow_tail(uintptr_t end, uintptr_t new_end) {
+    Region* last = find(end - kPageSize);
+    if (!last || new_end <= end) return true;
+    int prot = last->prot;
+    uint32_t flags = last->flags, site = last->site;
+    if (!insert(end, new_end, prot, flags, site)) return false;
+    coalesce(end, new_end);
+    return true;
+}
+
 void RegionRegistry::clear() {
     for (size_t i = 0; i < count_; ++i) free_region_meta(regions_[i]);
     count_ = 0;

@@ -13,7 +13,6 @@ enum RegionFlags : uint32_t {
     kRegAdvised = 1u << 0,      // madvise(MADV_MERGEABLE) was given
     kRegUnmergeable = 1u << 1,  // madvise(MADV_UNMERGEABLE) was given
     kRegExcluded = 1u << 2,     // WIPEONFORK, mlock: never merge
-    kRegMalloc = 1u << 3,       // a large malloc block the shim serves
     kRegDontfork = 1u << 4,     // flags re-applied to every remapped piece
     kRegDontdump = 1u << 5,
     kRegHugepage = 1u << 6,
@@ -21,8 +20,6 @@ enum RegionFlags : uint32_t {
     kRegRandom = 1u << 8,
     kRegSequential = 1u << 9,
 };
-constexpr uint32_t kRegReapplyMask =
-    kRegDontfork | kRegDontdump | kRegHugepage | kRegNohugepage | kRegRandom | kRegSequential;
 
 // Per-page metadata lives in blocks shared by every piece of one
 // registration: splitting a region (mprotect, madvise, partial munmap of a
@@ -69,6 +66,15 @@ public:
     void remove(uintptr_t start, uintptr_t end, F&& on_page);
     // Merges adjacent regions with identical prot and flags around [start, end).
     void coalesce(uintptr_t start, uintptr_t end);
+    // mremap moved [from, from_end) (whole regions: isolate() first) to `to`:
+    // the regions there move with their pages' records. With keep_old
+    // (MREMAP_DONTUNMAP) the old range stays registered, with fresh records
+    // (its pages are gone; left unregistered if metadata memory runs out).
+    // False if metadata memory ran out: nothing moved.
+    bool relocate(uintptr_t from, uintptr_t from_end, uintptr_t to, bool keep_old);
+    // mremap grew the mapping that ends at `end` to new_end: registers the
+    // tail like the region that ends there.
+    bool grow_tail(uintptr_t end, uintptr_t new_end);
     bool overlaps(uintptr_t start, uintptr_t end) const;
 
     size_t count() const { return count_; }

@@ -1,10 +1,12 @@
 #include "scanner/rotation.h"
 
 #include "scanner/log.h"
-#include "scanner/merge_engine.h"
+#include "scanner/merge.h"
 #include "scanner/meta_alloc.h"
+#include "scanner/os/clock.h"
+#include "scanner/os/proc.h"
 #include "scanner/state.h"
-#include "scanner/vma_budget.h"
+#include "scanner/unmerge.h"
 
 namespace dedup {
 namespace {
@@ -135,7 +137,7 @@ size_t finish_leftovers(State& s) {
         rot.leftover_ino = 0;
         return n == 0 ? 1 : 0;
     }
-    for (long i = 0; i < n && i < kBatch; ++i) unmerge_range(s, lo[i], hi[i]);
+    for (long i = 0; i < n && i < kBatch; ++i) unmerge_range(s, lo[i], hi[i], Unmerge::kWhenFree);
     if (rot.leftover_tries) rot.next_try_ns = now + 100 * 1000000ull;  // wait before trying again
     return 1;
 }

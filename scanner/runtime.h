@@ -1,19 +1,34 @@
-// The C++ entry points the interposition layer (shim/) calls: one per
-// intercepted operation, kernel-style results (value or -errno) so the shim
-// alone decides what errno the application sees. Everything here is safe to
-// call before initialisation and from any thread.
+// The runtime's API: the one header the interposition layer (shim/) includes.
+// One entry point per intercepted operation. Results are kernel-style (value
+// or -errno) where the operation is a system call, so that the shim alone
+// decides what errno the application sees; allocation entries behave as the
+// libc functions they stand for. Everything here is safe to call before
+// initialisation and from any thread.
+//
+// Where each entry lives (docs/DESIGN.md has the map):
+//   runtime.cpp       memory calls (mmap ... prctl), start and exit
+//   advice.cpp        madvise, process_madvise
+//   allocator.cpp     malloc and friends
+//   signals.cpp       sigaction, sigprocmask
+//   write_window.cpp  pins for syscalls the kernel writes through
+//   descriptors.cpp   the shim's own file descriptors
 #pragma once
-#include <sys/uio.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 namespace dedup {
 
-// False when DEDUP_DISABLE=1 or while this thread is initialising the
-// runtime (calls then go straight to the kernel / libc).
-bool rt_active();
+// ---- start and exit -----------------------------------------------------------
+// The library's constructor: initialises (reads DEDUP_*). False when
+// DEDUP_DISABLE=1.
+bool rt_start();
+// The library's destructor: stops the scanner, writes the summary and stats.
+void rt_shutdown();
 
+// ---- memory calls -------------------------------------------------------------
 long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
 long rt_munmap(void* addr, size_t len);
 long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* new_addr);
@@ -25,7 +40,6 @@ long rt_mlock(void* addr, size_t len, unsigned flags);  // mlock / mlock2
 long rt_munlock(void* addr, size_t len);
 long rt_mlockall(int flags);
 long rt_munlockall();
-
 // prctl(PR_SET_MEMORY_MERGE / PR_GET_MEMORY_MERGE), as the kernel documents
 // them since 6.4: 1 merges every registered region (as DEDUP_SCOPE=all), 0
 // stops merging and unmerges everything. Returns the prctl result or -errno;
@@ -33,30 +47,56 @@ long rt_munlockall();
 long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5,
                            bool* handled);
 
-// Signals: the shim keeps SIGSEGV for itself and shows the application its
-// own disposition.
-long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old);
+// ---- allocation (as the libc functions) ----------------------------------------
+// Blocks of at least DEDUP_MALLOC_MIN come from the shim's own registered
+// mappings; everything else from the allocator the program would have used.
+void* rt_malloc(size_t n);
+void rt_free(void* p);
+void* rt_calloc(size_t n, size_t size);
+void* rt_realloc(void* p, size_t n);
+void* rt_reallocarray(void* p, size_t n, size_t size);
+int rt_posix_memalign(void** out, size_t align, size_t n);
+void* rt_aligned_alloc(size_t align, size_t n);
+void* rt_memalign(size_t align, size_t n);
+void* rt_valloc(size_t n);
+void* rt_pvalloc(size_t n);
+size_t rt_malloc_usable_size(void* p);
 
-// The shim's private file descriptors (its kept files, scanner/kept_file.h,
-// and the DEDUP_LOG file).
+// ---- signals --------------------------------------------------------------------
+// `next` is the libc function the shim would otherwise have called.
+using RtSigmaskFn = int (*)(int, const sigset_t*, sigset_t*);
+long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old);
+int rt_sigmask(RtSigmaskFn next, int how, const sigset_t* set, sigset_t* old);
+
+// ---- syscalls the kernel writes through ---------------------------------------------
+// Pins [buf, buf+len) for the duration of a call such as read(2), so that no
+// write-protect window opens over it (the call would fail with EFAULT).
+int rt_kernel_write_pin(uintptr_t buf, size_t len);
+void rt_kernel_write_unpin(int token);
+class KernelWritePin {
+public:
+    KernelWritePin(const void* buf, size_t len) : token_(rt_kernel_write_pin((uintptr_t)buf, len)) {}
+    ~KernelWritePin() { rt_kernel_write_unpin(token_); }
+    KernelWritePin(const KernelWritePin&) = delete;
+    KernelWritePin& operator=(const KernelWritePin&) = delete;
+
+private:
+    int token_;
+};
+
+// ---- the shim's own file descriptors --------------------------------------------------
+// Its kept files (os/kept_file.h) and the DEDUP_LOG file: invisible to the
+// program (the shim answers EBADF for them).
 bool rt_owns_fd(int fd);
 // The shim's descriptors, ascending; returns how many (at most kMaxShimFds).
 constexpr int kMaxShimFds = 5;
 int rt_fds(int out[kMaxShimFds]);
-// Moves the shim's fd away from `fd` (the application dup2s onto it).
+// Moves the shim's descriptor away from `fd` (the program dup2s onto it).
 void rt_vacate_fd(int fd);
-
-// At exit: stops the scanner, writes the summary and the stats file.
-void rt_shutdown();
-
-// Called by the scanner thread between batches (no lock held): refreshes the
-// live stats file in /dev/shm every second, and with DEDUP_STATS_INTERVAL_MS
-// logs a line and refreshes DEDUP_STATS_FILE.
-void rt_live_tick();
-
-// Called by the scanner (no lock held) after an exact VMA count showed the
-// process past the budget because the program itself grew: gives VMAs back
-// (unmerges the most fragmented regions) while there is still room to.
-bool rt_relieve_vma_pressure();
+// close(2), dup2/dup3 (flags -1: dup2) and close_range(2) that treat the
+// shim's descriptors as not open, and close everything else asked for.
+long rt_close(int fd);
+long rt_dup3(int oldfd, int newfd, int flags);
+long rt_close_range(unsigned first, unsigned last, int flags);
 
 }  // namespace dedup

@@ -9,15 +9,16 @@
 #include <string.h>
 #include <time.h>
 
-#include "scanner/sys.h"
-#include "scanner/vma_budget.h"
-
+#include "scanner/batch_scan.h"
 #include "scanner/config.h"
-#include "scanner/kept_file.h"
 #include "scanner/log.h"
-#include "scanner/merge_engine.h"
-#include "scanner/runtime.h"
+#include "scanner/merge.h"
+#include "scanner/os/clock.h"
+#include "scanner/os/proc.h"
+#include "scanner/reports.h"
 #include "scanner/state.h"
+#include "scanner/unmerge.h"
+#include "scanner/vma_giveback.h"
 
 namespace dedup {
 namespace {
@@ -32,19 +33,9 @@ std::atomic<bool> g_have_clock{false};
 // counts the thread-group leader even as a zombie (its thread exited with
 // pthread_exit while others run), and reports the leader's state.
 bool scanner_is_alone() {
-    KeptFile& status = kept_files().status;
-    if (!status.ensure("/proc/self/status", O_RDONLY)) return false;
-    char buf[4096];
-    long n = status.pread(buf, sizeof(buf) - 1, 0);
-    if (n <= 0) return false;
-    buf[n] = 0;
-    const char* t = strstr(buf, "\nThreads:");
-    const char* st = strstr(buf, "\nState:");
-    if (!t || !st) return false;
-    int threads = atoi(t + 9);
-    const char* c = st + 7;
-    while (*c == ' ' || *c == '\t') ++c;
-    bool leader_zombie = *c == 'Z';
+    int threads = 0;
+    bool leader_zombie = false;
+    if (!read_thread_state(&threads, &leader_zombie)) return false;
     return threads == 1 || (threads == 2 && leader_zombie);
 }
 
@@ -90,21 +81,6 @@ void end_of_pass(State& s) {
     s.vmas.recount_if_older(1000 * 1000000ull);
 }
 
-// True when an exact count shows the program a quarter of the way into the
-// reserve while we hold merged pieces. Twice a second; while the last count was below half the
-// budget, no more often than the count's cost allows (a program with
-// 200,000 merged pieces and room for a million).
-bool check_vma_pressure(State& s) {
-    static uint64_t last_ns = 0;
-    uint64_t now = monotonic_ns();
-    if (now - last_ns < 500 * 1000000ull) return false;
-    last_ns = now;
-    if (s.stats.merge_runs.load(std::memory_order_relaxed) == 0) return false;
-    if (s.vmas.last_count() * 2 >= s.vmas.limit()) s.vmas.recount();
-    else s.vmas.recount_if_older(0);
-    return s.vmas.last_count() > s.vmas.pressure_threshold();
-}
-
 // One lock hold: up to kPagesPerHold pages, across as many (small) regions
 // as that takes. Returns pages looked at; *pass_ended when it reached the end
 // of the last region (the wake-up then ends: a small registry must not be
@@ -119,8 +95,10 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     if (g_stop.load(std::memory_order_acquire)) return 0;
     size_t done = 0;
     size_t limit = budget < kPagesPerHold ? budget : kPagesPerHold;
-    // Giving back memory kept for forked children comes first.
+    // Giving back memory kept for forked children, and making anonymous
+    // what unmerges left, come first.
     if (size_t moved = rotation_step(s, limit)) return moved;
+    if (size_t converted = unmerge_leftovers_step(s, limit)) return converted;
     for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
         size_t i = s.regions.lower_bound(s.cursor);
         while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;
@@ -138,12 +116,6 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
         if (n == 0) break;
     }
     return done;
-}
-
-uint64_t thread_cpu_ns() {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 // DEDUP_CPU_PERCENT: after each wake-up, sleep long enough that the CPU time
@@ -189,10 +161,10 @@ void* scanner_main(void*) {
         }
         if (g_stop.load(std::memory_order_acquire)) break;
         exit_if_alone();
-        rt_live_tick();
+        reports_tick();
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
-        if (check_vma_pressure(s)) rt_relieve_vma_pressure();
+        relieve_vma_pressure(s);
         uint64_t paced_ms = cfg.cpu_percent ? pacer.owed_ms() : 0;
         if (s.stats.budget_bound.load(std::memory_order_relaxed))
             sleep_ms(cfg.sleep_ms > 250 ? cfg.sleep_ms : 250);  // nothing mergeable within the budget
@@ -206,7 +178,6 @@ void* scanner_main(void*) {
 }  // namespace
 
 __thread bool t_starting = false;
-bool scanner_starting_on_this_thread() { return t_starting; }
 
 void scanner_ensure_started() {
     if (g_started.load(std::memory_order_acquire) != 0) return;

@@ -15,14 +15,12 @@ void scanner_stop();
 double scanner_cpu_seconds();
 // Fork child: the thread does not exist there.
 void scanner_forget_after_fork();
-// True while this thread is inside pthread_create for the scanner. The shim
-// serves allocations made then (the new thread's TLS vector) from its own
-// buffer: the registration that triggers the start may come from inside the
-// program's allocator (jemalloc maps memory under its init lock), and
-// calling back into that allocator would deadlock.
-bool scanner_starting_on_this_thread();
-// The flag behind it (defined in scanner_thread.cpp), for the shim's inline
-// malloc path: one initial-exec TLS load instead of a call.
+// True while this thread is inside pthread_create for the scanner. The
+// allocator serves allocations made then (the new thread's TLS vector) from
+// its own buffer: the registration that triggers the start may come from
+// inside the program's allocator (jemalloc maps memory under its init lock),
+// and calling back into that allocator would deadlock. A variable, not a
+// function: the small-malloc fast path reads it (one initial-exec TLS load).
 extern __thread bool t_starting __attribute__((visibility("hidden")));
 
 }  // namespace dedup

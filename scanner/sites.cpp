@@ -191,7 +191,7 @@ void describe_frame(uintptr_t ip, char* out, size_t cap) {
     char fn[256] = "", loc[256] = "";
     bool ok = module[0] && addr2line(module, file_addr, fn, sizeof(fn), loc, sizeof(loc));
     if (ok && strcmp(fn, "??") != 0) {
-        if (loc[0] && strncmp(loc, "??", 2) != 0) snprintf(out, cap, "%s (%s)", fn, loc);
+        if (loc[0] && strncmp(loc, "??", 2) != 0) snprintf(out, cap, "%.160s (%.150s)", fn, loc);  // within a frame's 320
         else snprintf(out, cap, "%s", fn);
         return;
     }

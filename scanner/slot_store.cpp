@@ -7,12 +7,13 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
-#include "scanner/linux_compat.h"
+#include "scanner/os/linux_compat.h"
 #include "scanner/log.h"
 #include "scanner/meta_alloc.h"
 #include "scanner/page_meta.h"
-#include "scanner/sys.h"
-#include "scanner/vma_budget.h"
+#include "scanner/os/clock.h"
+#include "scanner/os/proc.h"
+#include "scanner/os/sys.h"
 
 namespace dedup {
 namespace {
@@ -23,13 +24,6 @@ constexpr uint64_t kMaxStoreBytes = 64ull << 30;
 // process's address space (VSZ, RLIMIT_AS) grows with use, not up front.
 constexpr uint64_t kFirstViewBytes = 256ull << 20;
 constexpr uint64_t kMinStoreBytes = 16ull << 20;  // below this, not worth having
-
-uint64_t limit_of(int resource) {
-    struct rlimit rl;
-    if (sys::failed(sys::call(SYS_getrlimit, resource, (long)&rl)) || rl.rlim_cur == RLIM_INFINITY)
-        return UINT64_MAX;
-    return rl.rlim_cur & ~4095ull;
-}
 
 // Maps bytes of fd inaccessible, unlocked, then opens it up: after the
 // program's mlockall(MCL_FUTURE) an accessible mapping would be locked and
@@ -62,9 +56,9 @@ long SlotStore::open_generation(Generation* g, bool* created) {
     if (sys::failed(fd)) return fd;
     // Growing a file past RLIMIT_FSIZE raises SIGXFSZ, which kills by
     // default; and the views must leave the program most of RLIMIT_AS.
-    uint64_t file = kMaxStoreBytes, fsize = limit_of(RLIMIT_FSIZE), as = limit_of(RLIMIT_AS);
+    uint64_t file = kMaxStoreBytes, fsize = rlimit_soft(RLIMIT_FSIZE), as = rlimit_soft(RLIMIT_AS);
     if (file > fsize) file = fsize;
-    if (as != UINT64_MAX && file > as / 16) file = (as / 16) & ~4095ull;
+    if (as != UINT64_MAX && file > as / 16) file = (as / 16) & ~(kPageSize - 1);
     uint64_t view = file < kFirstViewBytes ? file : kFirstViewBytes;
     long err = 0;
     bool sized = file >= kMinStoreBytes && !sys::failed(err = sys::call(SYS_ftruncate, fd, (long)file));
@@ -91,15 +85,15 @@ long SlotStore::open_generation(Generation* g, bool* created) {
     }
     g->shared = static_cast<char*>(shared);
     g->priv = static_cast<char*>(priv);
-    g->view_slots = view / 4096;
-    g->file_slots = file / 4096;
+    g->view_slots = view / kPageSize;
+    g->file_slots = file / kPageSize;
     g->ino = ino;
     return 0;
 }
 
 void SlotStore::unmap_generation(Generation* g) {
-    if (g->shared) sys::munmap(g->shared, g->view_slots * 4096);
-    if (g->priv) sys::munmap(g->priv, g->view_slots * 4096);
+    if (g->shared) sys::munmap(g->shared, g->view_slots * kPageSize);
+    if (g->priv) sys::munmap(g->priv, g->view_slots * kPageSize);
     *g = Generation();
 }
 
@@ -142,7 +136,7 @@ bool SlotStore::grow_views(uint64_t min_slots) {
     while (want < min_slots) want *= 2;
     if (want > g.file_slots) want = g.file_slots;
     if (want < min_slots) return false;
-    size_t old_len = g.view_slots * 4096, new_len = want * 4096;
+    size_t old_len = g.view_slots * kPageSize, new_len = want * kPageSize;
     long v = sys::mremap(g.shared, old_len, new_len, MREMAP_MAYMOVE, nullptr);
     if (sys::failed(v)) return false;
     g.shared = reinterpret_cast<char*>(v);
@@ -159,9 +153,9 @@ bool SlotStore::grow_views(uint64_t min_slots) {
 }
 
 bool SlotStore::map_run(uintptr_t target, uint32_t first, size_t n) {
-    size_t len = n * 4096;
+    size_t len = n * kPageSize;
     const Generation& g = gen_of(first);
-    long r = sys::mremap(g.priv + (size_t)(first - g.base) * 4096, len, len,
+    long r = sys::mremap(g.priv + (size_t)(first - g.base) * kPageSize, len, len,
                          MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, reinterpret_cast<void*>(target));
     return !sys::failed(r);
 }
@@ -212,7 +206,7 @@ int64_t SlotStore::alloc_run(uint32_t n) {
 }
 
 void SlotStore::fill(uint32_t slot, const void* page, uint64_t hash) {
-    memcpy(cur_.shared + (size_t)(slot - cur_.base) * 4096, page, 4096);
+    memcpy(cur_.shared + (size_t)(slot - cur_.base) * kPageSize, page, kPageSize);
     hashes_[slot - array_base_] = hash;
 }
 
@@ -227,7 +221,7 @@ void SlotStore::pin_for_fork() {
 void SlotStore::release_unused(uint32_t slot) {
     uint64_t i = slot - array_base_;
     if (refs_[i] != 0 || (flags_[i] & (kPinned | kFree)) || slot < cur_.base) return;
-    sys::madvise(cur_.shared + (size_t)(slot - cur_.base) * 4096, 4096, MADV_REMOVE);
+    sys::madvise(cur_.shared + (size_t)(slot - cur_.base) * kPageSize, kPageSize, MADV_REMOVE);
     flags_[i] |= kFree;
     free_[free_count_++] = slot;
 }
@@ -255,7 +249,7 @@ void SlotStore::flush_punches() {
     while (i < pending_count_) {
         uint64_t j = i + 1;
         while (j < pending_count_ && pending_[j] == pending_[j - 1] + 1) ++j;
-        sys::madvise(cur_.shared + (size_t)(pending_[i] - cur_.base) * 4096, (j - i) * 4096, MADV_REMOVE);
+        sys::madvise(cur_.shared + (size_t)(pending_[i] - cur_.base) * kPageSize, (j - i) * kPageSize, MADV_REMOVE);
         for (uint64_t k = i; k < j; ++k) free_[free_count_++] = pending_[k];
         i = j;
     }

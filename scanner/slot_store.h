@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "scanner/page_meta.h"
+
 namespace dedup {
 
 class SlotStore {
@@ -41,7 +43,7 @@ public:
     void fill(uint32_t slot, const void* page, uint64_t hash);
     const void* content(uint32_t slot) const {
         const Generation& g = gen_of(slot);
-        return g.shared + (size_t)(slot - g.base) * 4096;
+        return g.shared + (size_t)(slot - g.base) * kPageSize;
     }
     uint64_t hash(uint32_t slot) const { return hashes_[slot - array_base_]; }
     uint32_t refs(uint32_t slot) const { return refs_[slot - array_base_]; }
@@ -85,7 +87,6 @@ public:
     bool is_retiring(uint32_t slot) const { return slot < cur_.base; }
     uint64_t retiring_refs() const { return retiring_refs_; }  // pages still mapping it
     uint64_t retiring_inode() const { return old_.ino; }
-    uint64_t retiring_first() const { return old_.base; }  // its slot ids: [first, end)
     uint64_t retiring_end() const { return cur_.base; }
     // Once no registered page maps the retiring generation: unmaps its views
     // and forgets its slots.

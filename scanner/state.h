@@ -2,11 +2,9 @@
 // the atomics is guarded by `lock`.
 #pragma once
 #include <atomic>
-#include <pthread.h>
 #include <stdint.h>
 
 #include "scanner/mm_lock.h"
-#include "scanner/kept_file.h"
 #include "scanner/page_index.h"
 #include "scanner/region_registry.h"
 #include "scanner/rotation.h"
@@ -26,11 +24,15 @@ struct State {
     Stats stats;
     uint64_t zero_hash = 0;
     uintptr_t cursor = 0;        // next address the scanner looks at
-    bool merge_all = true;       // DEDUP_SCOPE=all
+    bool merge_all = true;       // DEDUP_SCOPE=all, or prctl(PR_SET_MEMORY_MERGE, 1)
     bool thp_always = false;     // transparent_hugepage/enabled is "always"
-    // Bumped when a write-protect window opens and again when it closes, so
-    // the fault handler can tell a repeated fault that no window explains.
-    std::atomic<uint64_t> window_seq{0};
+    bool mlock_future = false;   // mlockall(MCL_FUTURE): new regions are locked, never merged
+    bool registered_anything = false;
+    // An unmerge left memfd VMAs whose pages are already private (a syscall
+    // was writing into them): the scanner makes them anonymous, not before
+    // unmerge_leftovers_retry_ns.
+    bool unmerge_leftovers = false;
+    uint64_t unmerge_leftovers_retry_ns = 0;
     uint64_t start_ns = 0;
 };
 

@@ -1,70 +1,116 @@
 #include "scanner/stats.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "scanner/log.h"
-#include "scanner/sys.h"
+#include "scanner/os/sys.h"
 
 namespace dedup {
+namespace {
 
-size_t report_to_json(const Report& r, char* buf, size_t cap) {
-    int n = snprintf(buf, cap,
-        "{\"seconds\": %.3f, \"pages_registered\": %llu, \"pages_scanned\": %llu, \"full_scans\": %llu, "
-        "\"pages_shared\": %llu, \"pages_sharing\": %llu, \"pages_unshared\": %llu, \"pages_volatile\": %llu, "
-        "\"zero_pages\": %llu, \"cow_breaks\": %llu, \"bytes_saved\": %llu, \"bytes_saved_peak\": %llu, "
-        "\"scanner_cpu_seconds\": %.3f, \"vmas_used\": %llu, \"vma_limit\": %llu, \"merge_failures\": %llu, "
-        "\"vma_budget_skips\": %llu, \"pinned_skips\": %llu, \"merge_runs\": %llu, \"pages_merged\": %llu, \"unmerged_pages\": %llu, "
-        "\"thp_splits\": %llu, \"store_rotations\": %llu, \"fork_kept_pages\": %llu, \"registered_bytes_total\": %llu, \"metadata_bytes\": %llu, \"sites\": [",
-        r.seconds, (unsigned long long)r.pages_registered, (unsigned long long)r.pages_scanned,
-        (unsigned long long)r.full_scans, (unsigned long long)r.pages_shared, (unsigned long long)r.pages_sharing,
-        (unsigned long long)r.pages_unshared, (unsigned long long)r.pages_volatile, (unsigned long long)r.zero_pages,
-        (unsigned long long)r.cow_breaks, (unsigned long long)r.bytes_saved, (unsigned long long)r.bytes_saved_peak,
-        r.scanner_cpu_seconds, (unsigned long long)r.vmas_used, (unsigned long long)r.vma_limit,
-        (unsigned long long)r.merge_failures, (unsigned long long)r.vma_budget_skips,
-        (unsigned long long)r.pinned_skips,
-        (unsigned long long)r.merge_runs, (unsigned long long)r.pages_merged, (unsigned long long)r.unmerged_pages,
-        (unsigned long long)r.thp_splits, (unsigned long long)r.store_rotations,
-        (unsigned long long)r.fork_kept_pages, (unsigned long long)r.registered_bytes_total, (unsigned long long)r.metadata_bytes);
-    if (n < 0 || (size_t)n >= cap) return 0;
-    size_t used = (size_t)n;
-    for (int i = 0; i < r.nsites; ++i) {
-        int m = snprintf(buf + used, cap - used, "%s{\"bytes\": %llu, \"site\": \"", i ? ", " : "",
-                         (unsigned long long)r.site_bytes[i]);
-        if (m < 0 || (size_t)m >= cap - used) return 0;
-        used += (size_t)m;
-        for (const char* c = r.site_text[i]; *c && used + 8 < cap; ++c) {  // JSON string escaping
-            if (*c == '"' || *c == '\\') buf[used++] = '\\';
-            if ((unsigned char)*c < 0x20) continue;
-            buf[used++] = *c;
-        }
-        if (used + 4 >= cap) return 0;
-        buf[used++] = '"';
-        buf[used++] = '}';
+double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
+
+enum Unit { PLAIN, MIB, PAGES_MIB, SECS };
+
+#define DEDUP_FIELD_U64(name) false, nullptr, [](const Report& r) -> uint64_t { return r.name; }
+#define DEDUP_FIELD_F64(name) true, [](const Report& r) -> double { return r.name; }, nullptr
+#define DEDUP_FIELD(name, src, type, line, unit, text, meaning) {#name, line, unit, text, DEDUP_FIELD_##type(name)},
+// One field of the table, as the JSON and the summary see it.
+struct FieldInit {
+    const char* name;
+    int line;
+    Unit unit;
+    const char* text;
+    bool is_double;
+    double (*get_double)(const Report&);
+    uint64_t (*get_u64)(const Report&);
+};
+const FieldInit kFields[] = {DEDUP_REPORT_FIELDS(DEDUP_FIELD)};
+#undef DEDUP_FIELD
+#undef DEDUP_FIELD_F64
+#undef DEDUP_FIELD_U64
+
+// The field's value as the summary shows it.
+void format_value(const FieldInit& f, const Report& r, char* out, size_t cap) {
+    if (f.is_double) {
+        snprintf(out, cap, f.unit == SECS ? "%.2f s" : "%.3f", f.get_double(r));
+        return;
     }
-    int m = snprintf(buf + used, cap - used, "]}\n");
-    if (m < 0 || (size_t)m >= cap - used) return 0;
-    return used + (size_t)m;
+    uint64_t v = f.get_u64(r);
+    switch (f.unit) {
+        case MIB: snprintf(out, cap, "%.1f MiB", mib(v)); return;
+        case PAGES_MIB: snprintf(out, cap, "%.1f MiB", mib(v * 4096)); return;
+        case SECS:
+        case PLAIN: snprintf(out, cap, "%llu", (unsigned long long)v); return;
+    }
 }
 
-namespace {
-double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
+// "  text, text, ..." for one summary line; an opening parenthesis or "of",
+// "in" continue the field before it rather than start a new item.
+void log_summary_line(const Report& r, int line) {
+    char buf[512];
+    size_t used = 0;
+    for (const FieldInit& f : kFields) {
+        if (f.line != line) continue;
+        char value[64], item[160];
+        format_value(f, r, value, sizeof(value));
+        snprintf(item, sizeof(item), f.text, value);
+        bool continues = f.text[0] == '(' || !strncmp(f.text, "of ", 3) || !strncmp(f.text, "in ", 3);
+        const char* sep = used == 0 ? "" : continues ? " " : ", ";
+        int n = snprintf(buf + used, sizeof(buf) - used, "%s%s", sep, item);
+        if (n < 0 || (size_t)n >= sizeof(buf) - used) break;
+        used += (size_t)n;
+    }
+    if (used) log_line("  %s", buf);
+}
+
 }  // namespace
+
+void report_copy_counted(const Stats& stats, Report* rep) {
+#define DEDUP_COPY_COUNTED(name) rep->name = stats.name.load(std::memory_order_relaxed);
+#define DEDUP_COPY_DERIVED(name)
+#define DEDUP_COPY(name, src, type, line, unit, text, meaning) DEDUP_COPY_##src(name)
+    DEDUP_REPORT_FIELDS(DEDUP_COPY)
+#undef DEDUP_COPY
+#undef DEDUP_COPY_DERIVED
+#undef DEDUP_COPY_COUNTED
+}
+
+size_t report_to_json(const Report& r, char* buf, size_t cap) {
+    size_t used = 0;
+    auto put = [&](const char* fmt, auto... args) {
+        if (used >= cap) return;
+        int n = snprintf(buf + used, cap - used, fmt, args...);
+        used = n < 0 ? cap : used + (size_t)n;
+    };
+    put("{");
+    for (const FieldInit& f : kFields) {
+        put("%s\"%s\": ", used > 1 ? ", " : "", f.name);
+        if (f.is_double) put("%.3f", f.get_double(r));
+        else put("%llu", (unsigned long long)f.get_u64(r));
+    }
+    put(", \"sites\": [");
+    for (int i = 0; i < r.nsites; ++i) {
+        put("%s{\"bytes\": %llu, \"site\": \"", i ? ", " : "", (unsigned long long)r.site_bytes[i]);
+        for (const char* c = r.site_text[i]; *c && used + 8 < cap; ++c) {  // JSON string escaping
+            if ((unsigned char)*c < 0x20) continue;
+            if (*c == '"' || *c == '\\') buf[used++] = '\\';
+            buf[used++] = *c;
+        }
+        put("\"}");
+    }
+    put("]}\n");
+    if (used >= cap) return 0;
+    return used;
+}
 
 void report_to_log(const Report& r) {
     log_line("summary after %.1f s: saved %.1f MiB now, %.1f MiB at peak", r.seconds, mib(r.bytes_saved),
              mib(r.bytes_saved_peak));
-    log_line("  registered %.1f MiB (%.1f MiB ever), scanned %llu pages in %llu full scans, scanner CPU %.2f s",
-             mib(r.pages_registered * 4096), mib(r.registered_bytes_total), (unsigned long long)r.pages_scanned,
-             (unsigned long long)r.full_scans, r.scanner_cpu_seconds);
-    log_line("  pages_shared %llu, pages_sharing %llu, zero pages %llu, unshared %llu, volatile %llu",
-             (unsigned long long)r.pages_shared, (unsigned long long)r.pages_sharing,
-             (unsigned long long)r.zero_pages, (unsigned long long)r.pages_unshared,
-             (unsigned long long)r.pages_volatile);
-    log_line("  copy-on-write breaks %llu, merge failures %llu, huge pages split %llu, VMAs used %llu of %llu, metadata %.1f MiB",
-             (unsigned long long)r.cow_breaks, (unsigned long long)r.merge_failures, (unsigned long long)r.thp_splits,
-             (unsigned long long)r.vmas_used, (unsigned long long)r.vma_limit, mib(r.metadata_bytes));
+    for (int line = 1; line <= 3; ++line) log_summary_line(r, line);
     if (r.nsites) log_line("  top allocation sites by duplicate bytes (merged or zero pages, at their peak):");
     for (int i = 0; i < r.nsites; ++i) log_line("  %8.1f MiB  %s", mib(r.site_bytes[i]), r.site_text[i]);
     if (r.store_rotations || r.fork_kept_pages)
@@ -86,7 +132,7 @@ long report_write_file(const Report& r, const char* path) {
     sys::close((int)fd);
     if (w != (long)n) {
         sys::call(SYS_unlink, (long)tmp);
-        return w < 0 ? w : -5 /*EIO*/;
+        return w < 0 ? w : -EIO;
     }
     long rr = sys::call(SYS_rename, (long)tmp, (long)path);
     if (sys::failed(rr)) sys::call(SYS_unlink, (long)tmp);

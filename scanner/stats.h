@@ -1,5 +1,10 @@
-// Counters, with KSM's meanings where KSM has one, and the exit report
-// (human summary to the log, JSON to DEDUP_STATS_FILE).
+// Counters, with KSM's meanings where KSM has one, and the reports made of
+// them (human summary to the log, JSON to DEDUP_STATS_FILE and the live file).
+//
+// Every reported number is declared once, in DEDUP_REPORT_FIELDS: the Report
+// struct, the live counters in Stats (for fields counted as they happen),
+// the copy between them, the JSON keys, the summary and dedupstat (which
+// prints the JSON's keys in order) all come from that table.
 #pragma once
 #include <atomic>
 #include <stddef.h>
@@ -7,54 +12,83 @@
 
 namespace dedup {
 
+// X(name, source, type, summary line, summary text, meaning)
+//   source  COUNTED: a Stats atomic of the same name, counted as it happens;
+//           DERIVED: computed when the report is made (reports.cpp)
+//   type    U64 (a count) or F64
+//   summary line 1..3 of the summary (0: JSON only); text has one %s, the
+//           value formatted by its unit: PLAIN, MIB (bytes), PAGES_MIB, SECS
+#define DEDUP_REPORT_FIELDS(X)                                                                                        \
+    X(seconds, DERIVED, F64, 0, PLAIN, "", "seconds since the shim started")                                          \
+    X(pages_registered, DERIVED, U64, 1, PAGES_MIB, "registered %s", "pages in registered, in-scope regions now")     \
+    X(registered_bytes_total, COUNTED, U64, 1, MIB, "(%s ever)", "bytes ever registered")                             \
+    X(pages_scanned, COUNTED, U64, 1, PLAIN, "scanned %s pages", "page looks (hash computed)")                         \
+    X(full_scans, COUNTED, U64, 1, PLAIN, "in %s full scans", "complete passes over every mergeable region")          \
+    X(scanner_cpu_seconds, DERIVED, F64, 1, SECS, "scanner CPU %s", "CPU time of the dedup-scan thread")              \
+    X(pages_shared, DERIVED, U64, 2, PLAIN, "pages_shared %s", "canonical pages in use (KSM meaning)")                \
+    X(pages_sharing, DERIVED, U64, 2, PLAIN, "pages_sharing %s", "further pages mapping them: pages saved (KSM)")     \
+    X(zero_pages, COUNTED, U64, 2, PLAIN, "zero pages %s", "zero pages given back and not touched since")            \
+    X(pages_unshared, COUNTED, U64, 2, PLAIN, "unshared %s", "last full pass: unique pages kept as candidates")       \
+    X(pages_volatile, COUNTED, U64, 2, PLAIN, "volatile %s", "last full pass: pages changed since the look before")   \
+    X(cow_breaks, COUNTED, U64, 3, PLAIN, "copy-on-write breaks %s", "merged pages the program later wrote")          \
+    X(merge_failures, COUNTED, U64, 3, PLAIN, "merge failures %s", "merges abandoned because a syscall failed")       \
+    X(thp_splits, COUNTED, U64, 3, PLAIN, "huge pages split %s", "huge pages split by a merge covering them in part") \
+    X(vmas_used, DERIVED, U64, 3, PLAIN, "VMAs used %s", "the process's VMA count")                                   \
+    X(vma_limit, DERIVED, U64, 3, PLAIN, "of %s", "vm.max_map_count")                                                 \
+    X(metadata_bytes, DERIVED, U64, 3, MIB, "metadata %s", "the shim's own metadata memory")                          \
+    X(bytes_saved, DERIVED, U64, 0, MIB, "", "(pages_sharing + zero_pages) * 4096 now")                               \
+    X(bytes_saved_peak, COUNTED, U64, 0, MIB, "", "bytes_saved at its highest")                                       \
+    X(vma_budget_skips, COUNTED, U64, 0, PLAIN, "", "last full pass: pages left unmerged to keep VMA headroom")       \
+    X(pinned_skips, COUNTED, U64, 0, PLAIN, "", "merge runs given up because a syscall was writing into them")        \
+    X(pin_wait_timeouts, COUNTED, U64, 0, PLAIN, "", "unmerges that went ahead after waiting for a syscall's buffer") \
+    X(merge_runs, COUNTED, U64, 0, PLAIN, "", "remaps that merged pages")                                             \
+    X(pages_merged, COUNTED, U64, 0, PLAIN, "", "pages remapped onto canonical pages, ever")                           \
+    X(unmerged_pages, COUNTED, U64, 0, PLAIN, "", "pages made private again on request")                              \
+    X(store_rotations, COUNTED, U64, 0, PLAIN, "", "times merged pages moved to a new memfd (fork give-back)")        \
+    X(fork_kept_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages kept only because a forked child may map them")
+
+// The live counters, updated as things happen. Fields of the table counted
+// as they happen are atomics here; the rest are the scanner's per-pass
+// accumulators (lock held).
 struct Stats {
-    std::atomic<uint64_t> pages_scanned{0};    // page looks (hash computed)
-    std::atomic<uint64_t> full_scans{0};
-    std::atomic<uint64_t> pages_volatile{0};   // in the last full pass: content changed since previous look
-    std::atomic<uint64_t> pages_unshared{0};   // in the last full pass: unique, kept as candidates
-    std::atomic<uint64_t> zero_pages{0};       // zero pages given back, still not re-faulted
-    std::atomic<uint64_t> cow_breaks{0};       // merged pages later written (private copy made)
-    std::atomic<uint64_t> merge_failures{0};   // a syscall of a merge failed (memory left intact)
-    std::atomic<uint64_t> vma_budget_skips{0}; // last full pass: pages left unmerged to keep VMA headroom
-    std::atomic<uint64_t> pinned_skips{0};     // runs skipped: a syscall was writing into them
-    std::atomic<uint64_t> merge_runs{0};       // mmap calls that merged pages
-    std::atomic<uint64_t> pages_merged{0};     // pages remapped onto slots, ever
-    std::atomic<uint64_t> unmerged_pages{0};   // pages made private again on request
-    std::atomic<uint64_t> thp_splits{0};       // transparent huge pages split by a merge
-    std::atomic<uint64_t> store_rotations{0};  // times merged pages moved to a new memfd (fork give-back)
-    std::atomic<uint64_t> bytes_saved_peak{0};
-    std::atomic<uint64_t> registered_bytes_total{0};  // ever registered
-    // Per-pass accumulators, published into pages_volatile/unshared at pass end.
+#define DEDUP_STATS_MEMBER_COUNTED(name) std::atomic<uint64_t> name{0};
+#define DEDUP_STATS_MEMBER_DERIVED(name)
+#define DEDUP_STATS_MEMBER(name, src, type, line, unit, text, meaning) DEDUP_STATS_MEMBER_##src(name)
+    DEDUP_REPORT_FIELDS(DEDUP_STATS_MEMBER)
+#undef DEDUP_STATS_MEMBER
+#undef DEDUP_STATS_MEMBER_DERIVED
+#undef DEDUP_STATS_MEMBER_COUNTED
+    // Per-pass accumulators, published into pages_volatile/unshared and
+    // vma_budget_skips at the end of each full pass.
     uint64_t pass_volatile = 0;
     uint64_t pass_unshared = 0;
     uint64_t pass_budget_skips = 0;
     uint64_t pass_start_merge_runs = 0;
     uint64_t pass_zero_freed = 0;  // zero pages given back in this pass
-    // Set when a pass merged nothing (and gave back no zero page) because
-    // the VMA budget was spent: the
-    // scanner then slows down instead of re-trying every page at full speed.
+    // A pass merged nothing (and gave back no zero page) because the VMA
+    // budget was spent: the scanner slows down instead of trying every page
+    // again at full speed.
     std::atomic<bool> budget_bound{false};
 };
 
-// Snapshot used for both the summary and the JSON file.
+// A snapshot of every field of the table, plus the top allocation sites.
 struct Report {
-    double seconds;
-    uint64_t pages_registered, pages_scanned, full_scans;
-    uint64_t pages_shared, pages_sharing, pages_unshared, pages_volatile, zero_pages;
-    uint64_t cow_breaks, bytes_saved, bytes_saved_peak, merge_failures, vma_budget_skips, pinned_skips;
-    uint64_t thp_splits;
-    uint64_t store_rotations, fork_kept_pages;
-    uint64_t merge_runs, pages_merged, unmerged_pages, registered_bytes_total;
-    double scanner_cpu_seconds;
-    uint64_t vmas_used, vma_limit, metadata_bytes;
-    // Top allocation sites by duplicate bytes (merged or zero pages now).
+#define DEDUP_REPORT_TYPE_U64 uint64_t
+#define DEDUP_REPORT_TYPE_F64 double
+#define DEDUP_REPORT_MEMBER(name, src, type, line, unit, text, meaning) DEDUP_REPORT_TYPE_##type name;
+    DEDUP_REPORT_FIELDS(DEDUP_REPORT_MEMBER)
+#undef DEDUP_REPORT_MEMBER
+    // Top allocation sites by duplicate bytes (merged or zero pages, at peak).
     static constexpr int kTopSites = 5;
     int nsites;
     uint64_t site_bytes[kTopSites];
     char site_text[kTopSites][480];
 };
 
-// Writes the JSON object into buf (NUL-terminated); returns its length.
+// Copies every COUNTED field from stats into rep.
+void report_copy_counted(const Stats& stats, Report* rep);
+// Writes the JSON object into buf (NUL-terminated); returns its length, 0 if
+// it does not fit.
 size_t report_to_json(const Report& r, char* buf, size_t cap);
 // Writes the multi-line human summary to the log.
 void report_to_log(const Report& r);

@@ -6,7 +6,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "scanner/kept_file.h"
+#include "scanner/os/proc.h"  // count_vmas
 
 namespace dedup {
 
@@ -55,16 +55,5 @@ private:
     uint64_t last_cost_ns_ = 0;  // what the last count took
     uint64_t hold_until_ns_ = 0;
 };
-
-// Lines in /proc/self/maps (the process's VMA count), or 0 on error.
-uint64_t count_vmas();
-// The VMAs of /proc/self/maps that map the file with inode ino whose path
-// contains name: the first max into lo[]/hi[]. Returns how many there are
-// in all, or -1 if the maps could not be read.
-long find_vmas_of_file(uint64_t ino, const char* name, uintptr_t* lo, uintptr_t* hi, long max);
-// Opens /proc/self/maps (kept open, scanner/kept_file.h) if needed and says
-// whether it can be read.
-bool open_maps();
-uint64_t monotonic_ns();
 
 }  // namespace dedup

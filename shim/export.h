@@ -3,6 +3,7 @@
 // result (-errno on failure) to libc's convention.
 #pragma once
 #include <errno.h>
+#include <sys/mman.h>
 
 #define EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -14,6 +15,15 @@ inline long set_errno(long r) {
         return -1;
     }
     return r;
+}
+
+// For calls that return an address, or MAP_FAILED.
+inline void* set_errno_ptr(long r) {
+    if (r < 0 && r > -4096) {
+        errno = (int)-r;
+        return MAP_FAILED;
+    }
+    return (void*)r;
 }
 
 }  // namespace dedup

@@ -14,7 +14,6 @@
 
 #include "shim/export.h"
 #include "scanner/runtime.h"
-#include "scanner/sys.h"
 #include "shim/hook.h"
 
 
@@ -69,58 +68,23 @@ int forward_fcntl(NextSymbol<FcntlFn>& next, int fd, int cmd, va_list ap) {
 
 // ---- closing and duplicating ----------------------------------------------
 
-EXPORT int close(int fd) {
-    if (rt_owns_fd(fd)) return not_open();
-    return (int)set_errno(sys::close(fd));
-}
+EXPORT int close(int fd) { return (int)set_errno(rt_close(fd)); }
 
 EXPORT int dup(int fd) {
     if (rt_owns_fd(fd)) return not_open();
     return next_dup.get()(fd);
 }
 
-EXPORT int dup2(int oldfd, int newfd) {
-    if (rt_owns_fd(oldfd)) return not_open();
-    int saved = errno;
-    if (oldfd != newfd) rt_vacate_fd(newfd);
-    errno = saved;
-    if (oldfd == newfd) {  // dup2(fd, fd) checks that fd is valid
-        long r = sys::call(SYS_fcntl, oldfd, F_GETFD);
-        return r < 0 ? (int)set_errno(r) : newfd;
-    }
-    return (int)set_errno(sys::call(SYS_dup2, oldfd, newfd));
-}
-
-EXPORT int dup3(int oldfd, int newfd, int flags) {
-    if (rt_owns_fd(oldfd)) return not_open();
-    int saved = errno;
-    if (oldfd != newfd) rt_vacate_fd(newfd);
-    errno = saved;
-    return (int)set_errno(sys::call(SYS_dup3, oldfd, newfd, flags));
-}
+EXPORT int dup2(int oldfd, int newfd) { return (int)set_errno(rt_dup3(oldfd, newfd, -1)); }
+EXPORT int dup3(int oldfd, int newfd, int flags) { return (int)set_errno(rt_dup3(oldfd, newfd, flags)); }
 
 EXPORT int close_range(unsigned first, unsigned last, int flags) {
-    // Close everything asked for except the shim's descriptors.
-    int ours[kMaxShimFds];
-    int n = rt_fds(ours);
-    unsigned lo = first;
-    for (int i = 0; i < n; ++i) {
-        unsigned fd = (unsigned)ours[i];
-        if (fd < lo || fd > last) continue;
-        if (fd > lo) {
-            long r = sys::call(SYS_close_range, lo, fd - 1, flags);
-            if (r < 0) return (int)set_errno(r);
-        }
-        lo = fd + 1;
-        if (lo == 0) return 0;  // wrapped
-    }
-    if (lo > last) return 0;
-    return (int)set_errno(sys::call(SYS_close_range, lo, last, flags));
+    return (int)set_errno(rt_close_range(first, last, flags));
 }
 
 EXPORT void closefrom(int lowfd) {
     int saved = errno;
-    close_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u, 0);
+    rt_close_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u, 0);
     errno = saved;
 }
 

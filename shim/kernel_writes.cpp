@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "shim/export.h"
-#include "scanner/kernel_write_guard.h"
+#include "scanner/runtime.h"
 #include "shim/hook.h"
 
 
@@ -54,19 +54,19 @@ struct Span {
 
 NEXT(read, ssize_t, int, void*, size_t);
 EXPORT ssize_t read(int fd, void* buf, size_t n) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_read.get()(fd, buf, n);
 }
 
 NEXT(pread, ssize_t, int, void*, size_t, off_t);
 EXPORT ssize_t pread(int fd, void* buf, size_t n, off_t off) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_pread.get()(fd, buf, n, off);
 }
 
 NEXT(pread64, ssize_t, int, void*, size_t, off64_t);
 EXPORT ssize_t pread64(int fd, void* buf, size_t n, off64_t off) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_pread64.get()(fd, buf, n, off);
 }
 
@@ -74,7 +74,7 @@ NEXT(readv, ssize_t, int, const struct iovec*, int);
 EXPORT ssize_t readv(int fd, const struct iovec* iov, int cnt) {
     Span sp;
     sp.add(iov, cnt);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_readv.get()(fd, iov, cnt);
 }
 
@@ -82,7 +82,7 @@ NEXT(preadv, ssize_t, int, const struct iovec*, int, off_t);
 EXPORT ssize_t preadv(int fd, const struct iovec* iov, int cnt, off_t off) {
     Span sp;
     sp.add(iov, cnt);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_preadv.get()(fd, iov, cnt, off);
 }
 
@@ -90,7 +90,7 @@ NEXT(preadv64, ssize_t, int, const struct iovec*, int, off64_t);
 EXPORT ssize_t preadv64(int fd, const struct iovec* iov, int cnt, off64_t off) {
     Span sp;
     sp.add(iov, cnt);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_preadv64.get()(fd, iov, cnt, off);
 }
 
@@ -98,7 +98,7 @@ NEXT(preadv2, ssize_t, int, const struct iovec*, int, off_t, int);
 EXPORT ssize_t preadv2(int fd, const struct iovec* iov, int cnt, off_t off, int flags) {
     Span sp;
     sp.add(iov, cnt);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_preadv2.get()(fd, iov, cnt, off, flags);
 }
 
@@ -106,13 +106,13 @@ NEXT(preadv64v2, ssize_t, int, const struct iovec*, int, off64_t, int);
 EXPORT ssize_t preadv64v2(int fd, const struct iovec* iov, int cnt, off64_t off, int flags) {
     Span sp;
     sp.add(iov, cnt);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_preadv64v2.get()(fd, iov, cnt, off, flags);
 }
 
 NEXT(recv, ssize_t, int, void*, size_t, int);
 EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_recv.get()(fd, buf, n, flags);
 }
 
@@ -121,7 +121,7 @@ EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr*
     Span sp;
     sp.add(buf, n);
     if (addr && alen) sp.add(addr, *alen);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_recvfrom.get()(fd, buf, n, flags, addr, alen);
 }
 
@@ -129,7 +129,7 @@ NEXT(recvmsg, ssize_t, int, struct msghdr*, int);
 EXPORT ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
     Span sp;
     sp.add(msg);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_recvmsg.get()(fd, msg, flags);
 }
 
@@ -137,19 +137,19 @@ NEXT(recvmmsg, int, int, struct mmsghdr*, unsigned, int, struct timespec*);
 EXPORT int recvmmsg(int fd, struct mmsghdr* vec, unsigned vlen, int flags, struct timespec* timeout) {
     Span sp;
     for (unsigned i = 0; vec && i < vlen && i < 1024; ++i) sp.add(&vec[i].msg_hdr);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_recvmmsg.get()(fd, vec, vlen, flags, timeout);
 }
 
 NEXT(getdents64, ssize_t, int, void*, size_t);
 EXPORT ssize_t getdents64(int fd, void* buf, size_t n) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_getdents64.get()(fd, buf, n);
 }
 
 NEXT(getrandom, ssize_t, void*, size_t, unsigned);
 EXPORT ssize_t getrandom(void* buf, size_t n, unsigned flags) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_getrandom.get()(buf, n, flags);
 }
 
@@ -166,24 +166,24 @@ static NextSymbol<RecvChk> next_recv_chk("__recv_chk");
 static NextSymbol<RecvfromChk> next_recvfrom_chk("__recvfrom_chk");
 
 EXPORT ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_read_chk.get()(fd, buf, n, buflen);
 }
 EXPORT ssize_t __pread_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_pread_chk.get()(fd, buf, n, off, buflen);
 }
 EXPORT ssize_t __pread64_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_pread64_chk.get()(fd, buf, n, off, buflen);
 }
 EXPORT ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_recv_chk.get()(fd, buf, n, buflen, flags);
 }
 EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, struct sockaddr* addr,
                               socklen_t* alen) {
-    KernelWritePin pin((uintptr_t)buf, n);
+    KernelWritePin pin(buf, n);
     return next_recvfrom_chk.get()(fd, buf, n, buflen, flags, addr, alen);
 }
 
@@ -241,7 +241,7 @@ EXPORT long syscall(long nr, ...) {
     va_end(ap);
     Span sp = kernel_write_span(nr, a);
     if (!sp.len()) return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-    KernelWritePin pin((uintptr_t)sp.start(), sp.len());
+    KernelWritePin pin(sp.start(), sp.len());
     return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
@@ -255,19 +255,19 @@ static size_t fread_bytes(const void* buf, size_t size, size_t nmemb) {
 
 NEXT(fread, size_t, void*, size_t, size_t, FILE*);
 EXPORT size_t fread(void* buf, size_t size, size_t nmemb, FILE* f) {
-    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    KernelWritePin pin(buf, fread_bytes(buf, size, nmemb));
     return next_fread.get()(buf, size, nmemb, f);
 }
 
 NEXT(fread_unlocked, size_t, void*, size_t, size_t, FILE*);
 EXPORT size_t fread_unlocked(void* buf, size_t size, size_t nmemb, FILE* f) {
-    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    KernelWritePin pin(buf, fread_bytes(buf, size, nmemb));
     return next_fread_unlocked.get()(buf, size, nmemb, f);
 }
 
 NEXT(_IO_fread, size_t, void*, size_t, size_t, FILE*);
 EXPORT size_t _IO_fread(void* buf, size_t size, size_t nmemb, FILE* f) {
-    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    KernelWritePin pin(buf, fread_bytes(buf, size, nmemb));
     return next__IO_fread.get()(buf, size, nmemb, f);
 }
 
@@ -276,10 +276,10 @@ static NextSymbol<FreadChk> next_fread_chk("__fread_chk");
 static NextSymbol<FreadChk> next_fread_unlocked_chk("__fread_unlocked_chk");
 
 EXPORT size_t __fread_chk(void* buf, size_t buflen, size_t size, size_t nmemb, FILE* f) {
-    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    KernelWritePin pin(buf, fread_bytes(buf, size, nmemb));
     return next_fread_chk.get()(buf, buflen, size, nmemb, f);
 }
 EXPORT size_t __fread_unlocked_chk(void* buf, size_t buflen, size_t size, size_t nmemb, FILE* f) {
-    KernelWritePin pin((uintptr_t)buf, fread_bytes(buf, size, nmemb));
+    KernelWritePin pin(buf, fread_bytes(buf, size, nmemb));
     return next_fread_unlocked_chk.get()(buf, buflen, size, nmemb, f);
 }

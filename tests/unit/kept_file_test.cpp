@@ -10,7 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "scanner/kept_file.h"
+#include "scanner/os/kept_file.h"
 
 using namespace dedup;
 

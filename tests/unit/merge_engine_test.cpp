@@ -11,8 +11,12 @@
 #include <random>
 #include <vector>
 
-#include "scanner/kernel_write_guard.h"
-#include "scanner/merge_engine.h"
+#include "scanner/batch_scan.h"
+#include "scanner/merge.h"
+#include "scanner/os/kept_file.h"
+#include "scanner/os/proc.h"
+#include "scanner/runtime.h"
+#include "scanner/unmerge.h"
 #include "scanner/state.h"
 
 using namespace dedup;
@@ -139,7 +143,7 @@ TEST(MergeEngine, RegionMergeable) {
     EXPECT_TRUE(region_mergeable(st, r));
     r.flags = kRegAdvised;
     EXPECT_TRUE(region_mergeable(st, r));
-    r.flags = kRegMalloc | kRegDontfork | kRegHugepage;
+    r.flags = kRegDontfork | kRegHugepage | kRegSequential;
     EXPECT_TRUE(region_mergeable(st, r));
     r.flags = kRegExcluded;
     EXPECT_FALSE(region_mergeable(st, r));
@@ -157,7 +161,7 @@ TEST(MergeEngine, RegionMergeable) {
     r.prot = PROT_READ | PROT_WRITE;
     r.flags = 0;
     EXPECT_FALSE(region_mergeable(st, r));
-    r.flags = kRegMalloc;
+    r.flags = kRegDontfork;
     EXPECT_FALSE(region_mergeable(st, r));
     r.flags = kRegAdvised;
     EXPECT_TRUE(region_mergeable(st, r));
@@ -280,7 +284,7 @@ TEST_F(MergeFixture, MergesDuplicatesFreesZerosAndKeepsContents) {
     reinterpret_cast<volatile unsigned char*>(a)[100] ^= 0xff;  // restore pattern 1 in page 0
     {
         MmLockGuard g(s().lock);
-        EXPECT_EQ(unmerge_range(s(), a, a + n * kPg), 0);
+        EXPECT_EQ(unmerge_range(s(), a, a + n * kPg, Unmerge::kPrivateNow), 0);
     }
     EXPECT_EQ(s().store.slots_in_use(), 0u);
     EXPECT_EQ(s().store.total_refs(), 0u);
@@ -439,7 +443,7 @@ TEST_F(MergeFixture, PartialUnmergeKeepsTheRest) {
     ASSERT_EQ(s().store.total_refs(), n);
     {
         MmLockGuard g(s().lock);
-        EXPECT_EQ(unmerge_range(s(), a + 2 * kPg, a + 5 * kPg), 0);
+        EXPECT_EQ(unmerge_range(s(), a + 2 * kPg, a + 5 * kPg, Unmerge::kPrivateNow), 0);
     }
     EXPECT_EQ(s().store.total_refs(), n - 3);
     EXPECT_EQ(s().store.slots_in_use(), 1u);
@@ -538,7 +542,7 @@ TEST_F(MergeFixture, PinnedBufferIsSkippedThenMergedAfterUnpin) {
     for (size_t i = 0; i < n; ++i) fill_pattern((void*)(a + i * kPg), 16);
     scan(a, n);
     end_pass();
-    int token = kw_pin(a + 5 * kPg + 100, 10);  // as read(fd, a+5 pages+100, 10) would
+    int token = rt_kernel_write_pin(a + 5 * kPg + 100, 10);  // as read(fd, a+5 pages+100, 10) would
     scan(a, n);
     uint64_t skips = s().stats.pinned_skips.load();
     EXPECT_GT(skips, 0u);
@@ -546,7 +550,7 @@ TEST_F(MergeFixture, PinnedBufferIsSkippedThenMergedAfterUnpin) {
     EXPECT_FALSE(pagemap_entry(a + 5 * kPg) & kFilePage);
     // Still writable while pinned (a kernel write would not get EFAULT).
     reinterpret_cast<volatile unsigned char*>(a + 5 * kPg)[100] = reinterpret_cast<unsigned char*>(a + 5 * kPg)[100];
-    kw_unpin(token);
+    rt_kernel_write_unpin(token);
     scan(a, n);
     end_pass();
     scan(a, n);

@@ -45,7 +45,7 @@ struct RegistryFixture : testing::Test {
 TEST_F(RegistryFixture, InsertFindLowerBound) {
     ASSERT_TRUE(reg.insert(P(20), P(30), 3, kRegAdvised));
     ASSERT_TRUE(reg.insert(P(0), P(10), 1, 0));
-    ASSERT_TRUE(reg.insert(P(40), P(41), 3, kRegMalloc));
+    ASSERT_TRUE(reg.insert(P(40), P(41), 3, kRegDontdump));
     ASSERT_EQ(reg.count(), 3u);
     EXPECT_EQ(reg.pages_registered(), 21u);
     // Sorted by address whatever the insertion order.
@@ -136,7 +136,7 @@ TEST_F(RegistryFixture, SplitAtPreservesMetadata) {
 
 TEST_F(RegistryFixture, IsolateMakesWholeRegions) {
     ASSERT_TRUE(reg.insert(P(0), P(32), 3, 0));
-    ASSERT_TRUE(reg.insert(P(32), P(40), 1, kRegMalloc));
+    ASSERT_TRUE(reg.insert(P(32), P(40), 1, kRegDontdump));
     stamp(P(0), 3);
     stamp(P(32), 3);
     ASSERT_TRUE(reg.isolate(P(10), P(35)));
@@ -147,7 +147,7 @@ TEST_F(RegistryFixture, IsolateMakesWholeRegions) {
     EXPECT_EQ(reg[2].start, P(32));
     EXPECT_EQ(reg[2].end, P(35));
     EXPECT_EQ(reg[2].prot, 1);
-    EXPECT_EQ(reg[2].flags, (uint32_t)kRegMalloc);
+    EXPECT_EQ(reg[2].flags, (uint32_t)kRegDontdump);
     EXPECT_EQ(reg[3].start, P(35));
     EXPECT_EQ(reg[3].end, P(40));
     expect_stamp(P(0), P(40), 3);

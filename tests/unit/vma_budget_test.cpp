@@ -10,6 +10,7 @@
 #include <string>
 
 #include "scanner/log.h"
+#include "scanner/os/clock.h"
 #include "scanner/vma_budget.h"
 
 using namespace dedup;

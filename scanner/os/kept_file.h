@@ -30,7 +30,6 @@ public:
     // be had now.
     bool ensure(const char* path, int flags, int mode = 0);
     long pread(void* buf, size_t n, off_t off);
-    long pwrite(const void* buf, size_t n, off_t off);
     int fd() const { return fd_.load(std::memory_order_relaxed); }
     // Closes our descriptor (the program dup2s onto its number; in a forked
     // child it describes the parent). Reopened by the next ensure().

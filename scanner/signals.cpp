@@ -1,29 +1,30 @@
-#include "scanner/fault_handler.h"
+#include "scanner/signals.h"
 
 #include <atomic>
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <ucontext.h>
 
-#include "scanner/state.h"
-#include "scanner/sys.h"
+#include "scanner/lifecycle.h"
+#include "scanner/os/sys.h"
+#include "scanner/runtime.h"
+#include "scanner/write_window.h"
+
+extern "C" int __sigaction(int, const struct sigaction*, struct sigaction*);
 
 namespace dedup {
 namespace {
 
 SigactionFn g_real_sigaction = nullptr;
 std::atomic<bool> g_installed{false};
-// The application's SIGSEGV disposition. Written by app_sigaction under a
-// tiny spin flag; read by the handler (a torn read is impossible: we copy
-// under the same flag).
+// The application's SIGSEGV disposition. Written by rt_sigaction under a
+// tiny spin flag; read by the handler under the same flag (never torn).
 struct sigaction g_app_action;
 std::atomic<int> g_app_action_busy{0};
 
-// Loop breaker: a thread that faults twice at the same page with no window
-// opened or closed in between was not stopped by the scanner.
-__thread uintptr_t t_last_fault_page = 0;
-__thread uint64_t t_last_fault_seq = ~0ull;
+// Whether this thread's application code believes SIGSEGV is blocked.
+__thread bool t_app_blocks_segv = false;
 
 void lock_app_action() {
     int expected = 0;
@@ -32,42 +33,18 @@ void lock_app_action() {
 void unlock_app_action() { g_app_action_busy.store(0, std::memory_order_release); }
 
 bool is_write_fault(void* uc) {
-#if defined(__x86_64__)
     return (static_cast<ucontext_t*>(uc)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
-#else
-    (void)uc;
-    return true;
-#endif
 }
 
-bool fault_is_ours(siginfo_t* si, void* uc) {
-    if (si->si_code != SEGV_ACCERR || !is_write_fault(uc)) return false;
-    State& s = state();
-    if (s.lock.held_by_me()) return false;  // the shim itself faulted: not a window
-    uintptr_t pg = reinterpret_cast<uintptr_t>(si->si_addr) & ~(kPageSize - 1);
-    uint64_t seq = s.window_seq.load(std::memory_order_acquire);
-    if (pg == t_last_fault_page && seq == t_last_fault_seq) return false;
-    s.lock.lock();  // waits for the scanner's window to close
-    Region* r = s.regions.find(pg);
-    bool writable = r && (r->prot & PROT_WRITE);
-    // Read under the lock, where no window is open: a window opened after we
-    // let go (the scanner may cover this page again before the write
-    // retries) changes it, so the retry's fault is still recognised.
-    uint64_t closed_seq = s.window_seq.load(std::memory_order_acquire);
-    s.lock.unlock();
-    if (!writable) return false;
-    t_last_fault_page = pg;
-    t_last_fault_seq = closed_seq;
-    return true;
-}
-
-void set_default_and_return(int sig) {
+void set_default(int sig) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     g_real_sigaction(sig, &dfl, nullptr);
 }
 
+// A fault that is not the shim's: what the kernel would have done without
+// it, through the application's disposition.
 void chain(int sig, siginfo_t* si, void* uc) {
     lock_app_action();
     struct sigaction app = g_app_action;
@@ -79,12 +56,12 @@ void chain(int sig, siginfo_t* si, void* uc) {
     bool kernel_fault = si->si_code > 0;
     // A fault while the program has SIGSEGV blocked kills it (the kernel
     // forces the default action); its handler is not run.
-    bool forced_default = kernel_fault && app_blocks_segv && app_blocks_segv();
+    bool forced_default = kernel_fault && t_app_blocks_segv;
     if (forced_default || (!(app.sa_flags & SA_SIGINFO) && (app.sa_handler == SIG_DFL || app.sa_handler == SIG_IGN))) {
         if (app.sa_handler == SIG_IGN && !kernel_fault) return;  // kill(SIGSEGV) ignored
         // Default action: uninstall ourselves. A real fault re-executes and
         // kills the process with SIGSEGV; a sent signal is sent again.
-        set_default_and_return(sig);
+        set_default(sig);
         if (!kernel_fault) sys::call(SYS_tgkill, sys::getpid(), sys::gettid(), sig);
         return;
     }
@@ -98,7 +75,8 @@ void chain(int sig, siginfo_t* si, void* uc) {
 
 void on_fault(int sig, siginfo_t* si, void* uc) {
     int saved_errno = errno;
-    if (sig == SIGSEGV && fault_is_ours(si, uc)) {
+    if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && is_write_fault(uc) &&
+        window_explains_write_fault(reinterpret_cast<uintptr_t>(si->si_addr))) {
         errno = saved_errno;
         return;  // the write retries on a page that is writable again
     }
@@ -107,8 +85,6 @@ void on_fault(int sig, siginfo_t* si, void* uc) {
 }
 
 }  // namespace
-
-bool signal_is_managed(int sig) { return sig == SIGSEGV && g_installed.load(std::memory_order_acquire); }
 
 void fault_handler_install(SigactionFn real_sigaction) {
     if (g_installed.load(std::memory_order_acquire) || !real_sigaction) return;
@@ -128,15 +104,50 @@ void fault_handler_install(SigactionFn real_sigaction) {
 
 bool fault_handler_installed() { return g_installed.load(std::memory_order_acquire); }
 
-int app_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
-    (void)sig;
-    struct sigaction copy;
-    if (act) memcpy(&copy, act, sizeof(copy));  // a bad pointer faults here, as in libc
-    lock_app_action();
-    struct sigaction prev = g_app_action;
-    if (act) g_app_action = copy;
-    unlock_app_action();
-    if (old) *old = prev;
+long rt_sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+    runtime_ready();  // the handler may already be ours: initialise before answering
+    if (sig == SIGSEGV && fault_handler_installed()) {
+        struct sigaction copy;
+        if (act) memcpy(&copy, act, sizeof(copy));  // a bad pointer faults here, as in libc
+        lock_app_action();
+        struct sigaction prev = g_app_action;
+        if (act) g_app_action = copy;
+        unlock_app_action();
+        if (old) *old = prev;
+        return 0;
+    }
+    if (act && sig != SIGSEGV && sigismember(&act->sa_mask, SIGSEGV) == 1) {
+        // A handler that blocks SIGSEGV while it runs would die on a write
+        // to a page mid-merge: keep SIGSEGV deliverable.
+        struct sigaction copy = *act;
+        sigdelset(&copy.sa_mask, SIGSEGV);
+        return __sigaction(sig, &copy, old) == 0 ? 0 : -errno;
+    }
+    return __sigaction(sig, act, old) == 0 ? 0 : -errno;
+}
+
+int rt_sigmask(RtSigmaskFn next, int how, const sigset_t* set, sigset_t* old) {
+    if (!fault_handler_installed() && !t_app_blocks_segv &&
+        !(set && how != SIG_UNBLOCK && sigismember(set, SIGSEGV) == 1))
+        return next(how, set, old);  // not managing SIGSEGV, nor asked to block it: as is
+    bool was_blocked = t_app_blocks_segv;
+    sigset_t copy;
+    const sigset_t* use = set;
+    if (set) {
+        copy = *set;
+        bool has = sigismember(&copy, SIGSEGV) == 1;
+        if (how == SIG_BLOCK && has) t_app_blocks_segv = true;
+        else if (how == SIG_UNBLOCK && has) t_app_blocks_segv = false;
+        else if (how == SIG_SETMASK) t_app_blocks_segv = has;
+        if (how != SIG_UNBLOCK) sigdelset(&copy, SIGSEGV);
+        use = &copy;
+    }
+    int r = next(how, use, old);
+    if (r != 0) {
+        t_app_blocks_segv = was_blocked;
+        return r;
+    }
+    if (old && was_blocked) sigaddset(old, SIGSEGV);
     return 0;
 }
 

@@ -1,4 +1,4 @@
-#include "scanner/kept_file.h"
+#include "scanner/os/kept_file.h"
 
 #include <fcntl.h>
 #include <string.h>
@@ -6,8 +6,8 @@
 #include <sys/stat.h>
 
 #include "scanner/log.h"
-#include "scanner/sys.h"
-#include "scanner/vma_budget.h"
+#include "scanner/os/clock.h"
+#include "scanner/os/sys.h"
 
 namespace dedup {
 namespace {
@@ -90,10 +90,6 @@ bool KeptFile::ensure(const char* path, int flags, int mode) {
 
 long KeptFile::pread(void* buf, size_t n, off_t off) {
     return sys::pread(fd(), buf, n, off);
-}
-
-long KeptFile::pwrite(const void* buf, size_t n, off_t off) {
-    return sys::call(SYS_pwrite64, fd(), (long)buf, (long)n, (long)off);
 }
 
 void KeptFile::close() {

@@ -1,4 +1,4 @@
-#include "shim/next_allocator.h"
+#include "scanner/next_allocator.h"
 
 #include <atomic>
 #include <dlfcn.h>

@@ -1,7 +1,8 @@
-// Raw system calls that return -errno instead of touching errno, so the shim
-// can call the kernel from inside interposed functions and signal handlers
-// without disturbing the application's errno, and without going through
-// (interposed) libc symbols.
+// The OS layer's system calls: raw, returning -errno instead of touching
+// errno, so the shim can call the kernel from inside interposed functions and
+// signal handlers without disturbing the application's errno, and without
+// going through (interposed) libc symbols. x86-64 only: the raw syscall ABI
+// is the one place the library is architecture-specific.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -23,7 +24,7 @@ static inline long raw6(long n, long a, long b, long c, long d, long e, long f) 
     return ret;
 }
 #else
-long raw6(long n, long a, long b, long c, long d, long e, long f);  // sys.cpp
+#error "libdedup's raw system calls are written for x86-64"
 #endif
 
 static inline long call(long n, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0,

@@ -1,0 +1,214 @@
+#include "scanner/batch_scan.h"
+
+#include "scanner/merge.h"
+#include "scanner/os/proc.h"
+
+namespace dedup {
+namespace {
+
+constexpr uintptr_t kHugeSize = 2u << 20;
+
+struct Action {
+    Act kind = Act::kNone;
+    uint32_t slot = 0;   // kToSlot
+    uintptr_t cand = 0;  // kPair: the earlier page with the same content
+    Region* cand_region = nullptr;
+};
+
+uint32_t hash32(uint64_t h) {
+    uint32_t v = (uint32_t)h;
+    return v ? v : 1;
+}
+
+void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
+
+// Decides what to do with a present private page whose hash is h. Has side
+// effects (remembering the hash, inserting a candidate) only when it returns
+// kNone, so it may be asked again after the pending run was merged.
+Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
+    Action a;
+    PageIndex::Entry* e = s.index.find(h);
+    if (e && PageIndex::is_slot(e->value())) {
+        uint32_t slot = PageIndex::slot_id(e->value());
+        if (s.store.hash(slot) == h && s.store.refs(slot) > 0) {
+            a.kind = Act::kToSlot;  // equals a canonical page: merge on first look, as KSM's stable tree
+            a.slot = slot;
+            return a;
+        }
+    }
+    if (m.hash32 != hash32(h)) {  // first look, or changed since: volatile
+        if (m.hash32) ++s.stats.pass_volatile;
+        m.hash32 = hash32(h);
+        return a;
+    }
+    if (h == s.zero_hash && !in_file_vma(m.state)) {
+        a.kind = Act::kZero;
+        return a;
+    }
+    if (e && PageIndex::is_candidate(e->value()) && s.store.ensure_ready()) {
+        uintptr_t c = PageIndex::candidate_addr(e->value());
+        if (c != addr) {
+            Region* cr = s.regions.find(c);
+            if (cr && region_mergeable(s, *cr)) {
+                PageMeta& cm = cr->at(c);
+                if (!has_slot(cm.state) && !is_zero_freed(cm.state) && cm.hash32 == hash32(h)) {
+                    a.kind = Act::kPair;
+                    a.cand = c;
+                    a.cand_region = cr;
+                    return a;
+                }
+            }
+        }
+    }
+    s.index.put(h, PageIndex::candidate_value(addr));
+    ++s.stats.pass_unshared;
+    return a;
+}
+
+// Whether the page, looked at now with hash h, will most likely be acted on
+// in this batch: it equals a canonical page, or it is stable and zero or
+// has a candidate to pair with. Only bounds the batch window.
+bool likely_action(State& s, const PageMeta& m, uint64_t h) {
+    PageIndex::Entry* e = s.index.find(h);
+    if (e && PageIndex::is_slot(e->value())) return true;
+    if (m.hash32 != hash32(h)) return false;
+    return h == s.zero_hash || (e && PageIndex::is_candidate(e->value()));
+}
+
+bool extends(const Run& run, const Action& a, uintptr_t addr) {
+    if (run.kind != a.kind || run.n == 0 || addr != run.start + run.n * kPageSize) return false;
+    switch (a.kind) {
+        case Act::kZero: return true;
+        case Act::kToSlot: return a.slot == run.first_slot + run.n;
+        case Act::kPair: {
+            if (a.cand_region != run.cand_region || a.cand != run.cand + run.n * kPageSize) return false;
+            uintptr_t cend = a.cand + kPageSize, pend = addr + kPageSize;
+            return cend <= run.start || run.cand >= pend;  // the two ranges must not overlap
+        }
+        case Act::kNone: return false;
+    }
+    return false;
+}
+
+void start_run(Run& run, const Action& a, uintptr_t addr, uint64_t h) {
+    run.kind = a.kind;
+    run.start = addr;
+    run.n = 1;
+    run.first_slot = a.slot;
+    run.cand = a.cand;
+    run.cand_region = a.cand_region;
+    run.hashes[0] = h;
+}
+
+void flush(State& s, Region& r, Run& run) {
+    merge_run(s, r, run);
+    run.kind = Act::kNone;
+    run.n = 0;
+}
+
+// The batch's pages, up to the next 2 MiB boundary in a region that may hold
+// huge pages (so that a huge page of duplicates merges in one run).
+size_t batch_pages(const State& s, const Region& r, uintptr_t from, size_t max_pages) {
+    size_t n = (r.end - from) / kPageSize;
+    if (may_be_huge(s, r)) {
+        size_t to_boundary = (((from | (kHugeSize - 1)) + 1) - from) / kPageSize;
+        if (n > to_boundary) n = to_boundary;
+    } else if (n > max_pages) {
+        n = max_pages;
+    }
+    return n > kMaxBatch ? kMaxBatch : n;
+}
+
+// Only the scanner thread, under the lock, uses these.
+uint64_t g_hashes[kMaxBatch];
+bool g_looked[kMaxBatch];
+Run g_run;
+
+// The bookkeeping and the hashes of the whole batch, before any window opens:
+// copy-on-write breaks and zero pages touched since they were given back are
+// noticed, and present private pages are hashed. Returns the end of the
+// pages likely to be acted on, so that the batch window stops there: pages
+// the program writes past it are never write-protected.
+size_t look_at_batch(State& s, Region& r, uintptr_t from, size_t n, const uint64_t* pm) {
+    size_t likely_end = 0;
+    for (size_t i = 0; i < n; ++i) {
+        uintptr_t addr = from + i * kPageSize;
+        PageMeta& m = r.at(addr);
+        bool present = pm[i] & kPmPresent, file = pm[i] & kPmFile;
+        bool look = true;
+        if (has_slot(m.state)) {
+            if (present && !file) {  // written since the merge: the kernel made a private copy
+                release_slot(s, slot_of(m.state));
+                m.state = kFileVma;
+                m.hash32 = 0;
+                ++s.stats.cow_breaks;
+            }
+            look = false;  // merged, or just broken: look again next pass
+        } else if (is_zero_freed(m.state)) {
+            if (present) {  // read or written since it was given back
+                --s.stats.zero_pages;
+                m.state = 0;
+                m.hash32 = 0;
+            } else {
+                look = false;
+            }
+        }
+        g_looked[i] = look && present && !file;
+        if (!g_looked[i]) continue;
+        g_hashes[i] = page_hash(page(addr));
+        ++s.stats.pages_scanned;
+        if (likely_action(s, m, g_hashes[i])) likely_end = i + 1;
+    }
+    return likely_end;
+}
+
+}  // namespace
+
+size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
+    size_t n = batch_pages(s, r, from, max_pages);
+    if (n == 0) return 0;
+    uint64_t pm[kMaxBatch];
+    // Without pagemap we cannot tell untouched pages (reading them would
+    // allocate memory) from present ones: skip.
+    if (!read_pagemap(from, n, pm)) return n;
+    size_t likely_end = look_at_batch(s, r, from, n, pm);
+    Run& run = g_run;
+    run.kind = Act::kNone;
+    run.n = 0;
+    batch_begin(r, from + likely_end * kPageSize);
+    for (size_t i = 0; i < n; ++i) {
+        uintptr_t addr = from + i * kPageSize;
+        PageMeta& m = r.at(addr);
+        Action a;
+        uint64_t h = g_hashes[i];
+        if (g_looked[i]) {
+            // A page the program changed since the last look: it is writing
+            // here, so the batch window closes rather than stand in its way.
+            if (m.hash32 && m.hash32 != hash32(h)) {
+                flush(s, r, run);
+                batch_window_close();
+            }
+            a = choose(s, addr, m, h);
+        }
+        if (a.kind == Act::kNone) {
+            flush(s, r, run);
+            continue;
+        }
+        if (extends(run, a, addr)) {
+            run.hashes[run.n++] = h;
+            continue;
+        }
+        if (run.kind != Act::kNone) {
+            flush(s, r, run);
+            a = choose(s, addr, m, h);  // the flush may have made a canonical page for it
+            if (a.kind == Act::kNone) continue;
+        }
+        start_run(run, a, addr, h);
+    }
+    flush(s, r, run);
+    batch_end();
+    s.store.flush_punches();
+    return n;
+}
+
+}  // namespace dedup

@@ -1,0 +1,155 @@
+#include "scanner/lifecycle.h"
+
+#include <atomic>
+#include <fcntl.h>
+#include <new>
+#include <pthread.h>
+
+#include "scanner/config.h"
+#include "scanner/merge.h"
+#include "scanner/os/clock.h"
+#include "scanner/os/kept_file.h"
+#include "scanner/os/proc.h"
+#include "scanner/os/sys.h"
+#include "scanner/reports.h"
+#include "scanner/scanner_thread.h"
+#include "scanner/signals.h"
+#include "scanner/sites.h"
+#include "scanner/state.h"
+
+extern "C" int __sigaction(int, const struct sigaction*, struct sigaction*);
+
+namespace dedup {
+
+// Never destroyed: the detached scanner thread may still be running while
+// the process exits and static destructors run.
+State& state() {
+    alignas(State) static unsigned char storage[sizeof(State)];
+    static State* s = new (storage) State();
+    return *s;
+}
+
+namespace {
+
+enum InitState { kUninit = 0, kIniting = 1, kReady = 2, kDisabled = 3 };
+std::atomic<int> g_init{kUninit};
+__thread bool t_initialising = false;
+// A forked child inherits registered memory but no scanner thread: the first
+// mapping call it makes starts one (not the fork itself: most children exec).
+std::atomic<bool> g_child_needs_scanner{false};
+long g_original_pid = 0;
+std::atomic<bool> g_descriptors_had{false};  // reset in a forked child
+
+void fork_prepare() {
+    if (g_init.load() != kReady) return;
+    state().lock.lock();  // no batch in flight while the address space is copied
+}
+
+void fork_parent() {
+    if (g_init.load() != kReady) return;
+    State& s = state();
+    s.store.pin_for_fork();  // the child may map every slot in use now
+    s.lock.unlock();
+}
+
+// The child has one thread, a copy of the registry, and mappings of the
+// parent's memfd that it must never write to or punch: it forgets the
+// parent's store and builds its own on demand.
+void fork_child() {
+    reset_current_tid();
+    if (g_init.load() != kReady) return;
+    State& s = state();
+    s.lock.reset_after_fork();
+    for (size_t i = 0; i < s.regions.count(); ++i) {
+        Region& r = s.regions[i];
+        for (size_t p = 0; p < r.pages(); ++p)
+            if (has_slot(r.meta[p].state)) r.meta[p].state = kFileVma;  // maps the parent's canonical page
+    }
+    s.store.reset_in_child();
+    rotation_reset_in_child(s.rotation);
+    s.index.clear();
+    // Kept files opened by the parent describe the parent (a child reading
+    // its parent's pagemap once skipped every page it had rewritten).
+    for (KeptFile* f : kept_files().all) f->close();
+    reports_reset_in_child();
+    g_descriptors_had.store(false);
+    scanner_forget_after_fork();
+    g_child_needs_scanner.store(s.regions.count() > 0);
+}
+
+bool init_now() {
+    t_initialising = true;
+    // The log destination first, so that warnings about other options land there.
+    const Config& cfg = config();  // opens DEDUP_LOG, then parses the rest of the environment
+    if (cfg.disable) {
+        t_initialising = false;
+        g_init.store(kDisabled, std::memory_order_release);
+        return false;
+    }
+    State& s = state();
+    s.merge_all = cfg.scope == Scope::kAll;
+    sites_set_enabled(cfg.sites);
+    static char zero[kPageSize];
+    s.zero_hash = page_hash(zero);
+    s.thp_always = thp_enabled_always();
+    s.vmas.init(cfg.vma_reserve);
+    s.start_ns = monotonic_ns();
+    g_original_pid = sys::getpid();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    t_initialising = false;
+    g_init.store(kReady, std::memory_order_release);
+    return true;
+}
+
+void start_scanner_in_child() {
+    if (!g_child_needs_scanner.exchange(false)) return;
+    if (state().lock.held_by_me()) {  // not under the lock: retry on the next call
+        g_child_needs_scanner.store(true);
+        return;
+    }
+    scanner_ensure_started();
+}
+
+}  // namespace
+
+bool runtime_ready() {
+    int st = g_init.load(std::memory_order_acquire);
+    if (st == kReady) {
+        if (__builtin_expect(g_child_needs_scanner.load(std::memory_order_relaxed), 0)) start_scanner_in_child();
+        return true;
+    }
+    if (st == kDisabled || t_initialising) return false;
+    int expected = kUninit;
+    if (g_init.compare_exchange_strong(expected, kIniting)) return init_now();
+    while ((st = g_init.load(std::memory_order_acquire)) == kIniting) {
+    }
+    return st == kReady;
+}
+
+bool runtime_initialised() { return g_init.load(std::memory_order_acquire) == kReady; }
+
+long runtime_original_pid() { return g_original_pid; }
+
+void runtime_after_register() {
+    fault_handler_install(__sigaction);
+    // The shim's descriptors are had now, while the program is likely to
+    // have some to spare, rather than first by the scanner later, when it
+    // might take the program's last free one.
+    if (!g_descriptors_had.load(std::memory_order_relaxed)) {
+        State& s = state();
+        MmLockGuard g(s.lock);
+        bool had = s.store.ensure_ready() & open_pagemap() & open_maps() &
+                   kept_files().status.ensure("/proc/self/status", O_RDONLY) & reports_open_live_file();
+        g_descriptors_had.store(had, std::memory_order_relaxed);
+    }
+    scanner_ensure_started();
+}
+
+void runtime_shutdown() {
+    if (!runtime_initialised()) return;
+    double cpu = scanner_cpu_seconds();
+    scanner_stop();
+    reports_at_exit(cpu);
+}
+
+}  // namespace dedup

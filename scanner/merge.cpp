@@ -1,0 +1,315 @@
+#include "scanner/merge.h"
+
+#include <string.h>
+#include <sys/mman.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "scanner/os/proc.h"
+#include "scanner/os/sys.h"
+#include "scanner/write_window.h"
+
+namespace dedup {
+namespace {
+
+constexpr uintptr_t kHugeSize = 2u << 20;
+constexpr int kRW = PROT_READ | PROT_WRITE;
+
+void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
+
+bool page_is_zero(const void* p) {
+    const uint64_t* w = static_cast<const uint64_t*>(p);
+    uint64_t acc = 0;
+    for (size_t i = 0; i < kPageSize / 8; i += 8)
+        acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
+    return acc == 0;
+}
+
+// The huge pages that changing [a, a+len) would split: those mapped as one
+// 2 MiB page that the range covers only in part. A merge over a whole
+// aligned huge page replaces it without splitting.
+uint64_t thp_splits_for(State& s, const Region& r, uintptr_t a, size_t len) {
+    if (!may_be_huge(s, r)) return 0;
+    uintptr_t lo = a & ~(kHugeSize - 1), hi = (a + len + kHugeSize - 1) & ~(kHugeSize - 1);
+    uintptr_t ranges[4][2];
+    long n = pagemap_huge_ranges(lo, hi, ranges, 4);
+    uint64_t splits = 0;
+    for (long i = 0; i < n; ++i)
+        for (uintptr_t h = ranges[i][0] & ~(kHugeSize - 1); h < ranges[i][1]; h += kHugeSize)
+            if (h + kHugeSize > a && h < a + len && !(a <= h && h + kHugeSize <= a + len)) ++splits;
+    return splits;
+}
+
+// VMAs a merged piece [a, a+len) of r keeps: one for each side where it
+// cuts an anonymous VMA in two. A side next to a merged page is already a
+// VMA boundary; a side at the region's edge is counted (a neighbouring VMA
+// may have merged with the region's), and so is a piece that lies in a
+// memfd VMA already (written since its merge, or moving to a new store): it
+// may cut that VMA on both sides. Charging 2 for every merge overestimated
+// scattered layouts by a quarter and stopped them early.
+uint64_t vma_cost(Region& r, uintptr_t a, size_t len) {
+    uintptr_t b = a + len;
+    for (uintptr_t p = a; p < b; p += kPageSize)
+        if (in_file_vma(r.at(p).state)) return 2;
+    uint64_t left = a == r.start || !in_file_vma(r.at(a - kPageSize).state);
+    uint64_t right = b == r.end || !in_file_vma(r.at(b).state);
+    return left + right;
+}
+
+// Whether a merged piece of slot comes mapped with r's protection already.
+bool remaps_with_app_prot(const State& s, const Region& r, uint32_t slot) {
+    return r.prot == kRW && s.store.maps_writable(slot);
+}
+
+void release_slot_ref(State& s, uint32_t slot) {
+    if (s.store.unref(slot)) forget_slot_entry(s, slot);
+}
+
+// ---- the batch window ----------------------------------------------------------
+// One write window opened by the first zero or slot run of a batch and closed
+// when the batch ends, so that the runs after it need no mprotect of their
+// own. In a scattered layout (one page a run) a window's mprotect, with its
+// two splits and merges of the VMA, was a third of a merge's system calls and
+// most of a zero page's. It never reaches past the batch's last page likely
+// to be merged (`limit`), nor past the next page already merged (changing
+// the protection of every memfd piece of a fragmented region twice cost more,
+// 244 us an mprotect at the VMA budget, than the windows it saved), and it
+// closes early at a page the program is changing. Not over huge pages (it
+// would split them). The mm lock is held for the whole batch, so a write
+// into it waits in the fault handler as for any window. Only the scanner
+// thread, under the lock, uses it.
+struct BatchWindow {
+    Region* r = nullptr;  // the batch's region (nullptr: not in a batch)
+    uintptr_t limit = 0;
+    WriteWindow window;
+};
+BatchWindow g_batch;
+
+// The window a one-range run [start, start+n pages) of kind uses: the batch
+// window if it covers the run, else one opened now (the batch window, if
+// the batch goes on past the run, or `own`). Checks the VMA budget first.
+// nullptr (counted) if the run cannot be merged now.
+WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act kind, WriteWindow& own) {
+    size_t len = n * kPageSize;
+    // A merge keeps the VMAs vma_cost() counts. Giving back zero pages keeps
+    // none: inside the batch window it splits nothing, and its own window's
+    // pieces merge again when it closes, so it may use the reserve for that
+    // moment: every zero page is given back however many VMAs merges hold.
+    uint64_t cost = kind == Act::kZero ? 0 : vma_cost(r, start, len);
+    bool fits = cost == 0 || s.vmas.can_afford(cost);
+    if (g_batch.r == &r && g_batch.window.covers(start, len) && fits) return &g_batch.window;
+    bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : fits;
+    if (!afford) {
+        s.stats.pass_budget_skips += n;
+        return nullptr;
+    }
+    uint64_t splits = thp_splits_for(s, r, start, len);
+    // Zero pages inside a huge page are most often a huge page being
+    // filled: giving back 4 KiB of it would cost the whole huge page.
+    if (splits && kind == Act::kZero) return nullptr;
+    g_batch.window.close();
+    uintptr_t end = start + len, window_end = end;
+    if (g_batch.r == &r && !may_be_huge(s, r))
+        while (window_end < g_batch.limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
+    WriteWindow* w = nullptr;
+    if (window_end > end) {  // the batch goes on past this run: open the batch window
+        if (g_batch.window.open(start, window_end - start, r.prot)) {
+            w = &g_batch.window;
+        } else if (!g_batch.window.gave_up_for_pin()) {
+            ++s.stats.merge_failures;
+            return nullptr;
+        }  // else a syscall writes into the rest of the batch: this run alone
+    }
+    if (!w) {
+        if (!own.open(start, len, r.prot)) {
+            if (own.gave_up_for_pin()) ++s.stats.pinned_skips;
+            else ++s.stats.merge_failures;
+            return nullptr;
+        }
+        w = &own;
+    }
+    s.stats.thp_splits += splits;
+    return w;
+}
+
+void merge_zero_run(State& s, Region& r, const Run& run) {
+    WriteWindow own;
+    if (!open_run_window(s, r, run.start, run.n, Act::kZero, own)) return;
+    size_t k = 0;
+    while (k < run.n && page_is_zero(page(run.start + k * kPageSize))) ++k;
+    if (k && !sys::failed(sys::madvise(page(run.start), k * kPageSize, MADV_DONTNEED))) {
+        for (size_t i = 0; i < k; ++i) {
+            PageMeta& m = r.at(run.start + i * kPageSize);
+            m.state = kZeroFreed;
+            m.hash32 = 0;
+        }
+        s.stats.zero_pages += k;
+        s.stats.pass_zero_freed += k;
+    } else if (k) {
+        ++s.stats.merge_failures;
+    }
+    own.close();
+    note_saving(s);
+}
+
+// Maps slots [first, first+k) over [start, start+k pages) of r and does the
+// bookkeeping; false if the mapping failed (nothing changed).
+bool map_onto_slots(State& s, Region& r, uintptr_t start, size_t k, uint32_t first, uint64_t cost) {
+    if (!s.store.map_run(start, first, k)) {
+        ++s.stats.merge_failures;
+        return false;
+    }
+    for (size_t i = 0; i < k; ++i) {
+        PageMeta& m = r.at(start + i * kPageSize);
+        if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));  // moving off a retiring slot
+        m.state = merged_state(first + (uint32_t)i);
+        s.store.ref(first + (uint32_t)i);
+    }
+    reapply_flags(r.flags, start, k * kPageSize);
+    s.vmas.spent(cost);
+    s.stats.pages_merged += k;
+    ++s.stats.merge_runs;
+    return true;
+}
+
+void merge_pair_run(State& s, Region& r, const Run& run) {
+    size_t len = run.n * kPageSize;
+    Region& cr = *run.cand_region;
+    g_batch.window.close();  // a pair run has a window of its own over both runs
+    if (!s.vmas.can_afford(4)) {
+        s.stats.pass_budget_skips += 2 * run.n;
+        return;
+    }
+    int64_t first = s.store.alloc_run((uint32_t)run.n);
+    if (first < 0) {
+        ++s.stats.merge_failures;
+        return;
+    }
+    // Before the window: its mprotect splits the huge pages it covers in part.
+    uint64_t splits = thp_splits_for(s, r, run.start, len) + thp_splits_for(s, cr, run.cand, len);
+    WriteWindow w;
+    size_t used = 0;
+    if (w.open_pair(run.start, len, r.prot, run.cand, len, cr.prot)) {
+        s.stats.thp_splits += splits;
+        size_t k = 0;
+        while (k < run.n) {
+            uintptr_t pa = run.start + k * kPageSize, ca = run.cand + k * kPageSize;
+            if (memcmp(page(pa), page(ca), kPageSize) != 0) break;
+            uint64_t h = page_hash(page(pa));  // the page is stable now: hash what we store
+            if (h != run.hashes[k]) break;
+            s.store.fill((uint32_t)first + (uint32_t)k, page(pa), h);
+            ++k;
+        }
+        if (k && map_onto_slots(s, r, run.start, k, (uint32_t)first, 2)) {
+            used = k;
+            if (k == run.n && remaps_with_app_prot(s, r, (uint32_t)first)) w.replaced(run.start, len);
+            for (size_t i = 0; i < k; ++i)
+                s.index.put(run.hashes[i], PageIndex::slot_value((uint32_t)first + (uint32_t)i));
+            if (map_onto_slots(s, cr, run.cand, k, (uint32_t)first, 2) && k == run.n &&
+                remaps_with_app_prot(s, cr, (uint32_t)first))
+                w.replaced(run.cand, len);
+        }
+    } else if (w.gave_up_for_pin()) {
+        ++s.stats.pinned_skips;
+    } else {
+        ++s.stats.merge_failures;
+    }
+    w.close();
+    for (size_t i = used; i < run.n; ++i) s.store.release_unused((uint32_t)first + (uint32_t)i);
+    note_saving(s);
+}
+
+}  // namespace
+
+uint64_t page_hash(const void* p) { return XXH3_64bits(p, kPageSize); }
+
+bool region_mergeable(const State& s, const Region& r) {
+    if (r.flags & kRegExcluded) return false;
+    if (r.prot != kRW) return false;
+    return s.merge_all ? !(r.flags & kRegUnmergeable) : (r.flags & kRegAdvised) != 0;
+}
+
+bool may_be_huge(const State& s, const Region& r) {
+    return !(r.flags & kRegNohugepage) && (s.thp_always || (r.flags & kRegHugepage));
+}
+
+long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot) {
+    size_t len = n * kPageSize;
+    WriteWindow own;
+    WriteWindow* w = open_run_window(s, r, start, n, Act::kToSlot, own);
+    if (!w) return -1;
+    size_t k = 0;
+    while (k < n && memcmp(page(start + k * kPageSize), s.store.content(first_slot + (uint32_t)k), kPageSize) == 0)
+        ++k;
+    // vma_cost before the pages change state
+    if (k && !map_onto_slots(s, r, start, k, first_slot, vma_cost(r, start, k * kPageSize))) k = 0;
+    if (k == n && remaps_with_app_prot(s, r, first_slot)) w->replaced(start, len);
+    own.close();
+    note_saving(s);
+    return (long)k;
+}
+
+void merge_run(State& s, Region& r, const Run& run) {
+    switch (run.kind) {
+        case Act::kZero: merge_zero_run(s, r, run); break;
+        case Act::kToSlot: merge_onto_slots(s, r, run.start, run.n, run.first_slot); break;
+        case Act::kPair: merge_pair_run(s, r, run); break;
+        case Act::kNone: break;
+    }
+}
+
+void batch_begin(Region& r, uintptr_t limit) {
+    g_batch.r = &r;
+    g_batch.limit = limit;
+}
+
+void batch_window_close() { g_batch.window.close(); }
+
+void batch_end() {
+    g_batch.window.close();
+    g_batch.r = nullptr;
+}
+
+void release_slot(State& s, uint32_t slot) { release_slot_ref(s, slot); }
+
+void forget_slot_entry(State& s, uint32_t slot) {
+    uint64_t h = s.store.hash(slot);
+    PageIndex::Entry* e = s.index.find(h);
+    if (e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) == slot) s.index.erase(h);
+}
+
+void forget_page(State& s, PageMeta& m) {
+    if (has_slot(m.state)) release_slot_ref(s, slot_of(m.state));
+    else if (is_zero_freed(m.state)) --s.stats.zero_pages;
+    m.state = 0;
+    m.hash32 = 0;
+}
+
+void reapply_flags(uint32_t flags, uintptr_t start, size_t len) {
+#ifdef DEDUP_BROKEN_DROP_FLAGS
+    // Test-only: a fresh mapping keeps none of the program's advice. The
+    // advice matrix test must catch this.
+    (void)flags, (void)start, (void)len;
+    return;
+#endif
+    if (flags & kRegDontfork) sys::madvise(page(start), len, MADV_DONTFORK);
+    if (flags & kRegDontdump) sys::madvise(page(start), len, MADV_DONTDUMP);
+    if (flags & kRegHugepage) sys::madvise(page(start), len, MADV_HUGEPAGE);
+    if (flags & kRegNohugepage) sys::madvise(page(start), len, MADV_NOHUGEPAGE);
+    if (flags & kRegRandom) sys::madvise(page(start), len, MADV_RANDOM);
+    if (flags & kRegSequential) sys::madvise(page(start), len, MADV_SEQUENTIAL);
+}
+
+void note_saving(State& s) {
+    uint64_t now = bytes_saved_now(s);
+    uint64_t peak = s.stats.bytes_saved_peak.load(std::memory_order_relaxed);
+    if (now > peak) s.stats.bytes_saved_peak.store(now, std::memory_order_relaxed);
+}
+
+uint64_t bytes_saved_now(State& s) {
+    uint64_t sharing = s.store.total_refs() - s.store.slots_in_use();
+    return (sharing + s.stats.zero_pages.load(std::memory_order_relaxed)) * kPageSize;
+}
+
+}  // namespace dedup

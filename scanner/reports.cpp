@@ -1,0 +1,263 @@
+#include "scanner/reports.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "scanner/config.h"
+#include "scanner/lifecycle.h"
+#include "scanner/log.h"
+#include "scanner/meta_alloc.h"
+#include "scanner/os/clock.h"
+#include "scanner/os/kept_file.h"
+#include "scanner/os/proc.h"
+#include "scanner/os/sys.h"
+#include "scanner/scanner_thread.h"
+#include "scanner/sites.h"
+#include "scanner/state.h"
+
+namespace dedup {
+namespace {
+
+// ---- the numbers -----------------------------------------------------------
+
+// Every field of the table into rep; the caller holds the lock. Exact VMA
+// count only when asked (it reads /proc/self/maps).
+void collect(State& s, Report* rep, double cpu, bool exact_vmas) {
+    memset(rep, 0, sizeof(*rep));
+    report_copy_counted(s.stats, rep);
+    rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
+    // Pages the scanner may merge: with DEDUP_SCOPE=advised, only advised
+    // ranges count as registered (the others are tracked, not registered).
+    uint64_t in_scope = 0;
+    for (size_t i = 0; i < s.regions.count(); ++i)
+        if (s.merge_all || (s.regions[i].flags & kRegAdvised)) in_scope += s.regions[i].pages();
+    rep->pages_registered = in_scope;
+    rep->pages_shared = s.store.slots_in_use();
+    rep->pages_sharing = s.store.total_refs() - s.store.slots_in_use();
+    rep->fork_kept_pages = s.store.fork_kept();
+    rep->bytes_saved = bytes_saved_now(s);
+    if (rep->bytes_saved > rep->bytes_saved_peak) rep->bytes_saved_peak = rep->bytes_saved;
+    rep->scanner_cpu_seconds = cpu;
+    rep->vmas_used = exact_vmas ? count_vmas() : s.vmas.estimate();
+    rep->vma_limit = s.vmas.max_map_count();
+    rep->metadata_bytes = meta_bytes_in_use();
+}
+
+// ---- allocation sites ----------------------------------------------------------
+
+// Pages per allocation site that are merged or given back as zero pages.
+// Returns an array of kMaxSites counts (meta memory), or nullptr. Lock held.
+uint64_t* count_duplicates_by_site(State& s) {
+    if (!site_count()) return nullptr;
+    uint64_t* per = static_cast<uint64_t*>(meta_alloc(sizeof(uint64_t) * kMaxSites));
+    if (!per) return nullptr;
+    for (size_t i = 0; i < s.regions.count(); ++i) {
+        Region& r = s.regions[i];
+        if (r.site >= kMaxSites) continue;
+        uint64_t n = 0;
+        for (size_t p = 0; p < r.pages(); ++p) n += has_slot(r.meta[p].state) || is_zero_freed(r.meta[p].state);
+        per[r.site] += n;
+    }
+    return per;
+}
+
+// Per site, the most duplicate pages it ever had at one time: programs free
+// their data before exit, and a site's peak is what the user wants to see.
+// Sampled every second by the scanner and once more at exit.
+uint64_t* g_site_peak = nullptr;
+
+void note_site_peaks(const uint64_t* now) {
+    if (!now) return;
+    if (!g_site_peak) g_site_peak = static_cast<uint64_t*>(meta_alloc(sizeof(uint64_t) * kMaxSites));
+    if (!g_site_peak) return;
+    for (uint32_t i = 0; i < kMaxSites; ++i)
+        if (now[i] > g_site_peak[i]) g_site_peak[i] = now[i];
+}
+
+// Fills the report's top sites from per (symbolised: spawns addr2line, so
+// never under the lock), and frees per.
+void top_sites(uint64_t* per, Report* rep) {
+    rep->nsites = 0;
+    if (!per) return;
+    // Sites that differ only below the frames shown print the same: add
+    // them up under one line. Look at a few more than are shown.
+    for (int tries = 0; tries < 4 * Report::kTopSites && rep->nsites < Report::kTopSites; ++tries) {
+        uint32_t best = 0;
+        for (uint32_t i = 0; i < kMaxSites; ++i)
+            if (per[i] > (best ? per[best] : 0)) best = i;
+        if (!per[best]) break;
+        char text[sizeof(rep->site_text[0])];
+        site_describe(best, 3, text, sizeof(text));
+        int k = 0;
+        while (k < rep->nsites && strcmp(rep->site_text[k], text) != 0) ++k;
+        if (k == rep->nsites) {
+            memcpy(rep->site_text[k], text, sizeof(text));
+            rep->site_bytes[k] = 0;
+            rep->nsites = k + 1;
+        }
+        rep->site_bytes[k] += per[best] * kPageSize;
+        per[best] = 0;
+    }
+    meta_free(per, sizeof(uint64_t) * kMaxSites);
+}
+
+// ---- files -------------------------------------------------------------------
+
+void stats_path(const char* pattern, char* out, size_t cap) {
+    const char* pp = strstr(pattern, "%p");
+    if (pp) snprintf(out, cap, "%.*s%ld%s", (int)(pp - pattern), pattern, sys::getpid(), pp + 2);
+    else snprintf(out, cap, "%s", pattern);
+}
+
+void live_path(char* out, size_t cap) { snprintf(out, cap, "/dev/shm/libdedup.%ld.json", sys::getpid()); }
+
+// The live file is created unnamed (O_TMPFILE) with the other kept files,
+// sized, mapped and written through the mapping; after its first write (a
+// second in) it is given its name and its descriptor is closed. So a
+// process that ends sooner, or by _exit, leaves nothing in /dev/shm, and no
+// write of ours ever goes through a descriptor number the program might
+// have reused for one of its own files. Lock held throughout.
+constexpr size_t kLiveBytes = 16384;
+struct LiveFile {
+    char* map = nullptr;
+    size_t longest = 0;
+    long linked_pid = 0;
+};
+LiveFile g_live;
+
+// Rewritten in place, padded with spaces (trailing spaces are valid JSON).
+void write_live_file(const Report& rep) {
+    if (!reports_open_live_file()) return;
+    char json[8192];
+    size_t n = report_to_json(rep, json, sizeof(json));
+    if (n == 0) return;
+    memcpy(g_live.map, json, n);
+    if (g_live.longest > n) memset(g_live.map + n, ' ', g_live.longest - n);
+    if (n > g_live.longest) g_live.longest = n;
+    long pid = sys::getpid();
+    KeptFile& f = kept_files().live;
+    if (g_live.linked_pid == pid || f.fd() < 0) return;
+    char path[64], self[64];
+    live_path(path, sizeof(path));
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", f.fd());
+    sys::call(SYS_unlink, (long)path);  // a stale file of an earlier process with our pid
+    if (!sys::failed(sys::call(SYS_linkat, AT_FDCWD, (long)self, AT_FDCWD, (long)path, AT_SYMLINK_FOLLOW)))
+        g_live.linked_pid = pid;
+    f.close();  // the mapping is all we need from now on
+}
+
+// ---- the scanner's ticks -------------------------------------------------------
+
+uint64_t g_live_last_ns = 0, g_interval_last_ns = 0;
+uint64_t g_live_last_scanned = 0;
+double g_live_last_cpu = 0;
+
+void log_live_line(const Report& rep, double cpu, uint64_t now) {
+    double dt = g_interval_last_ns ? (double)(now - g_interval_last_ns) / 1e9 : rep.seconds;
+    if (dt <= 0) dt = 1e-9;
+    log_line("live: t=%.1f s, saved %.1f MiB, sharing %llu, shared %llu, zero %llu, volatile %llu, scan %.0f pages/s, scanner CPU %.1f%% (%.2f s)",
+             rep.seconds, (double)rep.bytes_saved / (1 << 20), (unsigned long long)rep.pages_sharing,
+             (unsigned long long)rep.pages_shared, (unsigned long long)rep.zero_pages,
+             (unsigned long long)rep.pages_volatile, (double)(rep.pages_scanned - g_live_last_scanned) / dt,
+             100.0 * (cpu - g_live_last_cpu) / dt, cpu);
+    g_live_last_scanned = rep.pages_scanned;
+    g_live_last_cpu = cpu;
+}
+
+}  // namespace
+
+bool reports_open_live_file() {
+    if (g_live.map) return true;
+    KeptFile& f = kept_files().live;
+    if (!f.ensure("/dev/shm", O_TMPFILE | O_RDWR, 0644)) return false;
+    long err = 0;
+    void* m = MAP_FAILED;
+    if (!sys::failed(sys::call(SYS_ftruncate, f.fd(), (long)kLiveBytes)))
+        m = sys::mmap(nullptr, kLiveBytes, PROT_READ | PROT_WRITE, MAP_SHARED, f.fd(), 0, &err);
+    if (m == MAP_FAILED) {
+        f.close();
+        return false;
+    }
+    sys::madvise(m, kLiveBytes, MADV_DONTFORK);  // a forked child must not write its parent's file
+    memset(m, ' ', kLiveBytes);
+    g_live.map = static_cast<char*>(m);
+    g_live.linked_pid = 0;
+    return true;
+}
+
+void reports_reset_in_child() { g_live = LiveFile(); }  // its mapping is DONTFORK: not in the child
+
+void reports_tick() {
+    if (!runtime_initialised()) return;
+    const Config& cfg = config();
+    uint64_t now = monotonic_ns();
+    if (g_live_last_ns == 0) g_live_last_ns = now;  // first file after a second: short processes leave none
+    bool live_due = now - g_live_last_ns >= 1000 * 1000000ull;
+    bool interval_due = cfg.stats_interval_ms && now - g_interval_last_ns >= cfg.stats_interval_ms * 1000000ull;
+    if (!live_due && !interval_due) return;
+    State& s = state();
+    Report rep;
+    double cpu = scanner_cpu_seconds();
+    uint64_t* per_site = nullptr;
+    {
+        MmLockGuard g(s.lock);
+        collect(s, &rep, cpu, false);
+        if (live_due) {
+            per_site = count_duplicates_by_site(s);
+            write_live_file(rep);
+            g_live_last_ns = now;
+        }
+    }
+    if (per_site) {
+        note_site_peaks(per_site);
+        meta_free(per_site, sizeof(uint64_t) * kMaxSites);
+    }
+    if (!interval_due) return;
+    log_live_line(rep, cpu, now);
+    g_interval_last_ns = now;
+    if (cfg.stats_file[0] && sys::getpid() == runtime_original_pid()) {
+        char path[300];
+        stats_path(cfg.stats_file, path, sizeof(path));
+        report_write_file(rep, path);
+    }
+}
+
+void reports_at_exit(double cpu) {
+    State& s = state();
+    const Config& cfg = config();
+    Report rep;
+    uint64_t* per_site = nullptr;
+    {
+        MmLockGuard g(s.lock);
+        collect(s, &rep, cpu, true);
+        per_site = count_duplicates_by_site(s);
+    }
+    note_site_peaks(per_site);
+    if (per_site && g_site_peak) memcpy(per_site, g_site_peak, sizeof(uint64_t) * kMaxSites);
+    top_sites(per_site, &rep);
+    char live[64];
+    live_path(live, sizeof(live));
+    {
+        MmLockGuard g(s.lock);
+        if (g_live.linked_pid == sys::getpid()) sys::call(SYS_unlink, (long)live);
+        kept_files().live.close();
+    }
+    bool child = sys::getpid() != runtime_original_pid();
+    // Short-lived helpers (shells, compilers' drivers) would drown the log in
+    // empty summaries: report when something was saved or a lot registered.
+    bool worth = rep.bytes_saved_peak > 0 || rep.registered_bytes_total >= (16u << 20);
+    if (s.registered_anything && worth && (!child || rep.pages_scanned)) report_to_log(rep);
+    if (cfg.stats_file[0]) {
+        char path[300];
+        stats_path(cfg.stats_file, path, sizeof(path));
+        // A forked child writes only to a per-pid path, never over its parent's file.
+        if (!child || strstr(cfg.stats_file, "%p")) {
+            long w = report_write_file(rep, path);
+            if (w != 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
+        }
+    }
+}
+
+}  // namespace dedup

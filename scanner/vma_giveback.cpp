@@ -1,0 +1,78 @@
+#include "scanner/vma_giveback.h"
+
+#include "scanner/log.h"
+#include "scanner/os/clock.h"
+#include "scanner/unmerge.h"
+
+namespace dedup {
+namespace {
+
+// The region with the most memfd pieces (runs of merged pages), or count().
+size_t most_fragmented(State& s) {
+    size_t best = s.regions.count();
+    uint64_t best_runs = 0;
+    for (size_t i = 0; i < s.regions.count(); ++i) {
+        Region& r = s.regions[i];
+        uint64_t runs = 0;
+        bool prev = false;
+        for (size_t p = 0; p < r.pages(); ++p) {
+            bool f = in_file_vma(r.meta[p].state);
+            runs += f && !prev;
+            prev = f;
+        }
+        if (runs > best_runs) {
+            best_runs = runs;
+            best = i;
+        }
+    }
+    return best;
+}
+
+// True when an exact count shows the program a quarter of the way into the
+// reserve while we hold merged pieces. While the last count was below half
+// the budget, no more often than the count's cost allows (a program with
+// 200,000 merged pieces and room for a million).
+bool under_pressure(State& s) {
+    if (s.stats.merge_runs.load(std::memory_order_relaxed) == 0) return false;
+    if (s.vmas.last_count() * 2 >= s.vmas.limit()) s.vmas.recount();
+    else s.vmas.recount_if_older(0);
+    return s.vmas.last_count() > s.vmas.pressure_threshold();
+}
+
+}  // namespace
+
+bool give_back_vmas(State& s, bool at_limit) {
+    uint64_t max = s.vmas.max_map_count();
+    uint64_t n = count_vmas();
+    uint64_t reserve = max - s.vmas.limit();
+    if (at_limit && n + 64 < max) return false;  // ENOMEM for another reason
+    if (!at_limit && n <= s.vmas.pressure_threshold()) return false;
+    uint64_t target = s.vmas.limit() - reserve / 4;  // a margin below the budget
+    auto if_pinned = at_limit ? WriteWindow::IfPinned::kWait : WriteWindow::IfPinned::kGiveUp;
+    bool freed = false;
+    while (n >= target) {
+        size_t best = most_fragmented(s);
+        if (best == s.regions.count()) break;
+        Region& r = s.regions[best];
+        if (make_anonymous(s, r, r.start, r.end, if_pinned) != 0) break;
+        freed = true;
+        n = count_vmas();
+    }
+    s.vmas.recount();
+    if (!freed) return false;
+    s.vmas.hold_off(10ull * 1000 * 1000000);  // no VMA-costing merge for a while: no churn
+    log_warning("the program's VMAs approach vm.max_map_count (%llu of %llu); merged regions were unmerged to give VMAs back",
+                (unsigned long long)n, (unsigned long long)max);
+    return true;
+}
+
+void relieve_vma_pressure(State& s) {
+    static uint64_t last_ns = 0;
+    uint64_t now = monotonic_ns();
+    if (now - last_ns < 500 * 1000000ull) return;
+    last_ns = now;
+    MmLockGuard g(s.lock);
+    if (under_pressure(s)) give_back_vmas(s, false);
+}
+
+}  // namespace dedup
