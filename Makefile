@@ -1,4 +1,11 @@
 # libdedup — see README.md. `make test` and `make demo` install their own deps.
+
+# The one place the version is kept: the library's file name and SONAME, the
+# tools' --version, the man pages and the Debian package all take it from here.
+VERSION   := 1.0.0
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
+SONAME    := libdedup.so.$(SOVERSION)
+
 CXX      ?= g++
 CC       ?= gcc
 BUILD    := build
@@ -19,7 +26,8 @@ PROGS        := $(patsubst tests/programs/%,$(BUILD)/programs/%,$(basename $(PRO
 BENCH_SRCS   := $(wildcard bench/*.c) $(wildcard bench/*.cpp)
 BENCH_PROGS  := $(patsubst bench/%,$(BUILD)/bench/%,$(basename $(BENCH_SRCS)))
 
-.PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs test-apps
+.PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs test-apps \
+        dist install uninstall deb test-packaging FORCE
 
 all: lib programs
 lib: $(BUILD)/libdedup.so
@@ -31,8 +39,14 @@ $(BUILD)/obj/%.o: %.cpp $(wildcard scanner/*.h shim/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LIB_CXXFLAGS) -c $< -o $@
 
-$(BUILD)/libdedup.so: $(LIB_OBJS)
-	$(CXX) -shared -o $@ $^ -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
+# Rewritten only when VERSION changes, so that what embeds the version (the
+# SONAME, the tools) is rebuilt then and only then.
+$(BUILD)/VERSION: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+
+$(BUILD)/libdedup.so: $(LIB_OBJS) $(BUILD)/VERSION
+	$(CXX) -shared -o $@ $(LIB_OBJS) -pthread -Wl,-soname,$(SONAME) -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
 # Test-only: a library whose merge skips the write protection, so it loses
 # writes under races. The race test must catch it (proves it can fail).
@@ -121,3 +135,59 @@ demo:
 
 clean:
 	rm -rf $(BUILD)
+
+# ---------------------------------------------------------------------------
+# Installing. `make install [PREFIX=/usr/local] [DESTDIR=]`; `make uninstall`
+# with the same variables removes exactly what it put there.
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+LIBDIR    ?= $(PREFIX)/lib
+MANDIR    ?= $(PREFIX)/share/man
+DOCDIR    ?= $(PREFIX)/share/doc/libdedup
+# The Debian multiarch triplet (x86_64-linux-gnu): where the .deb puts the
+# library, and where an installed dedup-run also looks for it.
+MULTIARCH  = $(shell $(CC) -print-multiarch 2>/dev/null)
+
+DIST_BIN  := $(BUILD)/dist/bin/dedup-run $(BUILD)/dist/bin/dedupstat
+DIST_MAN1 := $(BUILD)/dist/man/dedup-run.1 $(BUILD)/dist/man/dedupstat.1
+DIST_MAN7 := $(BUILD)/dist/man/libdedup.7
+DOCS      := README.md docs/DESIGN.md
+
+# The tools and man pages with @VERSION@ (and @MULTIARCH@) filled in. The
+# copies in scripts/ run as they are from the repo and read VERSION from this
+# Makefile instead.
+SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MULTIARCH@|$(MULTIARCH)|g'
+
+$(BUILD)/dist/bin/%: scripts/% $(BUILD)/VERSION
+	@mkdir -p $(dir $@)
+	$(SUBST) $< > $@.tmp && chmod 755 $@.tmp && mv $@.tmp $@
+
+$(BUILD)/dist/man/%: docs/man/% $(BUILD)/VERSION
+	@mkdir -p $(dir $@)
+	$(SUBST) $< > $@.tmp && mv $@.tmp $@
+
+dist: lib $(DIST_BIN) $(DIST_MAN1) $(DIST_MAN7)
+
+install: dist
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(DOCDIR)
+	install -m 644 $(BUILD)/libdedup.so $(DESTDIR)$(LIBDIR)/libdedup.so.$(VERSION)
+	ln -sfn libdedup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/libdedup.so
+	install -m 755 $(DIST_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(DIST_MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(DIST_MAN7) $(DESTDIR)$(MANDIR)/man7/
+	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	@# Into the real system (no DESTDIR) as root: refresh ld.so's cache, so
+	@# that LD_PRELOAD=libdedup.so.1 (no path) finds it too.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libdedup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libdedup.so
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(DIST_BIN)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(DIST_MAN1)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(DIST_MAN7)))
+	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
+	[ ! -d $(DESTDIR)$(DOCDIR) ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
