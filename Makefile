@@ -191,3 +191,20 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
 	[ ! -d $(DESTDIR)$(DOCDIR) ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(DOCDIR)
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
+
+# ---------------------------------------------------------------------------
+# The Debian package, with dpkg-deb alone: build/libdedup_$(VERSION)_<arch>.deb.
+# The library goes where Debian puts shared libraries, the multiarch directory
+# (/usr/lib/x86_64-linux-gnu): on the dynamic linker's default path, so that
+# LD_PRELOAD=libdedup.so.1 without a path finds the build of each program's
+# own architecture, and next to glibc's and libunwind's.
+DEB_ARCH        = $(shell dpkg --print-architecture 2>/dev/null)
+DEB_MAINTAINER ?= libdedup maintainers <maintainers@users.noreply.h-seed-c8b87327.example>
+DEB             = $(BUILD)/libdedup_$(VERSION)_$(DEB_ARCH).deb
+
+deb: dist
+	rm -rf $(BUILD)/deb
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD)/deb/root) PREFIX=/usr \
+	    LIBDIR=/usr/lib/$(MULTIARCH)
+	VERSION=$(VERSION) ARCH=$(DEB_ARCH) MULTIARCH=$(MULTIARCH) MAINTAINER='$(DEB_MAINTAINER)' \
+	    ./scripts/build-deb $(BUILD)/deb/root $(DEB)
