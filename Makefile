@@ -106,7 +106,7 @@ test:
 	./scripts/install-deps.sh
 	$(MAKE) test-all
 
-test-all: unit integration sanitize test-apps
+test-all: unit integration sanitize test-apps test-packaging
 
 # Unit tests (no interposition) under ThreadSanitizer, then UBSan.
 sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
@@ -208,3 +208,13 @@ deb: dist
 	    LIBDIR=/usr/lib/$(MULTIARCH)
 	VERSION=$(VERSION) ARCH=$(DEB_ARCH) MULTIARCH=$(MULTIARCH) MAINTAINER='$(DEB_MAINTAINER)' \
 	    ./scripts/build-deb $(BUILD)/deb/root $(DEB)
+
+# make install/uninstall into a DESTDIR, make deb with install/run/remove (as
+# root), the tools' command lines, dedupstat's live files, and the README's
+# deployment recipes (tests/packaging). They run the install and deb targets
+# themselves, so a broken or missing one fails here. Debian's python3, which
+# has python3-yaml.
+TEST_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+
+test-packaging: lib
+	$(TEST_PYTHON) tests/packaging/test_packaging.py -v
