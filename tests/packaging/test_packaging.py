@@ -166,6 +166,8 @@ class DedupRunCommandLine(unittest.TestCase):
         for opt, (var, _, expect) in opts.items():
             self.assertEqual(env.get(var), expect, opt)
         self.assertTrue(env["LD_PRELOAD"].endswith("libdedup.so"), env["LD_PRELOAD"])
+        r = run([DEDUP_RUN, "--disable", "env"])  # the program may follow the options without --
+        self.assertIn("DEDUP_DISABLE=1", r.stdout, describe(r))
         r = run([DEDUP_RUN, "--no-sites", "--scope=all", "--", "env"])
         self.assertIn("DEDUP_SITES=0", r.stdout)
         self.assertIn("DEDUP_SCOPE=all", r.stdout)
@@ -305,6 +307,26 @@ class DedupstatLiveFiles(unittest.TestCase):
         r = self.dedupstat("--json")
         self.assertEqual(len(json.loads(r.stdout)), 3, describe(r))
         self.assertFalse(os.path.exists(ours))
+
+    def test_interval_refreshes_until_the_process_is_gone(self):
+        path = self.write("libdedup.%d.%d.json" % (self.ns, self.sleeper.pid),
+                          {"seconds": 2.0, "pid": self.sleeper.pid, "comm": "sleep", "pidns": self.ns})
+        holder = self.hold_lock(path)
+        for args in (["--interval", "0.2"], ["-w"]):
+            with self.subTest(args=args):
+                p = subprocess.Popen([DEDUPSTAT, "--dir", self.dir, "--json"] + args + [str(self.sleeper.pid)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                try:
+                    for _ in range(2):  # one compact JSON document per refresh
+                        self.assertEqual(json.loads(p.stdout.readline())["pid"], self.sleeper.pid)
+                    if args == ["-w"]:
+                        holder.stdin.close()  # the process "exits": its lock goes
+                        self.assertEqual(p.wait(timeout=10), 0)
+                finally:
+                    p.kill()
+                    p.wait()
+                    p.stdout.close()
+        self.assertFalse(os.path.exists(path))
 
     def test_unreadable_live_file_is_an_error(self):
         path = self.write("libdedup.%d.json" % self.sleeper.pid, {"seconds": 3.0, "bytes_saved": 4096})
