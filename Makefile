@@ -1,4 +1,11 @@
 # libdedup — see README.md. `make test` and `make demo` install their own deps.
+
+# The one place the version is kept: the library's file name and SONAME, the
+# tools' --version, the man pages and the Debian package all take it from here.
+VERSION   := 1.0.0
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
+SONAME    := libdedup.so.$(SOVERSION)
+
 CXX      ?= g++
 CC       ?= gcc
 BUILD    := build
@@ -20,7 +27,8 @@ PROGS        := $(patsubst tests/programs/%,$(BUILD)/programs/%,$(basename $(PRO
 BENCH_SRCS   := $(wildcard bench/*.c) $(wildcard bench/*.cpp)
 BENCH_PROGS  := $(patsubst bench/%,$(BUILD)/bench/%,$(basename $(BENCH_SRCS)))
 
-.PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs test-apps
+.PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs test-apps \
+        dist install uninstall deb test-packaging FORCE
 
 all: lib programs
 lib: $(BUILD)/libdedup.so
@@ -32,8 +40,14 @@ $(BUILD)/obj/%.o: %.cpp $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(LIB_CXXFLAGS) -c $< -o $@
 
-$(BUILD)/libdedup.so: $(LIB_OBJS)
-	$(CXX) -shared -o $@ $^ -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
+# Rewritten only when VERSION changes, so that what embeds the version (the
+# SONAME, the tools) is rebuilt then and only then.
+$(BUILD)/VERSION: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+
+$(BUILD)/libdedup.so: $(LIB_OBJS) $(BUILD)/VERSION
+	$(CXX) -shared -o $@ $(LIB_OBJS) -pthread -Wl,-soname,$(SONAME) -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
 
 # Test-only: a library whose merge skips the write protection, so it loses
 # writes under races. The race test must catch it (proves it can fail).
@@ -93,7 +107,7 @@ test:
 	./scripts/install-deps.sh
 	$(MAKE) test-all
 
-test-all: unit integration sanitize test-apps
+test-all: unit integration sanitize test-apps test-packaging
 
 # Unit tests (no interposition) under ThreadSanitizer, then UBSan.
 sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
@@ -122,3 +136,86 @@ demo:
 
 clean:
 	rm -rf $(BUILD)
+
+# ---------------------------------------------------------------------------
+# Installing. `make install [PREFIX=/usr/local] [DESTDIR=]`; `make uninstall`
+# with the same variables removes exactly what it put there.
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+LIBDIR    ?= $(PREFIX)/lib
+MANDIR    ?= $(PREFIX)/share/man
+DOCDIR    ?= $(PREFIX)/share/doc/libdedup
+# The Debian multiarch triplet (x86_64-linux-gnu): where the .deb puts the
+# library, and where an installed dedup-run also looks for it.
+MULTIARCH  = $(shell $(CC) -print-multiarch 2>/dev/null)
+
+DIST_BIN  := $(BUILD)/dist/bin/dedup-run $(BUILD)/dist/bin/dedupstat
+DIST_MAN1 := $(BUILD)/dist/man/dedup-run.1 $(BUILD)/dist/man/dedupstat.1
+DIST_MAN7 := $(BUILD)/dist/man/libdedup.7
+DOCS      := README.md docs/DESIGN.md
+
+# The tools and man pages with @VERSION@ (and @MULTIARCH@) filled in. The
+# copies in scripts/ run as they are from the repo and read VERSION from this
+# Makefile instead.
+SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@MULTIARCH@|$(MULTIARCH)|g'
+
+$(BUILD)/dist/bin/%: scripts/% $(BUILD)/VERSION
+	@mkdir -p $(dir $@)
+	$(SUBST) $< > $@.tmp && chmod 755 $@.tmp && mv $@.tmp $@
+
+$(BUILD)/dist/man/%: docs/man/% $(BUILD)/VERSION
+	@mkdir -p $(dir $@)
+	$(SUBST) $< > $@.tmp && mv $@.tmp $@
+
+dist: lib $(DIST_BIN) $(DIST_MAN1) $(DIST_MAN7)
+
+install: dist
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(DOCDIR)
+	install -m 644 $(BUILD)/libdedup.so $(DESTDIR)$(LIBDIR)/libdedup.so.$(VERSION)
+	ln -sfn libdedup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(LIBDIR)/libdedup.so
+	install -m 755 $(DIST_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(DIST_MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(DIST_MAN7) $(DESTDIR)$(MANDIR)/man7/
+	install -m 644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	@# Into the real system (no DESTDIR) as root: refresh ld.so's cache, so
+	@# that LD_PRELOAD=libdedup.so.1 (no path) finds it too.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libdedup.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libdedup.so
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(DIST_BIN)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(DIST_MAN1)))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(DIST_MAN7)))
+	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
+	[ ! -d $(DESTDIR)$(DOCDIR) ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig || true; fi
+
+# ---------------------------------------------------------------------------
+# The Debian package, with dpkg-deb alone: build/libdedup_$(VERSION)_<arch>.deb.
+# The library goes where Debian puts shared libraries, the multiarch directory
+# (/usr/lib/x86_64-linux-gnu): on the dynamic linker's default path, so that
+# LD_PRELOAD=libdedup.so.1 without a path finds the build of each program's
+# own architecture, and next to glibc's and libunwind's.
+DEB_ARCH        = $(shell dpkg --print-architecture 2>/dev/null)
+DEB_MAINTAINER ?= libdedup maintainers <maintainers@users.noreply.h-seed-c8b87327.example>
+DEB             = $(BUILD)/libdedup_$(VERSION)_$(DEB_ARCH).deb
+
+deb: dist
+	rm -rf $(BUILD)/deb
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILD)/deb/root) PREFIX=/usr \
+	    LIBDIR=/usr/lib/$(MULTIARCH)
+	VERSION=$(VERSION) ARCH=$(DEB_ARCH) MULTIARCH=$(MULTIARCH) MAINTAINER='$(DEB_MAINTAINER)' \
+	    ./scripts/build-deb $(BUILD)/deb/root $(DEB)
+
+# make install/uninstall into a DESTDIR, make deb with install/run/remove (as
+# root), the tools' command lines, dedupstat's live files, and the README's
+# deployment recipes (tests/packaging). They run the install and deb targets
+# themselves, so a broken or missing one fails here. Debian's python3, which
+# has python3-yaml.
+TEST_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
+
+test-packaging: lib
+	$(TEST_PYTHON) tests/packaging/test_packaging.py -v

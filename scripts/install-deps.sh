@@ -2,7 +2,7 @@
 # Installs the Debian packages libdedup builds with, only when missing.
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -e
-pkgs="g++ make binutils python3 gnuplot-nox libxxhash-dev libunwind-dev googletest libgtest-dev $*"
+pkgs="g++ make binutils python3 python3-yaml dpkg-dev gnuplot-nox libxxhash-dev libunwind-dev googletest libgtest-dev $*"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
