@@ -18,6 +18,10 @@ LIB_CXXFLAGS := $(CXXFLAGS) $(WARN) -std=c++17 -fPIC -fno-exceptions -fno-rtti \
 SCANNER_SRCS := $(wildcard scanner/*.cpp scanner/os/*.cpp)
 LIB_HDRS     := $(wildcard scanner/*.h scanner/os/*.h shim/*.h)
 SHIM_SRCS    := $(wildcard shim/*.cpp)
+# The library links no libstdc++ (it is -fno-exceptions -fno-rtti and uses
+# no C++ runtime function) and no libunwind (loaded on demand with DEDUP_SITES=1):
+# every process it is preloaded into pays for loading what it links.
+LIB_LIBS     := -nodefaultlibs -lc -lgcc -lgcc_s -pthread -ldl
 LIB_OBJS     := $(patsubst %.cpp,$(BUILD)/obj/%.o,$(SCANNER_SRCS) $(SHIM_SRCS))
 
 UNIT_SRCS    := $(wildcard tests/unit/*.cpp)
@@ -47,19 +51,19 @@ $(BUILD)/VERSION: FORCE
 	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
 
 $(BUILD)/libdedup.so: $(LIB_OBJS) $(BUILD)/VERSION
-	$(CXX) -shared -o $@ $(LIB_OBJS) -pthread -Wl,-soname,$(SONAME) -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
+	$(CXX) -shared -o $@ $(LIB_OBJS) -Wl,-soname,$(SONAME) -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
 
 # Test-only: a library whose merge skips the write protection, so it loses
 # writes under races. The race test must catch it (proves it can fail).
 $(BUILD)/libdedup-broken.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_MERGE -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
+	    -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
 
 # Unit tests link the scanner (no interposition) straight into the test binary.
 $(BUILD)/unit_tests: $(UNIT_SRCS) $(SCANNER_SRCS) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(UNIT_SRCS) $(SCANNER_SRCS) \
-	    -o $@ -lgtest -lgtest_main -lunwind
+	    -o $@ -lgtest -lgtest_main -ldl
 
 $(BUILD)/integration_tests: $(INTEG_SRCS) $(wildcard tests/integration/*.h)
 	@mkdir -p $(dir $@)
@@ -89,12 +93,12 @@ unit: $(BUILD)/unit_tests
 # Test-only: pins are ignored, so a read(2) can land in a write-protect window.
 $(BUILD)/libdedup-nopin.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_NO_PIN -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
+	    -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
 
 # Test-only: remapped pieces lose DONTFORK/DONTDUMP/HUGEPAGE advice.
 $(BUILD)/libdedup-noflags.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_DROP_FLAGS -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -pthread -Wl,-z,now -Wl,--no-undefined -lunwind -ldl
+	    -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
 
 integration: lib $(BUILD)/libdedup-broken.so $(BUILD)/libdedup-nopin.so $(BUILD)/libdedup-noflags.so \
 	    programs $(BUILD)/integration_tests
@@ -113,9 +117,9 @@ test-all: unit integration sanitize test-apps test-packaging
 sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
 	@mkdir -p $(BUILD)
 	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=thread $(UNIT_SRCS) $(SCANNER_SRCS) \
-	    -o $(BUILD)/unit_tests_tsan -lgtest -lgtest_main -lunwind
+	    -o $(BUILD)/unit_tests_tsan -lgtest -lgtest_main -ldl
 	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=undefined -fno-sanitize-recover=undefined \
-	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main -lunwind
+	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main -ldl
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/unit_tests_tsan
 	$(BUILD)/unit_tests_ubsan
 

@@ -21,11 +21,22 @@ extern "C" int __sigaction(int, const struct sigaction*, struct sigaction*);
 
 namespace dedup {
 
-// Never destroyed: the detached scanner thread may still be running while
-// the process exits and static destructors run.
+// Built on first use and never destroyed: the detached scanner thread may
+// still be running while the process exits and static destructors run. The
+// guard is ours, not the C++ runtime's (__cxa_guard_*), so that the library
+// needs no libstdc++.
 State& state() {
     alignas(State) static unsigned char storage[sizeof(State)];
-    static State* s = new (storage) State();
+    static std::atomic<int> built{0};  // 0 no, 1 being built, 2 built
+    State* s = reinterpret_cast<State*>(storage);
+    if (__builtin_expect(built.load(std::memory_order_acquire) == 2, 1)) return *s;
+    int expected = 0;
+    if (built.compare_exchange_strong(expected, 1)) {
+        new (storage) State();
+        built.store(2, std::memory_order_release);
+    }
+    while (built.load(std::memory_order_acquire) != 2) {
+    }
     return *s;
 }
 

@@ -12,11 +12,12 @@
 #include <unistd.h>
 
 #define UNW_LOCAL_ONLY
-#include <libunwind.h>
+#include <libunwind.h>  // types and constants only: the library is loaded on demand
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "scanner/log.h"
 #include "scanner/meta_alloc.h"
 
 extern char** environ;
@@ -32,7 +33,28 @@ struct Site {
 
 Site* g_sites = nullptr;  // kMaxSites entries; index = site id (0 unused)
 std::atomic<uint32_t> g_used{0};
-std::atomic<bool> g_enabled{true};
+std::atomic<bool> g_enabled{false};
+
+// libunwind, loaded with dlopen(RTLD_LOCAL) only when sites are on: as a
+// dependency it would load into every program (with liblzma), cost start-up
+// time, and its exported backtrace/_Unwind_Backtrace would interpose on
+// libgcc's for the whole program.
+struct Unwind {
+    int (*backtrace)(void**, int);
+    int (*set_caching_policy)(unw_addr_space_t, unw_caching_policy_t);
+    unw_addr_space_t* local_addr_space;
+};
+Unwind g_unw;
+
+bool load_libunwind() {
+    void* h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return false;
+    g_unw.backtrace = reinterpret_cast<int (*)(void**, int)>(dlsym(h, "unw_backtrace"));
+    g_unw.set_caching_policy = reinterpret_cast<int (*)(unw_addr_space_t, unw_caching_policy_t)>(
+        dlsym(h, "_ULx86_64_set_caching_policy"));
+    g_unw.local_addr_space = static_cast<unw_addr_space_t*>(dlsym(h, "_ULx86_64_local_addr_space"));
+    return g_unw.backtrace && g_unw.set_caching_policy && g_unw.local_addr_space;
+}
 std::atomic<int> g_table_state{0};  // 0 none, 1 allocating, 2 ready, 3 failed
 uintptr_t g_self_lo = 0, g_self_hi = 0;  // libdedup's own text: frames to skip
 
@@ -64,7 +86,7 @@ bool ensure_table() {
         g_sites = static_cast<Site*>(meta_alloc(sizeof(Site) * kMaxSites));
         // Per-thread caching of unwind information, as heaptrack does: the
         // second capture from a call site costs a fraction of the first.
-        unw_set_caching_policy(unw_local_addr_space, UNW_CACHE_PER_THREAD);
+        g_unw.set_caching_policy(*g_unw.local_addr_space, UNW_CACHE_PER_THREAD);
         dl_iterate_phdr(find_self, (void*)(uintptr_t)&find_self);
         g_table_state.store(g_sites ? 2 : 3, std::memory_order_release);
         return g_sites != nullptr;
@@ -80,14 +102,20 @@ __thread bool t_capturing = false;
 
 bool site_capture_in_progress() { return t_capturing; }
 bool sites_enabled() { return g_enabled.load(std::memory_order_relaxed); }
-void sites_set_enabled(bool on) { g_enabled.store(on, std::memory_order_relaxed); }
+void sites_set_enabled(bool on) {
+    if (on && !load_libunwind()) {
+        log_warning("DEDUP_SITES=1 but libunwind.so.8 cannot be loaded (%s); allocation sites are off", dlerror());
+        on = false;
+    }
+    g_enabled.store(on, std::memory_order_relaxed);
+}
 uint32_t site_count() { return g_used.load(); }
 
 uint32_t site_capture() {
     if (!sites_enabled() || t_capturing || !ensure_table()) return 0;
     t_capturing = true;  // libunwind may call back into malloc/mmap
     void* raw[kSiteFrames + 8];
-    int n = unw_backtrace(raw, kSiteFrames + 8);
+    int n = g_unw.backtrace(raw, kSiteFrames + 8);
     t_capturing = false;
     uintptr_t ips[kSiteFrames];
     int depth = 0;
