@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <new>
 #include <pthread.h>
+#include <sys/auxv.h>
 
 #include "scanner/config.h"
 #include "scanner/merge.h"
@@ -16,8 +17,6 @@
 #include "scanner/signals.h"
 #include "scanner/sites.h"
 #include "scanner/state.h"
-
-extern "C" int __sigaction(int, const struct sigaction*, struct sigaction*);
 
 namespace dedup {
 
@@ -90,6 +89,14 @@ void fork_child() {
 
 bool init_now() {
     t_initialising = true;
+    // A set-user-ID, set-group-ID or file-capability program (AT_SECURE):
+    // off altogether, as with DEDUP_DISABLE=1. Such a program must take no
+    // file name, and no setting, from the environment of whoever started it.
+    if (getauxval(AT_SECURE)) {
+        t_initialising = false;
+        g_init.store(kDisabled, std::memory_order_release);
+        return false;
+    }
     // The log destination first, so that warnings about other options land there.
     const Config& cfg = config();  // opens DEDUP_LOG, then parses the rest of the environment
     if (cfg.disable) {
@@ -142,7 +149,7 @@ bool runtime_initialised() { return g_init.load(std::memory_order_acquire) == kR
 long runtime_original_pid() { return g_original_pid; }
 
 void runtime_after_register() {
-    fault_handler_install(__sigaction);
+    fault_handler_install();
     // The shim's descriptors are had now, while the program is likely to
     // have some to spare, rather than first by the scanner later, when it
     // might take the program's last free one.
@@ -156,11 +163,19 @@ void runtime_after_register() {
     scanner_ensure_started();
 }
 
-void runtime_shutdown() {
-    if (!runtime_initialised()) return;
+namespace {
+std::atomic<bool> g_reported{false};
+
+void report_once(bool from_signal) {
+    if (!runtime_initialised() || g_reported.exchange(true)) return;
     double cpu = scanner_cpu_seconds();
     scanner_stop();
-    reports_at_exit(cpu);
+    reports_at_exit(cpu, from_signal);
 }
+}  // namespace
+
+void runtime_shutdown() { report_once(false); }
+
+void runtime_report_at_signal() { report_once(true); }
 
 }  // namespace dedup

@@ -15,8 +15,17 @@ bool runtime_initialised();
 // opens the kept files while the program has descriptors to spare, and
 // starts the scanner thread.
 void runtime_after_register();
-// At exit: stops the scanner, writes the summary and the stats file.
+// At exit: stops the scanner, writes the summary and the stats file. Safe
+// from a signal handler that interrupted the shim on this thread (exit()
+// from a SIGTERM handler that landed inside an interposed mmap).
 void runtime_shutdown();
+// A terminating signal with its default action is about to kill the
+// process: the exit report, once, from the signal handler.
+void runtime_report_at_signal();
+// A core-dumping signal is about to dump: merged pages are made part of the
+// dump (the kernel skips private file mappings without anonymous pages),
+// the shim's own views are kept out of it. Nothing when no core is written.
+void runtime_prepare_core_dump();
 // The pid the runtime started in; a forked child's differs.
 long runtime_original_pid();
 

@@ -1,6 +1,7 @@
 #include "scanner/log.h"
 
 #include <atomic>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,21 +14,36 @@ std::atomic<int> g_log_fd{2};
 std::atomic<int> g_warnings{0};
 constexpr int kMaxWarnings = 32;
 
+// Formats one line and writes it whole. Control characters in it (a value
+// from the environment may hold a newline) are escaped, so a line is always
+// one line: nobody can inject one.
 void vlog(const char* fmt, va_list ap) {
     int fd = g_log_fd.load(std::memory_order_relaxed);
     if (fd < 0) return;
-    char buf[1024];
+    char text[1024];
+    int m = vsnprintf(text, sizeof(text), fmt, ap);
+    if (m < 0) return;
+    char buf[1024];  // a line is at most this long, newline included
     static const char prefix[] = "libdedup: ";
     size_t n = sizeof(prefix) - 1;
     memcpy(buf, prefix, n);
-    int m = vsnprintf(buf + n, sizeof(buf) - n - 1, fmt, ap);
-    if (m < 0) return;
-    n += (size_t)m < sizeof(buf) - n - 1 ? (size_t)m : sizeof(buf) - n - 2;
+    for (const char* c = text; *c && n + 5 < sizeof(buf); ++c) {
+        unsigned char u = (unsigned char)*c;
+        if (u >= 0x20 && u != 0x7f) {
+            buf[n++] = *c;
+            continue;
+        }
+        static const char hex[] = "0123456789abcdef";
+        buf[n++] = '\\';
+        buf[n++] = 'x';
+        buf[n++] = hex[u >> 4];
+        buf[n++] = hex[u & 15];
+    }
     buf[n++] = '\n';
     size_t off = 0;
     while (off < n) {
         long w = sys::write(fd, buf + off, n - off);
-        if (w == -4 /*EINTR*/) continue;
+        if (w == -EINTR) continue;
         if (w <= 0) break;
         off += (size_t)w;
     }
@@ -43,7 +59,9 @@ void log_set_file_fd(int fd) { g_log_file.store(fd, std::memory_order_relaxed); 
 bool log_open(const char* spec) {
     if (!spec || !*spec || !strcmp(spec, "stderr")) { log_set_fd(2); return true; }
     if (!strcmp(spec, "off")) { log_set_fd(-1); return true; }
-    long fd = sys::call(SYS_open, (long)spec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    // Not through a symbolic link: a root process must not append to a file
+    // someone planted a link to.
+    long fd = sys::call(SYS_open, (long)spec, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (sys::failed(fd)) { log_set_fd(2); return false; }
     long high = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 1000);
     if (!sys::failed(high)) { sys::close((int)fd); fd = high; }

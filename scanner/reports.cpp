@@ -22,18 +22,23 @@ namespace {
 
 // ---- the numbers -----------------------------------------------------------
 
-// Every field of the table into rep; the caller holds the lock. Exact VMA
-// count only when asked (it reads /proc/self/maps).
-void collect(State& s, Report* rep, double cpu, bool exact_vmas) {
-    memset(rep, 0, sizeof(*rep));
-    report_copy_counted(s.stats, rep);
-    rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
-    // Pages the scanner may merge: with DEDUP_SCOPE=advised, only advised
-    // ranges count as registered (the others are tracked, not registered).
+// Pages the scanner may merge: with DEDUP_SCOPE=advised, only advised
+// ranges count as registered (the others are tracked, not registered).
+uint64_t pages_in_scope(State& s) {
     uint64_t in_scope = 0;
     for (size_t i = 0; i < s.regions.count(); ++i)
         if (s.merge_all || (s.regions[i].flags & kRegAdvised)) in_scope += s.regions[i].pages();
-    rep->pages_registered = in_scope;
+    return in_scope;
+}
+
+// Every field of the table into rep; the caller holds the lock. Exact VMA
+// count only when asked (it reads /proc/self/maps). walk: the registry may
+// be walked (else it may be half changed, and its page count is used).
+void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = true) {
+    memset(rep, 0, sizeof(*rep));
+    report_copy_counted(s.stats, rep);
+    rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
+    rep->pages_registered = walk ? pages_in_scope(s) : s.regions.pages_registered();
     rep->pages_shared = s.store.slots_in_use();
     rep->pages_sharing = s.store.total_refs() - s.store.slots_in_use();
     rep->fork_kept_pages = s.store.fork_kept();
@@ -224,26 +229,23 @@ void reports_tick() {
     }
 }
 
-void reports_at_exit(double cpu) {
+void reports_at_exit(double cpu, bool from_signal) {
     State& s = state();
     const Config& cfg = config();
     Report rep;
     uint64_t* per_site = nullptr;
-    {
-        MmLockGuard g(s.lock);
-        collect(s, &rep, cpu, true);
-        per_site = count_duplicates_by_site(s);
-    }
+    bool interrupted_shim = s.lock.held_by_me();  // see reports.h: the counters alone
+    if (!interrupted_shim) s.lock.lock();
+    collect(s, &rep, cpu, true, !interrupted_shim);
+    if (!interrupted_shim && !from_signal) per_site = count_duplicates_by_site(s);
+    char live[64];
+    live_path(live, sizeof(live));
+    if (g_live.linked_pid == sys::getpid()) sys::call(SYS_unlink, (long)live);
+    kept_files().live.close();
+    if (!interrupted_shim) s.lock.unlock();
     note_site_peaks(per_site);
     if (per_site && g_site_peak) memcpy(per_site, g_site_peak, sizeof(uint64_t) * kMaxSites);
     top_sites(per_site, &rep);
-    char live[64];
-    live_path(live, sizeof(live));
-    {
-        MmLockGuard g(s.lock);
-        if (g_live.linked_pid == sys::getpid()) sys::call(SYS_unlink, (long)live);
-        kept_files().live.close();
-    }
     bool child = sys::getpid() != runtime_original_pid();
     // Short-lived helpers (shells, compilers' drivers) would drown the log in
     // empty summaries: report when something was saved or a lot registered.

@@ -13,8 +13,12 @@ bool reports_open_live_file();
 // refreshes DEDUP_STATS_FILE.
 void reports_tick();
 // At exit (scanner stopped): the summary, the stats file; removes the live
-// file. scanner_cpu is the scanner thread's CPU time.
-void reports_at_exit(double scanner_cpu);
+// file. scanner_cpu is the scanner thread's CPU time. from_signal: in a
+// signal handler (no allocation sites: naming them spawns addr2line). If
+// this thread holds the mm lock (exit() from a handler that interrupted the
+// shim), the registry may be half changed: the report is made from the
+// counters alone.
+void reports_at_exit(double scanner_cpu, bool from_signal);
 // In a forked child: the parent's live file is not ours.
 void reports_reset_in_child();
 

@@ -203,8 +203,10 @@ void scanner_ensure_started() {
 void scanner_stop() {
     g_stop.store(true, std::memory_order_release);
     // The scanner checks the flag between batches; taking the lock waits for
-    // the batch in flight.
+    // the batch in flight. If this thread holds it (exit() from a signal
+    // handler that landed inside the shim), no batch is in flight.
     State& s = state();
+    if (s.lock.held_by_me()) return;
     s.lock.lock();
     s.lock.unlock();
 }

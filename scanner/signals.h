@@ -7,15 +7,21 @@
 // And SIGSEGV is never really blocked: a write to a page mid-merge while it
 // is blocked would make the kernel kill the process; the program still sees
 // the mask it asked for.
+//
+// While the program leaves them at their default action, the shim also
+// catches the signals that end the process: SIGTERM, SIGINT and SIGHUP get
+// the exit report (summary, stats file, live file removed), the
+// core-dumping ones (SIGABRT, SIGQUIT, SIGBUS, ...) get merged pages made
+// dumpable; then the process dies of the same signal, with the same status.
+// The program sees SIG_DFL for them; a handler it installs is installed.
 #pragma once
 #include <signal.h>
 
 namespace dedup {
 
-using SigactionFn = int (*)(int, const struct sigaction*, struct sigaction*);
 
-// Installs the handler (once). `real_sigaction` is libc's sigaction.
-void fault_handler_install(SigactionFn real_sigaction);
+// Installs the handlers (once, at the first registration).
+void fault_handler_install();
 bool fault_handler_installed();
 
 // The application's side (sigaction, sigprocmask) is rt_sigaction and

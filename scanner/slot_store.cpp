@@ -83,6 +83,9 @@ long SlotStore::open_generation(Generation* g, bool* created) {
         if (file < kMinStoreBytes) return -EFBIG;
         return err < 0 ? err : -(err ? err : ENOMEM);
     }
+    // The shared view is the store's, not the program's memory: not in a
+    // core dump (it would be dumped whole, as shared memory).
+    sys::madvise(shared, view, MADV_DONTDUMP);
     g->shared = static_cast<char*>(shared);
     g->priv = static_cast<char*>(priv);
     g->view_slots = view / kPageSize;
@@ -312,5 +315,13 @@ void SlotStore::reset_in_child() {
 }
 
 void SlotStore::shutdown_for_test() { reset_in_child(); }
+
+void SlotStore::exclude_views_from_core() {
+    Generation* gens[] = {&cur_, &old_};
+    for (Generation* g : gens) {
+        if (g->shared) sys::madvise(g->shared, g->view_slots * kPageSize, MADV_DONTDUMP);
+        if (g->priv) sys::madvise(g->priv, g->view_slots * kPageSize, MADV_DONTDUMP);
+    }
+}
 
 }  // namespace dedup

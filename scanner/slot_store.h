@@ -87,6 +87,12 @@ public:
     bool is_retiring(uint32_t slot) const { return slot < cur_.base; }
     uint64_t retiring_refs() const { return retiring_refs_; }  // pages still mapping it
     uint64_t retiring_inode() const { return old_.ino; }
+    uint64_t current_inode() const { return cur_.ino; }
+    // A core dump is about to be written: the views are not the program's
+    // memory (the shared one is dumped whole otherwise). Not at creation for
+    // the private view: merges take their pieces from it, and a piece would
+    // inherit VM_DONTDUMP.
+    void exclude_views_from_core();
     uint64_t retiring_end() const { return cur_.base; }
     // Once no registered page maps the retiring generation: unmaps its views
     // and forgets its slots.

@@ -124,9 +124,14 @@ void report_to_log(const Report& r) {
 long report_write_file(const Report& r, const char* path) {
     char json[8192];
     size_t n = report_to_json(r, json, sizeof(json));
-    char tmp[300];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, sys::getpid());
-    long fd = sys::call(SYS_open, (long)tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // A temporary name nobody can guess, created exclusively and never
+    // through a link, then renamed over the path (rename replaces a link
+    // there rather than follow it).
+    uint64_t nonce = 0;
+    sys::call(SYS_getrandom, (long)&nonce, sizeof(nonce), 0);
+    char tmp[320];
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.%016llx", path, sys::getpid(), (unsigned long long)nonce);
+    long fd = sys::call(SYS_open, (long)tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (sys::failed(fd)) return fd;
     long w = sys::write((int)fd, json, n);
     sys::close((int)fd);

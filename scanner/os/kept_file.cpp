@@ -1,5 +1,6 @@
 #include "scanner/os/kept_file.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -74,8 +75,12 @@ bool KeptFile::ensure(const char* path, int flags, int mode) {
     long nfd = sys::call(SYS_open, (long)path, flags | O_CLOEXEC, mode);
     if (sys::failed(nfd)) {
         retry_at_ns_.store(now + 1000000000ull, std::memory_order_relaxed);
-        if (!warned_.exchange(true))
-            log_warning("cannot open %s (%s); trying again each second", what_, strerror((int)-nfd));
+        // Out of descriptors, every kept file fails at once: one line for all.
+        static std::atomic<bool> warned_no_fds{false};
+        bool no_fds = nfd == -EMFILE || nfd == -ENFILE;
+        if (no_fds ? !warned_no_fds.exchange(true) : !warned_.exchange(true))
+            log_warning("cannot open %s (%s); trying again each second", no_fds ? "the shim's files" : what_,
+                        strerror((int)-nfd));
         return false;
     }
     int parked = park_fd((int)nfd);

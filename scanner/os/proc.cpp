@@ -44,13 +44,17 @@ const char* skip_field(const char* p, const char* end) {  // past the field and 
 }
 
 // Calls line(start, end) for each whole line of a kept file, read with pread
-// in 64 KiB pieces; false if it could not be read.
+// in 64 KiB pieces; false if it could not be read. The buffer is static, not
+// on the stack (program threads with small stacks call in): callers hold the
+// mm lock.
+char g_line_buf[65536];
 template <typename F>
 bool for_each_line(KeptFile& f, F&& line) {
-    char buf[65536];
+    char* buf = g_line_buf;
+    const size_t cap = sizeof(g_line_buf);
     size_t have = 0;  // bytes of an unfinished line kept at the front of buf
     for (off_t off = 0;;) {
-        long n = f.pread(buf + have, sizeof(buf) - have, off);
+        long n = f.pread(buf + have, cap - have, off);
         if (n < 0) return false;
         if (n == 0) return true;
         off += n;
@@ -59,7 +63,7 @@ bool for_each_line(KeptFile& f, F&& line) {
         for (const char* nl; (nl = (const char*)memchr(p, '\n', (size_t)(end - p))) != nullptr; p = nl + 1)
             line(p, nl);
         have = (size_t)(end - p);
-        if (have == sizeof(buf)) have = 0;  // a line longer than buf: drop it
+        if (have == cap) have = 0;  // a line longer than buf: drop it
         memmove(buf, p, have);
     }
 }
@@ -141,14 +145,8 @@ bool open_maps() { return kept_files().maps.ensure("/proc/self/maps", O_RDONLY);
 
 uint64_t count_vmas() {
     if (!open_maps()) return 0;
-    char buf[65536];
     uint64_t lines = 0;
-    for (off_t off = 0;;) {
-        long n = kept_files().maps.pread(buf, sizeof(buf), off);
-        if (n <= 0) break;
-        for (long i = 0; i < n; ++i) lines += buf[i] == '\n';
-        off += n;
-    }
+    for_each_line(kept_files().maps, [&](const char*, const char*) { ++lines; });
     return lines;
 }
 
@@ -163,7 +161,8 @@ long find_vmas_of_file(uint64_t ino, const char* name, uintptr_t* lo, uintptr_t*
         ++q;
         uint64_t b = parse_number(q, nl, 16);
         q = skip_field(skip_field(skip_field(skip_field(q, nl), nl), nl), nl);  // end, perms, offset, dev
-        if (parse_number(q, nl, 10) != ino || !memmem(q, (size_t)(nl - q), name, name_len)) return;
+        uint64_t vma_ino = parse_number(q, nl, 10);
+        if ((ino && vma_ino != ino) || !memmem(q, (size_t)(nl - q), name, name_len)) return;
         if (found < max) {
             lo[found] = (uintptr_t)a;
             hi[found] = (uintptr_t)b;

@@ -29,11 +29,12 @@ constexpr uint64_t kPmFile = 1ull << 61;  // file page or shared anonymous
 // many, or -errno.
 long pagemap_huge_ranges(uintptr_t lo, uintptr_t hi, uintptr_t (*ranges)[2], long max);
 
-// /proc/self/maps, kept open.
+// /proc/self/maps, kept open. The readers of it below share one buffer:
+// callers hold the mm lock.
 bool open_maps();
 // Lines in /proc/self/maps (the process's VMA count), or 0 on error.
 uint64_t count_vmas();
-// The VMAs mapping the file with inode ino whose path contains name: the
+// The VMAs mapping the file with inode ino (0: any) whose path contains name: the
 // first max into lo[]/hi[]. Returns how many there are in all, or -1 if the
 // maps could not be read.
 long find_vmas_of_file(uint64_t ino, const char* name, uintptr_t* lo, uintptr_t* hi, long max);
