@@ -1,0 +1,171 @@
+// Hostile kernel writes: the kernel writing into memory the shim merges or
+// unmerges, through paths the read/recv pins do not cover. Each test runs a
+// tests/programs/hostile_*.c program under the shim (DEDUP_SLEEP_MS=0), and
+// where it is cheap the same program without the shim as a control that must
+// be clean (so a failure is the shim's, not the program's). Each also checks
+// that the shim really merged (or unmerged, rotated, gave back) while the
+// kernel was writing, so that no test passes because nothing happened.
+//
+// These tests were written to FAIL against the library as it was when they
+// were added (see the commit messages for the counts); they describe what a
+// correct library must do:
+//   - no write-protect window may meet a read(2) that is in flight, whoever
+//     opens the window (an unmerge for MADV_UNMERGEABLE, mlock, mlockall,
+//     MADV_WIPEONFORK, PR_SET_MEMORY_MERGE 0; the VMA give-back; a store
+//     rotation's leftovers; mremap growth), not only the scanner's merges;
+#include "harness.h"
+
+using namespace dt;
+
+namespace {
+
+// The counters every reader program prints: all must be 0. One assertion,
+// so a failing run's output is shown once.
+void expect_reads_clean(const Result& r, const std::string& what) {
+    std::ostringstream os;
+    double sum = 0;
+    for (const char* k : {"efaults", "short_reads", "read_errors", "mismatches", "final_bad_bytes"}) {
+        os << " " << k << "=" << r.num(k);
+        sum += r.num(k) < 0 ? 1 : r.num(k);
+    }
+    EXPECT_EQ(sum, 0) << what << ": a read(2)/pread(2) of a regular file, in range, into mapped writable memory "
+                      << "failed (EFAULT), returned short, or the bytes differ:" << os.str() << " (of "
+                      << r.num("reads") << " reads)\n" << r.describe();
+}
+
+// The program without the shim: the same calls never fail, so every failure
+// under the shim is the shim's.
+Result run_control(const std::string& program, std::vector<std::string> args, const TempDir& tmp,
+                   std::map<std::string, std::string> env = {}) {
+    Options o = without_lib(std::move(args));
+    o.env = std::move(env);
+    o.timeout_ms = 60000;
+    Result r = run(prog(program), o, tmp);
+    EXPECT_TRUE(r.started) << r.describe();
+    EXPECT_FALSE(r.timed_out) << r.describe();
+    EXPECT_EQ(r.num("with_shim"), 0) << r.describe();
+    EXPECT_EQ(r.exit_code, 0) << "control run (no shim) failed: the test program itself is wrong\n" << r.describe();
+    return r;
+}
+
+Result run_shim(const std::string& program, std::vector<std::string> args, const TempDir& tmp,
+                std::map<std::string, std::string> env = {}) {
+    Options o = with_lib(std::move(args), std::move(env));
+    o.timeout_ms = 60000;
+    Result r = run(prog(program), o, tmp);
+    EXPECT_TRUE(r.started) << r.describe();
+    EXPECT_FALSE(r.timed_out) << r.describe();
+    EXPECT_EQ(r.num("with_shim"), 1) << "the shim was not loaded\n" << r.describe();
+    return r;
+}
+
+Stats stats_of(const Result& r) {
+    Stats st = load_stats(r);
+    EXPECT_TRUE(st.parsed) << "no exit stats (" << r.stats_path << "): " << st.error << "\n" << r.describe();
+    return st;
+}
+
+// ---- 1. read(2) while the program's own call unmerges the range ------------
+
+void unmerge_while_reading(const std::string& op, const std::string& iters) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--op", op, "--iters", iters, "--ms", "6000", "--threads", "2"};
+    Result c = run_control("hostile_unmerge_read", args, tmp);
+    EXPECT_GT(c.num("reads"), 1000) << c.describe();
+    expect_reads_clean(c, "control");
+
+    Result r = run_shim("hostile_unmerge_read", args, tmp);
+    EXPECT_GT(r.num("reads"), 1000) << r.describe();
+    EXPECT_EQ(r.num("unmerge_failures"), 0) << r.describe();
+    // merged before (almost) every unmerge: the unmerges had work to do
+    EXPECT_GE(r.num("merged_iters"), 3) << "the region was not merged before the unmerges\n" << r.describe();
+    EXPECT_GE(r.num("merged_iters"), 0.8 * r.num("unmerge_calls")) << r.describe();
+    expect_reads_clean(r, "read(2) while " + op + " unmerges");
+    EXPECT_EQ(r.exit_code, 0);
+    Stats st = stats_of(r);
+    EXPECT_GT(st["pages_merged"], 1000) << st.text;
+    EXPECT_GT(st["unmerged_pages"], 1000) << "the shim did not unmerge\n" << st.text;
+}
+
+TEST(HostileKernelWrites, ReadDuringUnmergeableNeverFaults) { unmerge_while_reading("unmergeable", "60"); }
+TEST(HostileKernelWrites, ReadDuringMlockNeverFaults) { unmerge_while_reading("mlock", "60"); }
+// mlockall(MCL_CURRENT) also locks the shim's two 256 MiB store views
+// (populating them): slow, so fewer iterations.
+TEST(HostileKernelWrites, ReadDuringMlockallNeverFaults) { unmerge_while_reading("mlockall", "6"); }
+TEST(HostileKernelWrites, ReadDuringWipeOnForkNeverFaults) { unmerge_while_reading("wipeonfork", "60"); }
+TEST(HostileKernelWrites, ReadDuringPrctlMergeOffNeverFaults) { unmerge_while_reading("prctl0", "60"); }
+
+// ---- 2. read(2) while the shim unmerges on its own -------------------------
+
+// (a) The program grows its VMA count past the give-back point; the shim
+// consolidates the merged region the readers write into.
+TEST(HostileKernelWrites, ReadDuringVmaGiveBackNeverFaults) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    // A reserve that puts the give-back point at 26,530 VMAs (of 65,530), so
+    // the program reaches it with 13,000 mprotect calls, not 30,000.
+    long max = atol(read_file("/proc/sys/vm/max_map_count").c_str());
+    if (max != 65530) GTEST_SKIP() << "vm.max_map_count is " << max << ", the reserve below assumes 65530";
+    std::map<std::string, std::string> env = {{"DEDUP_VMA_RESERVE", "52000"}};
+    std::vector<std::string> args = {"--pages", "4096", "--threads", "2", "--wait-ms", "12000"};
+    Result c = run_control("hostile_giveback_read", args, tmp, env);
+    EXPECT_GT(c.num("reads"), 1000) << c.describe();
+    expect_reads_clean(c, "control");
+
+    Result r = run_shim("hostile_giveback_read", args, tmp, env);
+    EXPECT_EQ(r.num("grow_failures"), 0) << r.describe();
+    EXPECT_GE(r.num("merged_before"), 0.9 * 4096 * 4096) << "the region was not merged first\n" << r.describe();
+    EXPECT_EQ(r.num("gave_back"), 1) << "the shim never gave the region's VMAs back while the readers ran\n"
+                                     << r.describe();
+    expect_reads_clean(r, "read(2) during the VMA give-back");
+    EXPECT_EQ(r.exit_code, 0);
+    Stats st = stats_of(r);
+    EXPECT_GT(st["pages_merged"], 3000) << st.text;
+}
+
+// (b) A store rotation after a fork makes the old file's leftover pieces
+// anonymous while the readers write into them.
+TEST(HostileKernelWrites, ReadDuringStoreRotationNeverFaults) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--rounds", "3", "--pages", "2048", "--threads", "2", "--wait-ms", "10000"};
+    Result c = run_control("hostile_rotation_read", args, tmp);
+    EXPECT_GT(c.num("reads"), 1000) << c.describe();
+    expect_reads_clean(c, "control");
+
+    Result r = run_shim("hostile_rotation_read", args, tmp);
+    EXPECT_GT(r.num("reads"), 1000) << r.describe();
+    EXPECT_EQ(r.num("merged_rounds"), 3) << "A was not merged before the fork\n" << r.describe();
+    EXPECT_EQ(r.num("rotated_rounds"), 3) << "the parent did not let go of the old memfd while the readers ran\n"
+                                          << r.describe();
+    expect_reads_clean(r, "read(2) during a store rotation");
+    EXPECT_EQ(r.exit_code, 0);
+    Stats st = stats_of(r);
+    EXPECT_GE(st["store_rotations"], 3) << st.text;
+    EXPECT_GT(st["pages_merged"], 3 * 2048) << st.text;
+}
+
+// (c) mremap growth in place of a merged region: the shim first makes it one
+// anonymous mapping again.
+TEST(HostileKernelWrites, ReadDuringInPlaceMremapGrowthNeverFaults) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--iters", "60", "--ms", "6000", "--threads", "2", "--pages", "512"};
+    Result c = run_control("hostile_mremap_read", args, tmp);
+    EXPECT_GT(c.num("reads"), 1000) << c.describe();
+    expect_reads_clean(c, "control");
+
+    Result r = run_shim("hostile_mremap_read", args, tmp);
+    EXPECT_GT(r.num("reads"), 1000) << r.describe();
+    EXPECT_GE(r.num("grows"), 10) << r.describe();
+    EXPECT_EQ(r.num("grow_failures"), 0) << r.describe();
+    EXPECT_GE(r.num("merged_iters"), 0.8 * r.num("grows")) << "the region was not merged before the growths\n"
+                                                          << r.describe();
+    expect_reads_clean(r, "read(2) during mremap growth");
+    EXPECT_EQ(r.exit_code, 0);
+    Stats st = stats_of(r);
+    EXPECT_GT(st["pages_merged"], 1000) << st.text;
+}
+
+}  // namespace
