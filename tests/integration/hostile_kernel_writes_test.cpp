@@ -233,3 +233,34 @@ TEST(HostileKernelWrites, IoUringReadFixedBuffers2NeverLosesData) { uring_read_f
 TEST(HostileKernelWrites, IoUringReadFixedBufferUpdateNeverLosesData) { uring_read_fixed("update"); }
 
 }  // namespace
+
+namespace {
+
+// ---- 5. /proc/self/mem and process_vm_writev into memory being merged ------
+
+void memwrite(const std::string& via, const std::string& rounds) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--via", via, "--rounds", rounds, "--pages", "4096", "--threads", "2"};
+    Result c = run_control("hostile_memwrite", args, tmp);
+    EXPECT_EQ(c.num("write_failures"), 0) << c.describe();
+    EXPECT_EQ(c.num("lost_pages"), 0) << c.describe();
+
+    Result r = run_shim("hostile_memwrite", args, tmp);
+    EXPECT_EQ(r.num("writes"), atol(rounds.c_str()) * 4096 / 16) << r.describe();
+    EXPECT_EQ(r.num("write_failures"), 0) << via << ": a write into the program's own mapped, writable memory "
+                                          << "failed or wrote short\n" << r.describe();
+    EXPECT_EQ(r.num("lost_pages"), 0) << via << ": the write succeeded, and the page holds what it held before "
+                                      << "(the shim remapped it onto the canonical page it had compared)\n"
+                                      << r.describe();
+    EXPECT_EQ(r.num("other_bad_pages"), 0) << r.describe();
+    EXPECT_EQ(r.exit_code, 0);
+    Stats st = stats_of(r);
+    // every round's pages were merged back while the writes went on
+    EXPECT_GT(st["pages_merged"], 4096 * 2) << st.text;
+}
+
+TEST(HostileKernelWrites, ProcSelfMemWritesAreNeverLost) { memwrite("mem", "40"); }
+TEST(HostileKernelWrites, ProcessVmWritevToSelfNeverFails) { memwrite("vmwritev", "60"); }
+
+}  // namespace
