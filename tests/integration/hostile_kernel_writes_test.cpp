@@ -264,3 +264,68 @@ TEST(HostileKernelWrites, ProcSelfMemWritesAreNeverLost) { memwrite("mem", "40")
 TEST(HostileKernelWrites, ProcessVmWritevToSelfNeverFails) { memwrite("vmwritev", "60"); }
 
 }  // namespace
+
+namespace {
+
+// ---- 6. protection and mapping changes by raw system call ------------------
+
+// how: "glibc" (syscall(SYS_mprotect, ...)) or "inline" (a `syscall`
+// instruction in the program); prot: "read" or "none".
+void raw_mprotect(const std::string& how, const std::string& prot) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--how", how, "--prot", prot, "--wait-ms", "5000"};
+    std::string want = prot == "none" ? "---p" : "r--p";
+    Result c = run_control("hostile_raw_mprotect", args, tmp);
+    EXPECT_EQ(c.str("page20_perms"), want) << c.describe();
+
+    Result r = run_shim("hostile_raw_mprotect", args, tmp);
+    ASSERT_EQ(r.term_sig, 0) << "the process was killed (the scanner read a page the program made PROT_NONE?)\n"
+                             << r.describe();
+    EXPECT_EQ(r.str("page20_perms"), want)
+        << "a page made " << want << " by a raw mprotect (" << how << ") became "
+        << r.str("page20_perms") << " once the shim merged around it\n" << r.describe();
+    EXPECT_EQ(r.num("child_signal"), SIGSEGV) << "an access the protection forbids did not fault\n" << r.describe();
+    EXPECT_EQ(r.num("content_ok"), 1) << r.describe();
+    // in-program control: the same protection through mprotect(), which the shim sees
+    EXPECT_EQ(r.str("page40_perms"), "r--p") << r.describe();
+    // the region really merged around the page
+    EXPECT_GE(r.num("merged_pages"), 62) << r.describe();
+    EXPECT_EQ(r.exit_code, 0);
+}
+
+TEST(HostileKernelWrites, RawMprotectReadOnlyStaysReadOnly) { raw_mprotect("glibc", "read"); }
+TEST(HostileKernelWrites, InlineSyscallMprotectReadOnlyStaysReadOnly) { raw_mprotect("inline", "read"); }
+TEST(HostileKernelWrites, RawMprotectNoneIsNeverRead) { raw_mprotect("glibc", "none"); }
+TEST(HostileKernelWrites, InlineSyscallMprotectNoneIsNeverRead) { raw_mprotect("inline", "none"); }
+
+void raw_call(const std::string& call, const std::string& how) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--call", call, "--how", how};
+    run_control("hostile_raw_calls", args, tmp);
+
+    Result r = run_shim("hostile_raw_calls", args, tmp);
+    EXPECT_EQ(r.num("merged"), 1) << "the region was not merged before the call\n" << r.describe();
+    if (call == "dontneed") {
+        EXPECT_EQ(r.num("dontneed_ret"), 0) << r.describe();
+        EXPECT_EQ(r.num("nonzero_pages"), 0)
+            << "after MADV_DONTNEED (" << how << ") private anonymous pages must read zeros; merged pages read "
+            << "their old contents back from the canonical store\n" << r.describe();
+    } else {
+        EXPECT_EQ(r.str("mremap_errno"), "0") << "in-place growth of a merged region failed\n" << r.describe();
+        EXPECT_EQ(r.num("tail_nonzero_at_once"), 0) << r.describe();
+        EXPECT_EQ(r.num("tail_nonzero_later"), 0)
+            << "pages grown by mremap (" << how << ") and never written show other data: they map the canonical "
+            << "store's next slots, which the shim then filled\n" << r.describe();
+    }
+    EXPECT_EQ(r.num("bad_pages"), 0) << r.describe();
+    EXPECT_EQ(r.exit_code, 0);
+}
+
+TEST(HostileKernelWrites, RawMadviseDontneedReadsZeros) { raw_call("dontneed", "glibc"); }
+TEST(HostileKernelWrites, InlineSyscallMadviseDontneedReadsZeros) { raw_call("dontneed", "inline"); }
+TEST(HostileKernelWrites, RawMremapGrowthReadsZeros) { raw_call("mremap_grow", "glibc"); }
+TEST(HostileKernelWrites, InlineSyscallMremapGrowthReadsZeros) { raw_call("mremap_grow", "inline"); }
+
+}  // namespace
