@@ -329,3 +329,37 @@ TEST(HostileKernelWrites, RawMremapGrowthReadsZeros) { raw_call("mremap_grow", "
 TEST(HostileKernelWrites, InlineSyscallMremapGrowthReadsZeros) { raw_call("mremap_grow", "inline"); }
 
 }  // namespace
+
+namespace {
+
+// ---- 7. the program's own userfaultfd on memory the shim merges -----------
+
+void uffd(bool user_mode) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--wait-ms", "5000"};
+    if (user_mode) args.push_back("--user-mode");
+    Result c = run_control("hostile_uffd", args, tmp);
+    EXPECT_EQ(c.num("dontneed_faults"), 16) << c.describe();
+
+    Result r = run_shim("hostile_uffd", args, tmp);
+    EXPECT_EQ(r.num("c_merged"), 1) << "the scanner did not merge next to the registered range\n" << r.describe();
+    EXPECT_EQ(r.num("reg_dropped_pages"), 0)
+        << "pages of the userfaultfd-registered range lost their registration (VmFlags without um): the shim "
+           "replaced their mapping\n" << r.describe();
+    EXPECT_EQ(r.num("spurious_faults"), 0)
+        << "MISSING faults the program never caused (pages the shim discarded); the handler's contents "
+           "replaced the program's\n" << r.describe();
+    EXPECT_EQ(r.num("bad_pages"), 0) << r.describe();
+    EXPECT_EQ(r.num("dontneed_faults"), 16)
+        << "after MADV_DONTNEED, reads of registered pages must raise MISSING faults\n" << r.describe();
+    EXPECT_EQ(r.num("dontneed_marker_pages"), 16) << r.describe();
+    EXPECT_EQ(r.exit_code, 0);
+    Stats st = stats_of(r);
+    EXPECT_GE(st["pages_merged"], 64) << st.text;
+}
+
+TEST(HostileKernelWrites, UserfaultfdRegistrationSurvivesMerging) { uffd(false); }
+TEST(HostileKernelWrites, UserfaultfdUserModeOnlyRegistrationSurvivesMerging) { uffd(true); }
+
+}  // namespace
