@@ -363,3 +363,42 @@ TEST(HostileKernelWrites, UserfaultfdRegistrationSurvivesMerging) { uffd(false);
 TEST(HostileKernelWrites, UserfaultfdUserModeOnlyRegistrationSurvivesMerging) { uffd(true); }
 
 }  // namespace
+
+namespace {
+
+// ---- further kernel writers: any syscall that writes into user memory ------
+
+void other_writer(const std::string& call) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--call", call, "--ms", "1000", "--threads", "2", "--pages", "64"};
+    std::vector<std::string> cargs = args;
+    cargs[3] = "300";
+    Result c = run_control("hostile_other_writers", cargs, tmp);
+    EXPECT_GT(c.num("calls"), 1000) << c.describe();
+
+    Result r = run_shim("hostile_other_writers", args, tmp);
+    EXPECT_GT(r.num("calls"), 1000) << r.describe();
+    std::ostringstream os;
+    double sum = 0;
+    for (const char* k : {"efaults", "short_writes", "call_errors", "mismatches", "final_bad_pages"}) {
+        os << " " << k << "=" << r.num(k);
+        sum += r.num(k) < 0 ? 1 : r.num(k);
+    }
+    EXPECT_EQ(sum, 0) << call << " writing into mapped, writable memory that the shim merges failed (EFAULT), "
+                      << "wrote short or wrote wrong bytes:" << os.str() << " (of " << r.num("calls")
+                      << " calls)\n" << r.describe();
+    EXPECT_EQ(r.exit_code, 0);
+    Stats st = stats_of(r);
+    EXPECT_GT(st["pages_merged"], 1000) << st.text;
+    EXPECT_GT(st["cow_breaks"], 1000) << st.text;
+}
+
+TEST(HostileKernelWrites, FstatIntoMergedMemoryNeverFaults) { other_writer("fstat"); }
+TEST(HostileKernelWrites, WaitidIntoMergedMemoryNeverFaults) { other_writer("waitid"); }
+TEST(HostileKernelWrites, IoctlIntoMergedMemoryNeverFaults) { other_writer("fionread"); }
+TEST(HostileKernelWrites, VmspliceIntoMergedMemoryNeverFaults) { other_writer("vmsplice"); }
+TEST(HostileKernelWrites, ProcessVmReadvIntoMergedMemoryNeverFaults) { other_writer("vmreadv"); }
+TEST(HostileKernelWrites, AioPreadIntoMergedMemoryNeverFaults) { other_writer("aio"); }
+
+}  // namespace
