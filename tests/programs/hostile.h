@@ -336,4 +336,21 @@ static inline long h_live_stat(const char *key)
     return strtol(p + strlen(pat), NULL, 10);
 }
 
+/* Sleeps ms, then on (with the shim) until the scanner has merged at least
+ * min_merges pages since start (its live stats, refreshed every second), at
+ * most max_ms in all: on a loaded machine the scanner gets less CPU, and a
+ * run must still see enough merging to mean something. Returns the pages
+ * merged seen last (-1 without live stats). */
+static inline long h_run_for(double ms, long min_merges, double max_ms, int shim)
+{
+    double t0 = dt_now_ms();
+    dt_sleep_ms(ms);
+    long merged = shim ? h_live_stat("pages_merged") : -1;
+    while (shim && merged < min_merges && dt_now_ms() - t0 < max_ms) {
+        dt_sleep_ms(100);
+        merged = h_live_stat("pages_merged");
+    }
+    return merged;
+}
+
 #endif

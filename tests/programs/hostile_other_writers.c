@@ -1,7 +1,8 @@
 /* Other kernel writers into memory the shim keeps merging.
  *
  *   hostile_other_writers --call fstat|wait4|waitid|fionread|vmsplice|vmreadv|aio
- *                         [--ms T] [--threads K] [--pages P]
+ *                         [--ms T] [--min-merges M] [--max-ms U] [--threads K]
+ *                         [--pages P]
  *
  * The shim pins the buffers of the read/recv/getdents/getrandom families.
  * Every other system call that writes into user memory meets write-protect
@@ -24,6 +25,9 @@
  * and the calls write exactly those bytes again, so that contents never
  * change while every write breaks copy-on-write and the scanner merges the
  * page once more. K threads make the call into random pages for T ms.
+ *
+ * With the shim the run goes on after T ms until the scanner has merged M
+ * pages (its live stats), at most U ms.
  *
  * Prints calls, efaults, short_writes, call_errors, mismatches; exits 1 if
  * any call failed or wrote wrong bytes.
@@ -174,10 +178,13 @@ int main(int argc, char **argv)
 {
     call = dt_arg_str(argc, argv, "--call", "fstat");
     long ms = dt_arg_long(argc, argv, "--ms", 2000);
+    long min_merges = dt_arg_long(argc, argv, "--min-merges", 0);
+    long max_ms = dt_arg_long(argc, argv, "--max-ms", 3 * ms);
     long threads = dt_arg_long(argc, argv, "--threads", 2);
     long pages = dt_arg_long(argc, argv, "--pages", 64);
     npages = (size_t)(pages < 2 * H_PAT ? 2 * H_PAT : pages) / H_PAT * H_PAT;
-    dt_out("with_shim", "%d", h_shim_loaded());
+    int shim = h_shim_loaded();
+    dt_out("with_shim", "%d", shim);
     dt_out("call", "%s", call);
     file_fd = h_pattern_file(0);
     src = (unsigned char *)dt_scratch(2 * H_PAT * DT_PAGE);
@@ -223,8 +230,11 @@ int main(int argc, char **argv)
     for (long i = 0; i < threads; i++)
         if (pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)(i + 1)) != 0)
             dt_die("pthread_create");
-    dt_sleep_ms((double)ms);
+    double t0 = dt_now_ms();
+    long merged = h_run_for((double)ms, min_merges, (double)max_ms, shim);
     atomic_store(&stop, 1);
+    dt_out("run_ms", "%.0f", dt_now_ms() - t0);
+    dt_out("live_pages_merged", "%ld", merged);
     for (long i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
     if (g_child > 0) {

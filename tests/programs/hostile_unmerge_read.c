@@ -123,6 +123,15 @@ int main(int argc, char **argv)
     do_enable(op);
 
     size_t bad = h_check(region, 0, npages, 0);
+    int shown = 0;
+    for (size_t p = 0; p < npages && bad && shown < 8; p++) {
+        size_t b = h_check(region + p * DT_PAGE, p, 1, 0);
+        if (!b)
+            continue;
+        shown++;
+        fprintf(stderr, "page %zu: %zu bytes differ, %zu of them zero, pagemap %#llx\n", p, b,
+                DT_PAGE - dt_count_not(region + p * DT_PAGE, DT_PAGE, 0), (unsigned long long)dt_pm_entry(region + p * DT_PAGE));
+    }
     h_readers_report(&rd);
     dt_out("unmerge_calls", "%ld", calls);
     dt_out("unmerge_failures", "%ld", failures);

@@ -64,6 +64,20 @@ static inline int h_ring_init(struct h_ring *r, unsigned entries)
     return 0;
 }
 
+/* Exits 0 with uring_unavailable=1 if this process cannot use io_uring
+ * (io_uring_disabled, seccomp, an old kernel): the test then skips. */
+static inline void h_ring_probe_or_exit(void)
+{
+    struct h_ring r;
+    if (h_ring_init(&r, 2) == 0) {
+        close(r.fd);
+        return;
+    }
+    fprintf(stderr, "io_uring_setup: %s\n", strerror(errno));
+    dt_out("uring_unavailable", "1");
+    exit(0);
+}
+
 /* Queues one read (IORING_OP_READ, or READ_FIXED when buf_index >= 0). */
 static inline void h_ring_queue_read(struct h_ring *r, int fd, void *buf, unsigned len, uint64_t off, int buf_index,
                                      uint64_t user_data)

@@ -80,6 +80,7 @@ int main(int argc, char **argv)
     dt_out("with_shim", "%d", shim);
     dt_out("reg", "%s", how);
 
+    h_ring_probe_or_exit();
     struct h_ring ring;
     if (h_ring_init(&ring, 8) != 0)
         dt_die("io_uring_setup");

@@ -1,6 +1,7 @@
 /* io_uring IORING_OP_READ into memory the shim keeps merging.
  *
- *   hostile_uring_read [--ms T] [--threads K] [--pages P] [--batch B] [--async]
+ *   hostile_uring_read [--ms T] [--min-merges M] [--max-ms U] [--threads K]
+ *                      [--pages P] [--batch B] [--async]
  *
  * A region of P pages holds copies of 16 pattern pages, so the scanner
  * merges it over and over (each read breaks copy-on-write, the scanner
@@ -11,6 +12,9 @@
  * window meets them; io_uring's reads are done by the kernel from
  * io_uring_enter or an io-wq worker, through no wrapper, and land in
  * windows: the completion says -EFAULT, or a short count.
+ *
+ * With the shim the run goes on after T ms until the scanner has merged M
+ * pages (its live stats), at most U ms.
  *
  * --async sets IOSQE_ASYNC (every read goes to an io-wq worker).
  *
@@ -84,6 +88,8 @@ static void *submitter(void *arg)
 int main(int argc, char **argv)
 {
     long ms = dt_arg_long(argc, argv, "--ms", 4000);
+    long min_merges = dt_arg_long(argc, argv, "--min-merges", 0);
+    long max_ms = dt_arg_long(argc, argv, "--max-ms", 3 * ms);
     long threads = dt_arg_long(argc, argv, "--threads", 2);
     long pages = dt_arg_long(argc, argv, "--pages", 64);
     batch = (int)dt_arg_long(argc, argv, "--batch", 4);
@@ -93,7 +99,9 @@ int main(int argc, char **argv)
     if (batch > 8)
         batch = 8;
     npages = (size_t)(pages < 2 * H_PAT ? 2 * H_PAT : pages) / H_PAT * H_PAT;
-    dt_out("with_shim", "%d", h_shim_loaded());
+    int shim = h_shim_loaded();
+    dt_out("with_shim", "%d", shim);
+    h_ring_probe_or_exit();
     region = h_map(npages);
     h_fill(region, 0, npages, 0);
     file_fd = h_pattern_file(0);
@@ -104,8 +112,11 @@ int main(int argc, char **argv)
     for (long i = 0; i < threads; i++)
         if (pthread_create(&t[i], NULL, submitter, (void *)(uintptr_t)(i + 1)) != 0)
             dt_die("pthread_create");
-    dt_sleep_ms((double)ms);
+    double t0 = dt_now_ms();
+    long merged = h_run_for((double)ms, min_merges, (double)max_ms, shim);
     atomic_store(&stop, 1);
+    dt_out("run_ms", "%.0f", dt_now_ms() - t0);
+    dt_out("live_pages_merged", "%ld", merged);
     for (long i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
     size_t bad = h_check(region, 0, npages, 0);
