@@ -1,6 +1,6 @@
 /* read(2) into a merged region while the shim gives VMAs back.
  *
- *   hostile_giveback_read [--pages P] [--threads K] [--wait-ms T]
+ *   hostile_giveback_read [--pages P] [--threads K] [--wait-ms T] [--no-grow]
  *
  * A region of P pages (pattern pages, merged by the shim) is the target of
  * K reader threads that pread(2)/read(2) random runs of it from a file
@@ -17,6 +17,10 @@
  * The program waits (at most T ms) until the region holds no memfd piece
  * (the give-back happened), keeps reading 200 ms more, stops, gives its VMAs
  * back, and checks every byte.
+ *
+ * --no-grow: the program grows its VMAs only to half the give-back point
+ * (an attribution check: nothing is given back, the readers meet only the
+ * scanner's merges).
  *
  * Prints reads, efaults, short_reads, read_errors, mismatches, merged_before
  * (bytes of the region in memfd pieces before the growth), grown_to,
@@ -42,7 +46,7 @@ int main(int argc, char **argv)
         reserve = max / 8;
     long limit = max - reserve;
     long threshold = limit + reserve / 4; /* VmaBudget::pressure_threshold */
-    long grow_to = threshold + 600;
+    long grow_to = dt_arg_flag(argc, argv, "--no-grow") ? threshold / 2 : threshold + 600;
     if (grow_to > max - 300) {
         fprintf(stderr, "DEDUP_VMA_RESERVE=%ld leaves no room to grow past the give-back point\n", reserve);
         return 2;

@@ -1,6 +1,6 @@
 /* read(2) into a merged region while the program grows it in place.
  *
- *   hostile_mremap_read [--iters N] [--ms T] [--threads K] [--pages P]
+ *   hostile_mremap_read [--iters N] [--ms T] [--threads K] [--pages P] [--no-grow]
  *
  * A region of P pages (pattern pages, merged by the shim) is the target of
  * K reader threads that pread(2)/read(2) random runs of it from a file
@@ -12,6 +12,9 @@
  * consolidate), write-protecting the whole range while it copies it, with
  * no regard for syscalls writing into it: a read(2) meanwhile fails with
  * EFAULT or returns short.
+ *
+ * --no-grow: the loop only waits (an attribution check: the same readers
+ * against the scanner's merges alone).
  *
  * Prints reads, efaults, short_reads, read_errors, mismatches, grows,
  * grow_failures, merged_iters, final_bad_bytes; exits 1 if a kernel write
@@ -25,6 +28,7 @@ int main(int argc, char **argv)
     long ms = dt_arg_long(argc, argv, "--ms", 6000);
     long threads = dt_arg_long(argc, argv, "--threads", 2);
     long pages = dt_arg_long(argc, argv, "--pages", 512);
+    int no_grow = dt_arg_flag(argc, argv, "--no-grow");
     size_t np = (size_t)(pages < 2 * H_PAT ? 2 * H_PAT : pages) / H_PAT * H_PAT;
     size_t len = np * DT_PAGE;
     int shim = h_shim_loaded();
@@ -53,6 +57,10 @@ int main(int argc, char **argv)
             merged_iters += h_wait_file_vmas(region, len, len / 4, 2000);
         else
             dt_sleep_ms(5);
+        if (no_grow) {
+            dt_sleep_ms(20);
+            continue;
+        }
         void *r = mremap(region, len, len + DT_PAGE, 0);
         grows++;
         if (r == MAP_FAILED) {

@@ -1,6 +1,7 @@
 /* read(2) into a merged region while a store rotation unmerges it.
  *
  *   hostile_rotation_read [--rounds N] [--pages P] [--threads K] [--wait-ms T]
+ *                         [--no-fork]
  *
  * Each round:
  *   1. A and B, P pages each, hold the same distinct pages: the shim merges
@@ -20,6 +21,9 @@
  *   5. Wait (at most T ms) until A holds no memfd piece, read 200 ms more,
  *      stop the readers, check every byte of A.
  *
+ * --no-fork: no fork, so no rotation (an attribution check: the same
+ * readers, writes and unmap, and the scanner's merges alone).
+ *
  * Prints reads, efaults, short_reads, read_errors, mismatches,
  * merged_rounds (rounds in which A was merged before the fork),
  * rotated_rounds (rounds in which A's memfd pieces went away while the
@@ -34,6 +38,7 @@ int main(int argc, char **argv)
     long pages = dt_arg_long(argc, argv, "--pages", 2048);
     long threads = dt_arg_long(argc, argv, "--threads", 2);
     long wait_ms = dt_arg_long(argc, argv, "--wait-ms", 5000);
+    int no_fork = dt_arg_flag(argc, argv, "--no-fork");
     size_t np = (size_t)(pages < 512 ? 512 : pages);
     size_t len = np * DT_PAGE;
     int shim = h_shim_loaded();
@@ -61,13 +66,13 @@ int main(int argc, char **argv)
         }
 
         fflush(stdout);
-        pid_t pid = fork();
+        pid_t pid = no_fork ? 0 : fork();
         if (pid < 0)
             dt_die("fork");
-        if (pid == 0)
+        if (pid == 0 && !no_fork)
             _exit(0);
         int st;
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        while (!no_fork && waitpid(pid, &st, 0) < 0 && errno == EINTR) {
         }
 
         memset(&rd, 0, sizeof rd);
@@ -86,7 +91,7 @@ int main(int argc, char **argv)
 
         int rotated = 0;
         double t0 = dt_now_ms();
-        while (shim && dt_now_ms() - t0 < wait_ms) {
+        while (shim && dt_now_ms() - t0 < (no_fork ? 1000 : wait_ms)) {
             if (h_file_vma_bytes(a, len) == 0) {
                 rotated = 1;
                 break;

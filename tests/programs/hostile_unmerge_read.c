@@ -1,6 +1,6 @@
 /* read(2) into memory that another thread unmerges.
  *
- *   hostile_unmerge_read --op unmergeable|mlock|mlockall|wipeonfork|prctl0
+ *   hostile_unmerge_read --op unmergeable|mlock|mlockall|wipeonfork|prctl0|none
  *                        [--iters N] [--ms T] [--threads K] [--pages P]
  *
  * A region of P pages (16 copies of each of 16 pattern pages, so the shim
@@ -19,6 +19,9 @@
  * meanwhile fails with EFAULT (or returns short) although nothing the
  * program did could make it fail: the reads are of a regular file, in
  * range, into memory that is mapped and writable throughout.
+ *
+ * --op none unmerges nothing (an attribution check: the same readers
+ * against the scanner's merges alone, which the pins guard).
  *
  * Prints reads, efaults, short_reads, read_errors, mismatches,
  * unmerge_calls, unmerge_failures, merged_iters (iterations that saw memfd
@@ -53,6 +56,8 @@ static int do_enable(const char *op)
         return madvise(region, len, MADV_KEEPONFORK);
     if (!strcmp(op, "prctl0"))
         return prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+    if (!strcmp(op, "none"))
+        return 0;
     return -2;
 }
 
@@ -69,6 +74,10 @@ static int do_unmerge(const char *op)
         return madvise(region, len, MADV_WIPEONFORK);
     if (!strcmp(op, "prctl0"))
         return prctl(PR_SET_MEMORY_MERGE, 0, 0, 0, 0);
+    if (!strcmp(op, "none")) {
+        dt_sleep_ms(20);
+        return 0;
+    }
     return -2;
 }
 
