@@ -17,7 +17,9 @@
 
 #include "dtest.h"
 
+#include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 
@@ -198,6 +200,56 @@ static inline int h_wait_file_vmas(const void *a, size_t len, size_t min_bytes, 
     }
 }
 
+/* ---- where threads run -------------------------------------------------- */
+
+/* Puts the shim's scanner thread ("dedup-scan") on the first CPU this
+ * process may use and the calling thread on the second one, so that the
+ * kernel writes the caller makes really run while the scanner has a window
+ * open. Left to the scheduler on a loaded 2-CPU machine, the two often
+ * shared one CPU for a whole run: the scanner's microsecond windows then
+ * never met a write, and a broken library passed. Affinity changes no
+ * result a correct library gives. Without the shim (no scanner thread)
+ * nothing is changed. Returns 1 if both were placed. */
+static inline int h_spread_from_scanner(void)
+{
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2)
+        return 0;
+    int cpus[2], n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET(c, &allowed))
+            cpus[n++] = c;
+    int placed = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (!fgets(comm, sizeof comm, f))
+            comm[0] = 0;
+        fclose(f);
+        if (strncmp(comm, "dedup-scan", 10) == 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpus[0], &one);
+            placed = sched_setaffinity((pid_t)atoi(e->d_name), sizeof one, &one) == 0;
+        }
+    }
+    if (d)
+        closedir(d);
+    if (!placed)
+        return 0;
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    CPU_SET(cpus[1], &mine);
+    return sched_setaffinity(0, sizeof mine, &mine) == 0;
+}
+
 /* ---- reader threads ---------------------------------------------------- */
 
 enum { H_READ_PREAD = 1, H_READ_READ = 2 };
@@ -235,6 +287,7 @@ static void *h_reader_main(void *p)
     int own = open(path, O_RDONLY | O_CLOEXEC); /* its own file offset */
     if (own < 0)
         dt_die("open pattern file");
+    h_spread_from_scanner();
     while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
         size_t run = 1 + (size_t)rand_r(&seed) % h->max_run;
         if (run > h->pages)

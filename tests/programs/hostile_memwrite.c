@@ -48,6 +48,7 @@ static void *writer(void *arg)
     (void)arg;
     int seen = 0;
     pid_t pid = getpid();
+    h_spread_from_scanner();
     for (;;) {
         while (atomic_load(&go_round) == seen && !atomic_load(&quit))
             sched_yield();

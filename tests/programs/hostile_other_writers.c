@@ -60,6 +60,7 @@ static void *worker(void *arg)
     if (!strcmp(call, "aio") && syscall(SYS_io_setup, 8, &ctx) != 0)
         dt_die("io_setup");
     pid_t self = getpid();
+    h_spread_from_scanner();
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         size_t run = bulk() ? 1 + (size_t)rand_r(&seed) % 4 : 1;
         size_t first = (size_t)rand_r(&seed) % (npages - run + 1);

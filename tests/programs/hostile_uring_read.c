@@ -42,6 +42,7 @@ static void *submitter(void *arg)
     if (h_ring_init(&ring, 16) != 0)
         dt_die("io_uring_setup");
     int pmfd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    h_spread_from_scanner();
     struct slot s[16];
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         for (int b = 0; b < batch; b++) {
