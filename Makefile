@@ -69,11 +69,11 @@ $(BUILD)/integration_tests: $(INTEG_SRCS) $(wildcard tests/integration/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(INTEG_SRCS) -o $@ -lgtest -lgtest_main
 
-$(BUILD)/programs/%: tests/programs/%.c tests/programs/dtest.h
+$(BUILD)/programs/%: tests/programs/%.c $(wildcard tests/programs/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -pthread $< -o $@
 
-$(BUILD)/programs/%: tests/programs/%.cpp tests/programs/dtest.h
+$(BUILD)/programs/%: tests/programs/%.cpp $(wildcard tests/programs/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread $< -o $@
 
