@@ -1,0 +1,117 @@
+// Hostile lifecycle tests: how a preloaded process ends (signals, exit from
+// a handler, core dumps), what it does with its privileges (set-user-ID,
+// namespaces, set*id), the files it writes on behalf of a possibly hostile
+// environment, and the resources it takes from the program (address space,
+// memory cgroup). Each test compares with the same program without the
+// shim where that is cheap, and checks that the shim was really active.
+#include "harness.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+
+using namespace dt;
+
+namespace {
+
+// The thread names of a live process include the scanner's.
+bool scanner_running(pid_t pid) {
+    for (auto& n : thread_names(pid))
+        if (n == "dedup-scan") return true;
+    return false;
+}
+
+std::string live_file(pid_t pid) { return "/dev/shm/libdedup." + std::to_string(pid) + ".json"; }
+
+// ---- row 1: a SIGTERM handler that calls exit() ---------------------------
+
+// One worker thread maps and unmaps registered-size regions (and mallocs
+// and frees 128 KiB blocks) in a tight loop; the main thread blocks SIGTERM,
+// so the signal lands in the worker, nearly always inside an interposed
+// call. The handler calls exit(3). The process must end with status 3, as it
+// does without the shim, every time: the exit path must not wait for a lock
+// that the interrupted wrapper holds.
+TEST(HostileLifecycleSignals, SigtermHandlerCallingExitDuringMmapChurnExitsWithItsStatus) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    const std::vector<std::string> args = {"--threads", "1", "--malloc"};
+    for (int i = 0; i < 3; i++) {
+        Options o = without_lib(args);
+        o.timeout_ms = 5000;
+        Child c(prog("hostile_life_sigexit"), o, tmp);
+        ASSERT_TRUE(c.wait_ready("churning", 4000)) << c.out_so_far();
+        kill(c.pid(), SIGTERM);
+        Result r = c.finish();
+        ASSERT_EQ(r.exit_code, 3) << "control without the shim\n" << r.describe();
+    }
+    const int kRuns = 6;
+    for (int i = 0; i < kRuns; i++) {
+        Options o = with_lib(args, {{"DEDUP_SLEEP_MS", "20"}});
+        o.timeout_ms = 5000;
+        Child c(prog("hostile_life_sigexit"), o, tmp);
+        ASSERT_TRUE(c.wait_ready("churning", 4000)) << c.out_so_far();
+        ASSERT_TRUE(scanner_running(c.pid())) << "the shim is not active in run " << i;
+        usleep(20 * 1000);
+        double t0 = now_s();
+        kill(c.pid(), SIGTERM);
+        Result r = c.finish();
+        ASSERT_FALSE(r.timed_out) << "run " << i + 1 << " of " << kRuns << ": still running "
+                                  << now_s() - t0 << " s after SIGTERM (exit() from the handler hung)\n"
+                                  << r.describe();
+        ASSERT_EQ(r.exit_code, 3) << "run " << i + 1 << "\n" << r.describe();
+    }
+}
+
+// ---- row 2: death by a signal's default action -----------------------------
+
+class HostileLifecycleKilled : public testing::TestWithParam<int> {};
+
+// A process killed by SIGTERM/SIGINT/SIGHUP (default action) still gets its
+// summary and stats file written and its live file removed, and still dies
+// of that signal. The program sees the default disposition throughout.
+TEST_P(HostileLifecycleKilled, SummaryStatsAndLiveFileThenDiesOfTheSameSignal) {
+    DT_REQUIRE_LIB();
+    const int sig = GetParam();
+    TempDir tmp;
+    const std::vector<std::string> args = {"--copies", "8", "--buf-kib", "512", "--wait-live"};
+    {
+        Options o = without_lib({"--copies", "8", "--buf-kib", "512", "--no-wait-merge"});
+        o.timeout_ms = 15000;
+        Child c(prog("hostile_life_hold"), o, tmp);
+        ASSERT_TRUE(c.wait_ready("held", 12000)) << c.out_so_far();
+        kill(c.pid(), sig);
+        Result r = c.finish();
+        ASSERT_EQ(r.term_sig, sig) << "control without the shim\n" << r.describe();
+    }
+    std::string log = tmp.file("dedup.log");
+    Options o = with_lib(args, {{"DEDUP_LOG", log}});
+    o.timeout_ms = 15000;
+    Child c(prog("hostile_life_hold"), o, tmp);
+    ASSERT_TRUE(c.wait_ready("held", 12000)) << c.out_so_far();
+    pid_t pid = c.pid();
+    auto before = parse_kv(c.out_so_far());
+    ASSERT_GE(atof(before["merge_wait_ms"].c_str()), 0) << "nothing merged: the shim is not active\n"
+                                                         << c.out_so_far();
+    ASSERT_EQ(before["live_file"], "1") << "no live file before the signal\n" << c.out_so_far();
+    EXPECT_EQ(before["disp_" + std::to_string(sig)], "default") << c.out_so_far();
+    kill(pid, sig);
+    Result r = c.finish();
+    EXPECT_EQ(r.exit_code, -1) << r.describe();
+    EXPECT_EQ(r.term_sig, sig) << "must die of the signal it was sent\n" << r.describe();
+    Stats st = load_stats(r);
+    EXPECT_TRUE(st.present) << "no stats file at " << r.stats_path;
+    EXPECT_TRUE(st.parsed) << st.error << "\n" << st.text;
+    EXPECT_GT(st["pages_sharing"], 0) << st.text;
+    std::string text = read_file(log);
+    EXPECT_NE(text.find("summary after"), std::string::npos) << "no summary in DEDUP_LOG:\n" << text;
+    EXPECT_FALSE(file_exists(live_file(pid))) << live_file(pid) << " left behind";
+    unlink(live_file(pid).c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, HostileLifecycleKilled, testing::Values(SIGTERM, SIGINT, SIGHUP),
+                         [](const testing::TestParamInfo<int>& i) {
+                             return std::string(sigabbrev_np(i.param));
+                         });
+
+}  // namespace
