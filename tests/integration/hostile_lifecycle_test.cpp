@@ -114,4 +114,87 @@ INSTANTIATE_TEST_SUITE_P(Signals, HostileLifecycleKilled, testing::Values(SIGTER
                              return std::string(sigabbrev_np(i.param));
                          });
 
+
+// ---- row 4: single-threaded-only calls and set*id --------------------------
+
+bool is_root() { return geteuid() == 0; }
+
+struct CredOp {
+    const char* op;
+    bool needs_root;
+};
+
+void PrintTo(const CredOp& c, std::ostream* os) { *os << c.op; }
+
+class HostileLifecycleCreds : public testing::TestWithParam<CredOp> {};
+
+// The program registers memory (the scanner runs), then makes a call that
+// the kernel allows only in a single-threaded process (unshare/setns of a
+// user namespace, setns of a mount namespace), or changes its credentials.
+// It must get what it gets without the shim, and afterwards no thread of
+// the process may keep other credentials than the caller's.
+TEST_P(HostileLifecycleCreds, CallSucceedsAsWithoutTheShimAndEveryThreadHasTheNewCredentials) {
+    DT_REQUIRE_LIB();
+    const CredOp c = GetParam();
+    if (c.needs_root && !is_root()) GTEST_SKIP() << c.op << " needs root";
+    TempDir tmp;
+    Options ctl = without_lib({"--op", c.op});
+    ctl.timeout_ms = 15000;
+    Result ref = run(prog("hostile_life_creds"), ctl, tmp);
+    ASSERT_EQ(ref.exit_code, 0) << ref.describe();
+    ASSERT_EQ(ref.str("op_result"), "0") << "control without the shim\n" << ref.describe();
+    ASSERT_EQ(ref.num("threads_other_creds"), 0) << ref.describe();
+
+    Options o = with_lib({"--op", c.op});
+    o.timeout_ms = 15000;
+    Result r = run(prog("hostile_life_creds"), o, tmp);
+    ASSERT_EQ(r.str("scanner"), "1") << "the scanner was not running before the call\n" << r.describe();
+    EXPECT_EQ(r.str("op_result"), "0") << c.op << " failed with the shim (without: 0)\n" << r.describe();
+    EXPECT_EQ(r.str("uid"), ref.str("uid")) << r.describe();
+    EXPECT_EQ(r.num("threads_other_creds"), 0)
+        << "a thread kept other credentials than the program's\n" << r.describe();
+    EXPECT_EQ(r.str("after_ok"), "1") << r.describe();
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, HostileLifecycleCreds,
+                         testing::Values(CredOp{"unshare-user", false}, CredOp{"setns-mnt", true},
+                                         CredOp{"setns-user", true}, CredOp{"setuid", true},
+                                         CredOp{"raw-setuid", true}),
+                         [](const testing::TestParamInfo<CredOp>& i) {
+                             std::string n = i.param.op;
+                             for (auto& ch : n)
+                                 if (ch == '-') ch = '_';
+                             return n;
+                         });
+
+// util-linux setpriv, itself preloaded: it sets PR_SET_KEEPCAPS and its
+// capabilities on its own thread only, then setresuid/setresgid, which
+// glibc repeats on every thread. The scanner thread, without the kept
+// capabilities, fails the setresgid and glibc aborts the process. The
+// program it runs (preloaded too) must run as nobody, every thread of it.
+TEST(HostileLifecycleCredsSetpriv, SetprivReuidNobodyRunsTheProgramAsNobody) {
+    DT_REQUIRE_LIB();
+    if (!is_root()) GTEST_SKIP() << "needs root";
+    const std::string setpriv = "/usr/bin/setpriv";
+    if (!file_exists(setpriv)) GTEST_SKIP() << "no " << setpriv;
+    TempDir tmp;
+    std::vector<std::string> args = {"--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                                     prog("hostile_life_creds"), "--op", "report"};
+    Options ctl = without_lib(args);
+    ctl.timeout_ms = 15000;
+    Result ref = run(setpriv, ctl, tmp);
+    ASSERT_EQ(ref.exit_code, 0) << "control without the shim\n" << ref.describe();
+    ASSERT_EQ(ref.str("uid"), "65534 65534 65534") << ref.describe();
+
+    Options o = with_lib(args);
+    o.timeout_ms = 15000;
+    o.stats = false;  // nobody cannot write into the test's directory
+    Result r = run(setpriv, o, tmp);
+    EXPECT_EQ(r.exit_code, 0) << "setpriv under the shim\n" << r.describe();
+    EXPECT_EQ(r.str("scanner"), "1") << "the shim was not active in the program\n" << r.describe();
+    EXPECT_EQ(r.str("uid"), "65534 65534 65534") << r.describe();
+    EXPECT_EQ(r.num("threads_other_creds"), 0) << r.describe();
+}
+
 }  // namespace
