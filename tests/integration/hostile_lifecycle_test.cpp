@@ -6,6 +6,7 @@
 // shim where that is cheap, and checks that the shim was really active.
 #include "harness.h"
 
+#include <algorithm>
 #include <grp.h>
 #include <pwd.h>
 #include <sys/mount.h>
@@ -467,6 +468,54 @@ TEST(HostileLifecycleCgroup, RewritingMergedDataUnder224MiBLimitSurvives) {
     ASSERT_EQ(c.r.exit_code, 0) << "peak " << c.peak_mib << " MiB (limit 224, without the shim "
                                 << ref.peak_mib << ")\n" << c.oom << "\n" << c.r.describe();
     EXPECT_EQ(c.r.str("mismatches"), "0") << c.r.describe();
+}
+
+// ---- row 7: RLIMIT_AS ------------------------------------------------------------
+
+// Under `ulimit -v 1G` the program maps 16 MiB chunks until mmap fails: it
+// must get as much address space as without the shim, within one chunk or
+// 1%. Today the shim reserves 2 x 64 MiB of views of its store up front
+// (1/16 of the limit each): 880 MiB against 1008.
+TEST(HostileLifecycleAddressSpace, ProgramGetsTheAddressSpaceItGetsWithoutTheShim) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--as", std::to_string(1ull << 30), "--mode", "probe"};
+    Result ref = run(prog("hostile_life_aslimit"), without_lib(args), tmp);
+    ASSERT_EQ(ref.exit_code, 0) << ref.describe();
+    ASSERT_GT(ref.num("mib"), 512) << ref.describe();
+    Options o = with_lib(args);
+    o.stats = false;
+    o.env["DEDUP_LOG"] = "off";
+    Result r = run(prog("hostile_life_aslimit"), o, tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    double slack = std::max(16.0, ref.num("mib") / 100);
+    EXPECT_GE(r.num("mib"), ref.num("mib") - slack)
+        << "mapped " << r.num("mib") << " MiB under RLIMIT_AS 1 GiB with the shim, " << ref.num("mib")
+        << " MiB without\n" << r.describe();
+}
+
+// Merged data (2 x 32 MiB), then the address space filled up to the limit,
+// then MADV_UNMERGEABLE of the merged range: 0, as without the shim (the
+// kernel's KSM needs no address space to unmerge). Today the shim's copy
+// needs a temporary mapping of the run and the call fails with ENOMEM.
+TEST(HostileLifecycleAddressSpace, UnmergeableNearTheLimitReturnsZero) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::vector<std::string> args = {"--as", std::to_string(1ull << 30), "--mode", "unmerge"};
+    std::vector<std::string> ctl_args = args;
+    ctl_args.push_back("--no-wait");
+    Result ref = run(prog("hostile_life_aslimit"), without_lib(ctl_args), tmp);
+    ASSERT_EQ(ref.exit_code, 0) << ref.describe();
+    ASSERT_EQ(ref.str("unmerge_result"), "0") << ref.describe();
+    Options o = with_lib(args);
+    o.stats = false;
+    o.timeout_ms = 20000;
+    Result r = run(prog("hostile_life_aslimit"), o, tmp);
+    ASSERT_GE(r.num("merge_wait_ms"), 0) << "nothing merged: the shim is not active\n" << r.describe();
+    EXPECT_EQ(r.str("unmerge_result"), "0") << r.describe();
+    EXPECT_EQ(r.str("shared_after"), "0") << "pages still merged after MADV_UNMERGEABLE\n" << r.describe();
+    EXPECT_EQ(r.str("mismatches"), "0") << r.describe();
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
 }
 
 }  // namespace
