@@ -518,4 +518,239 @@ TEST(HostileLifecycleAddressSpace, UnmergeableNearTheLimitReturnsZero) {
     EXPECT_EQ(r.exit_code, 0) << r.describe();
 }
 
+// ---- rows 3 and 8: files named by the environment -------------------------
+
+const uid_t kNobody = 65534;
+const gid_t kNogroup = 65534;
+
+bool write_new_file(const std::string& path, const std::string& text, mode_t mode) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) return false;
+    bool ok = write(fd, text.data(), text.size()) == ssize_t(text.size());
+    close(fd);
+    return ok && chmod(path.c_str(), mode) == 0;
+}
+
+std::vector<std::string> dir_entries(const std::string& dir) {
+    std::vector<std::string> v;
+    if (DIR* d = opendir(dir.c_str())) {
+        while (struct dirent* e = readdir(d))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) v.push_back(e->d_name);
+        closedir(d);
+    }
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+    std::string s;
+    for (auto& e : v) s += (s.empty() ? "" : ", ") + e;
+    return s;
+}
+
+// A symlink in dir, owned by nobody (as if another user planted it).
+bool plant_symlink(const std::string& link, const std::string& target) {
+    unlink(link.c_str());
+    return symlink(target.c_str(), link.c_str()) == 0 && lchown(link.c_str(), kNobody, kNogroup) == 0;
+}
+
+// A world-writable sticky directory (like /tmp) in tmp, and whether the
+// kernel lets root follow another user's symlink there (fs.protected_symlinks
+// would stop the attack by itself, and the test would prove nothing).
+std::string shared_dir(const TempDir& tmp, std::string* why) {
+    std::string d = tmp.file("shared");
+    if (mkdir(d.c_str(), 0777) != 0 || chmod(d.c_str(), 01777) != 0) {
+        *why = "cannot create " + d;
+        return "";
+    }
+    std::string target = tmp.file("probe-target"), link = d + "/probe";
+    write_new_file(target, "", 0644);
+    plant_symlink(link, target);
+    int fd = open(link.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    unlink(link.c_str());
+    unlink(target.c_str());
+    if (fd < 0) {
+        *why = "the kernel refuses to follow another user's symlink here (fs.protected_symlinks)";
+        return "";
+    }
+    close(fd);
+    return d;
+}
+
+// A root process with DEDUP_STATS_FILE in a world-writable directory. While
+// it runs, another user plants a symlink at the name of the temporary file
+// the shim writes before its rename (today "<path>.tmp.<pid>"), pointing at
+// a root-owned file. The root-owned file must stay as it was. The stats must
+// still be written, or a log line must say why not.
+TEST(HostileLifecycleSymlink, StatsTempFileSymlinkPlantedByAnotherUserIsNotFollowed) {
+    DT_REQUIRE_LIB();
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (the attacker is another user)";
+    TempDir tmp;
+    std::string why, shared = shared_dir(tmp, &why);
+    if (shared.empty()) GTEST_SKIP() << why;
+    const std::string precious = "root's precious data\n";
+    std::string victim = tmp.file("victim");
+    ASSERT_TRUE(write_new_file(victim, precious, 0644));
+    std::string stats = shared + "/stats.json", log = tmp.file("dedup.log");
+    Options o = with_lib({"--copies", "8", "--buf-kib", "256"}, {{"DEDUP_STATS_FILE", stats}, {"DEDUP_LOG", log}});
+    o.timeout_ms = 20000;
+    Child c(prog("hostile_life_hold"), o, tmp);
+    ASSERT_TRUE(c.wait_ready("held", 15000)) << c.out_so_far();
+    std::string planted = stats + ".tmp." + std::to_string(c.pid());
+    ASSERT_TRUE(plant_symlink(planted, victim)) << strerror(errno);
+    c.release();
+    Result r = c.finish();
+    unlink(planted.c_str());
+    ASSERT_GE(r.num("merge_wait_ms"), 0) << "nothing merged: the shim is not active\n" << r.describe();
+    EXPECT_EQ(read_file(victim), precious) << "the root-owned file behind the planted symlink "
+                                           << planted << " was overwritten";
+    Stats st = load_stats(stats);
+    std::string text = read_file(log);
+    EXPECT_TRUE((st.parsed && st["pages_sharing"] > 0) || text.find("DEDUP_STATS_FILE") != std::string::npos)
+        << "no stats and no line saying why\n" << st.text << "\n" << text;
+}
+
+// DEDUP_LOG names a file in a world-writable directory where another user
+// planted a symlink to a root-owned file: the root process must not append
+// its log to that file.
+TEST(HostileLifecycleSymlink, LogFileSymlinkPlantedByAnotherUserIsNotFollowed) {
+    DT_REQUIRE_LIB();
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (the attacker is another user)";
+    TempDir tmp;
+    std::string why, shared = shared_dir(tmp, &why);
+    if (shared.empty()) GTEST_SKIP() << why;
+    const std::string precious = "root's precious data\n";
+    std::string victim = tmp.file("victim");
+    ASSERT_TRUE(write_new_file(victim, precious, 0644));
+    std::string log = shared + "/app.log";
+    ASSERT_TRUE(plant_symlink(log, victim));
+    Options o = with_lib({"--copies", "8", "--buf-kib", "256"}, {{"DEDUP_LOG", log}});
+    o.timeout_ms = 20000;
+    Result r = run(prog("hostile_life_hold"), o, tmp);
+    ASSERT_GE(r.num("merge_wait_ms"), 0) << "nothing merged: the shim is not active\n" << r.describe();
+    EXPECT_EQ(read_file(victim), precious) << "the log was written through the planted symlink " << log;
+    unlink(log.c_str());
+}
+
+// A newline in a variable's value must not start a line of its own in the
+// log: whoever reads the log (an administrator, a log collector) would take
+// it for a line of the shim's.
+struct Injection {
+    const char* var;
+    const char* value;
+};
+
+void PrintTo(const Injection& i, std::ostream* os) { *os << i.var; }
+
+class HostileLifecycleLogInjection : public testing::TestWithParam<Injection> {};
+
+TEST_P(HostileLifecycleLogInjection, NewlineInAValueCannotForgeALogLine) {
+    DT_REQUIRE_LIB();
+    const Injection inj = GetParam();
+    TempDir tmp;
+    std::string log = tmp.file("dedup.log");
+    std::string value = inj.value;
+    size_t at = value.find("@TMP@");
+    if (at != std::string::npos) value.replace(at, 5, tmp.path());
+    Options o = with_lib({"--copies", "8", "--buf-kib", "256"}, {{"DEDUP_LOG", log}, {inj.var, value}});
+    o.timeout_ms = 20000;
+    Result r = run(prog("hostile_life_hold"), o, tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    ASSERT_GE(r.num("merge_wait_ms"), 0) << "nothing merged: the shim is not active\n" << r.describe();
+    std::string text = read_file(log);
+    EXPECT_GE(count_lines_with(text, {inj.var}), 1) << "no line names " << inj.var << "\n" << text;
+    for (auto& l : lines(text)) {
+        EXPECT_NE(l.find("libdedup: INJECTED"), 0u) << "forged line in the log:\n" << text;
+        EXPECT_NE(l.find("INJECTED"), 0u) << "forged line in the log:\n" << text;
+        EXPECT_EQ(l.rfind("libdedup: ", 0), 0u) << "line without the prefix: '" << l << "'\n" << text;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Vars, HostileLifecycleLogInjection,
+    testing::Values(Injection{"DEDUP_PAGES_TO_SCAN", "12x\nlibdedup: INJECTED summary after 0.0 s: saved 0.0 MiB"},
+                    Injection{"DEDUP_STATS_FILE", "@TMP@/no-such-dir\nlibdedup: INJECTED by a path/stats.json"}),
+    [](const testing::TestParamInfo<Injection>& i) { return std::string(i.param.var); });
+
+// A set-user-ID root program (and a set-group-ID one) run by nobody, with
+// the library preloaded the way the loader honours for AT_SECURE processes:
+// a name without a slash in LD_PRELOAD, found in a system library directory,
+// with the set-user-ID bit on the file. Nobody chooses DEDUP_LOG and
+// DEDUP_STATS_FILE. No file may be created or overwritten at those paths (in
+// a directory only root, or group root, may write), and nothing else may
+// appear there. Today the log file is created and the "stats" overwrite a
+// root-owned file.
+class HostileLifecycleSecure : public testing::TestWithParam<const char*> {
+protected:
+    void SetUp() override {
+        if (lib().empty() || !file_exists(lib())) GTEST_SKIP() << "DEDUP_LIB not set";
+        if (geteuid() != 0) GTEST_SKIP() << "needs root to install a set-user-ID program and library";
+        if (!file_exists("/usr/bin/setpriv") || !file_exists("/usr/bin/env")) GTEST_SKIP() << "no setpriv/env";
+        sysdir_ = "/usr/lib/x86_64-linux-gnu";
+        struct stat st;
+        if (stat(sysdir_.c_str(), &st) != 0) GTEST_SKIP() << "no " << sysdir_;
+        // Leftovers of an earlier run that crashed.
+        for (auto& e : dir_entries(sysdir_)) {
+            if (e.rfind("libdedup-hostile-life-", 0) != 0) continue;
+            long pid = atol(e.c_str() + strlen("libdedup-hostile-life-"));
+            if (pid > 0 && kill(pid, 0) != 0) unlink((sysdir_ + "/" + e).c_str());
+        }
+        name_ = "libdedup-hostile-life-" + std::to_string(getpid()) + ".so";
+        path_ = sysdir_ + "/" + name_;
+        ASSERT_TRUE(copy_file(lib(), path_, 04755)) << path_ << ": " << strerror(errno);
+    }
+    void TearDown() override {
+        if (!path_.empty()) unlink(path_.c_str());
+    }
+    static bool copy_file(const std::string& from, const std::string& to, mode_t mode) {
+        bool ok = false;
+        std::string data = read_file(from, &ok);
+        if (!ok) return false;
+        return write_new_file(to, data, mode) && chown(to.c_str(), 0, 0) == 0 && chmod(to.c_str(), mode) == 0;
+    }
+    std::string sysdir_, name_, path_;
+};
+
+TEST_P(HostileLifecycleSecure, EnvironmentNamedFilesAreNotCreatedOrOverwritten) {
+    const bool suid = std::string(GetParam()) == "setuid";
+    TempDir tmp;
+    ASSERT_EQ(chmod(tmp.path().c_str(), 0755), 0);
+    std::string exe = tmp.file("secure-prog");
+    ASSERT_TRUE(copy_file(prog("hostile_life_hold"), exe, suid ? 04755 : 02755));
+    // Writable by root, and by group root (for the set-group-ID program),
+    // never by nobody.
+    std::string dir = tmp.file("rootonly");
+    ASSERT_EQ(mkdir(dir.c_str(), 0775), 0);
+    ASSERT_EQ(chmod(dir.c_str(), 0775), 0);
+    const std::string precious = "root's precious data\n";
+    std::string stats = dir + "/precious.json", log = dir + "/created.log";
+    ASSERT_TRUE(write_new_file(stats, precious, 0664));
+    auto before = dir_entries(dir);
+
+    Options o;
+    o.args = {"--reuid", std::to_string(kNobody), "--regid", std::to_string(kNogroup), "--clear-groups",
+              "/usr/bin/env", "LD_PRELOAD=" + name_, exe, "--copies", "8", "--buf-kib", "256",
+              "--timeout-ms", "3000"};
+    if (!suid) o.args.push_back("--no-pagemap");  // not dumpable: its pagemap is root's
+    o.env = {{"DEDUP_LOG", log}, {"DEDUP_STATS_FILE", stats}, {"DEDUP_SLEEP_MS", "0"}};
+    o.stats = false;
+    o.timeout_ms = 20000;
+    Child c("/usr/bin/setpriv", o, tmp);
+    ASSERT_TRUE(c.wait_ready("held", 15000)) << c.out_so_far();
+    std::string maps = read_file("/proc/" + std::to_string(c.pid()) + "/maps");
+    c.release();
+    Result r = c.finish();
+    ASSERT_EQ(r.str("at_secure"), "1") << "the program did not run in secure-execution mode\n" << r.describe();
+    ASSERT_NE(maps.find(name_), std::string::npos)
+        << "the loader did not preload " << name_ << ": the test proves nothing\n" << r.describe();
+    EXPECT_EQ(r.exit_code, 0) << r.describe();
+    EXPECT_FALSE(file_exists(log)) << "DEDUP_LOG created " << log << " for nobody:\n" << read_file(log);
+    EXPECT_EQ(read_file(stats), precious) << "DEDUP_STATS_FILE overwrote the root-owned " << stats;
+    EXPECT_EQ(joined(dir_entries(dir)), joined(before)) << "files appeared in " << dir;
+    info(std::string(GetParam()) + ": merged " + r.str("merged") + ", euid " + r.str("euid"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, HostileLifecycleSecure, testing::Values("setuid", "setgid"),
+                         [](const testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
 }  // namespace

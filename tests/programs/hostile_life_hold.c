@@ -3,16 +3,19 @@
  * outside: death by a signal, set-user-ID runs, planted symlinks.
  *
  *   hostile_life_hold [--copies N] [--buf-kib K] [--wait-live] [--no-wait-merge]
- *                     [--timeout-ms T]
+ *                     [--no-pagemap] [--timeout-ms T]
  *
- * Prints merged=<pages that look merged>/<pages>, merge_wait_ms (-1 when
- * they did not merge in time), for each of SIGTERM, SIGINT, SIGHUP the
+ * Prints at_secure=<getauxval(AT_SECURE)>, euid, merged=<pages that look
+ * merged>/<pages>, merge_wait_ms (-1 when they did not merge in time; with
+ * --no-pagemap neither: it sleeps 300 ms instead, for processes that may
+ * not read their own pagemap), for each of SIGTERM, SIGINT, SIGHUP the
  * disposition the program sees (disp_<n>=default|other), and with
  * --wait-live whether /dev/shm/libdedup.<pid>.json appeared
  * (live_file=1|0). Then "ready=held", waits on stdin, verifies the copies
  * (mismatches=<bytes>) and exits 0.
  */
 #include "dtest.h"
+#include <sys/auxv.h>
 
 int main(int argc, char **argv)
 {
@@ -22,6 +25,8 @@ int main(int argc, char **argv)
     if (copies < 2 || copies > 256)
         return 2;
 
+    dt_out("at_secure", "%lu", getauxval(AT_SECURE));
+    dt_out("euid", "%u", (unsigned)geteuid());
     size_t total = (size_t)copies * buf;
     unsigned char *region = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (region == MAP_FAILED)
@@ -29,11 +34,17 @@ int main(int argc, char **argv)
     for (long i = 0; i < copies; i++)
         dt_fill_random(region + (size_t)i * buf, buf, 4242);
     struct dt_range r = {region, total};
-    if (!dt_arg_flag(argc, argv, "--no-wait-merge")) {
-        double w = dt_wait_merged(&r, 1, 0.8, timeout);
-        dt_out("merge_wait_ms", "%.0f", w);
+    if (dt_arg_flag(argc, argv, "--no-pagemap")) {
+        /* A set-group-ID process is not dumpable: its /proc/self/pagemap
+         * belongs to root. Give the scanner some time instead. */
+        dt_sleep_ms(300);
+    } else {
+        if (!dt_arg_flag(argc, argv, "--no-wait-merge")) {
+            double w = dt_wait_merged(&r, 1, 0.8, timeout);
+            dt_out("merge_wait_ms", "%.0f", w);
+        }
+        dt_out("merged", "%zu/%zu", dt_merged_like(region, total), total / DT_PAGE);
     }
-    dt_out("merged", "%zu/%zu", dt_merged_like(region, total), total / DT_PAGE);
 
     int sigs[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
