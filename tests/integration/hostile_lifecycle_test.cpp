@@ -824,4 +824,37 @@ INSTANTIATE_TEST_SUITE_P(Ways, HostileLifecycleRawFork,
                              return n;
                          });
 
+// ---- further: exec -----------------------------------------------------------
+
+class HostileLifecycleExec : public testing::TestWithParam<bool> {};
+
+// exec runs no destructor: the live file /dev/shm/libdedup.<pid>.json of
+// the old image stays behind for good, whether the new program is not
+// preloaded (a wrapper stripped LD_PRELOAD; a set-user-ID program) or is
+// preloaded but never registers memory (it only unlinks a stale file of its
+// pid when it links its own). After the process has ended, the file must be
+// gone.
+TEST_P(HostileLifecycleExec, LiveFileOfTheOldImageIsGoneWhenTheProcessEnds) {
+    DT_REQUIRE_LIB();
+    const bool keep = GetParam();
+    TempDir tmp;
+    std::vector<std::string> args;
+    if (keep) args.push_back("--keep-preload");
+    Options o = with_lib(args, {{"DEDUP_LOG", "off"}});
+    o.stats = false;
+    o.timeout_ms = 20000;
+    Result r = run(prog("hostile_life_exec"), o, tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    ASSERT_GE(r.num("merge_wait_ms"), 0) << "nothing merged: the shim is not active\n" << r.describe();
+    ASSERT_EQ(r.str("live_before"), "1") << "no live file before the exec\n" << r.describe();
+    bool left = file_exists(live_file(r.pid));
+    drop_live_file(r.pid);
+    EXPECT_FALSE(left) << live_file(r.pid) << " left behind after exec and exit";
+}
+
+INSTANTIATE_TEST_SUITE_P(Preload, HostileLifecycleExec, testing::Values(false, true),
+                         [](const testing::TestParamInfo<bool>& i) {
+                             return std::string(i.param ? "KeptInTheNewImage" : "StrippedFromTheNewImage");
+                         });
+
 }  // namespace
