@@ -556,6 +556,20 @@ std::string joined(const std::vector<std::string>& v) {
     return s;
 }
 
+// Removes a directory the test made inside its TempDir (which removes only
+// plain files) with everything in it, whatever happened.
+class SubdirCleanup {
+public:
+    explicit SubdirCleanup(std::string d) : d_(std::move(d)) {}
+    ~SubdirCleanup() {
+        for (auto& e : dir_entries(d_)) unlink((d_ + "/" + e).c_str());
+        rmdir(d_.c_str());
+    }
+
+private:
+    std::string d_;
+};
+
 // A symlink in dir, owned by nobody (as if another user planted it).
 bool plant_symlink(const std::string& link, const std::string& target) {
     unlink(link.c_str());
@@ -594,6 +608,7 @@ TEST(HostileLifecycleSymlink, StatsTempFileSymlinkPlantedByAnotherUserIsNotFollo
     DT_REQUIRE_LIB();
     if (geteuid() != 0) GTEST_SKIP() << "needs root (the attacker is another user)";
     TempDir tmp;
+    SubdirCleanup cleanup(tmp.file("shared"));
     std::string why, shared = shared_dir(tmp, &why);
     if (shared.empty()) GTEST_SKIP() << why;
     const std::string precious = "root's precious data\n";
@@ -625,6 +640,7 @@ TEST(HostileLifecycleSymlink, LogFileSymlinkPlantedByAnotherUserIsNotFollowed) {
     DT_REQUIRE_LIB();
     if (geteuid() != 0) GTEST_SKIP() << "needs root (the attacker is another user)";
     TempDir tmp;
+    SubdirCleanup cleanup(tmp.file("shared"));
     std::string why, shared = shared_dir(tmp, &why);
     if (shared.empty()) GTEST_SKIP() << why;
     const std::string precious = "root's precious data\n";
@@ -728,6 +744,7 @@ TEST_P(HostileLifecycleSecure, EnvironmentNamedFilesAreNotCreatedOrOverwritten) 
     // Writable by root, and by group root (for the set-group-ID program),
     // never by nobody.
     std::string dir = tmp.file("rootonly");
+    SubdirCleanup cleanup(dir);
     ASSERT_EQ(mkdir(dir.c_str(), 0775), 0);
     ASSERT_EQ(chmod(dir.c_str(), 0775), 0);
     const std::string precious = "root's precious data\n";
