@@ -161,7 +161,9 @@ long rt_mlockall(int flags) {
     State& s = state();
     MmLockGuard g(s.lock);
     if (flags & MCL_CURRENT) unmerge_range(s, 0, kWholeSpace, Unmerge::kAnonymousNow);
+    s.store.hide_views(true);
     long r = sys::call(SYS_mlockall, flags);
+    s.store.hide_views(false);
     if (r == 0) {
         if (flags & MCL_CURRENT)
             for (size_t i = 0; i < s.regions.count(); ++i) s.regions[i].flags |= kRegExcluded;

@@ -22,7 +22,7 @@ namespace {
 constexpr uint64_t kMaxStoreBytes = 64ull << 30;
 // The views start this big and double as slots run out, so that the
 // process's address space (VSZ, RLIMIT_AS) grows with use, not up front.
-constexpr uint64_t kFirstViewBytes = 256ull << 20;
+constexpr uint64_t kFirstViewBytes = 2ull << 20;
 constexpr uint64_t kMinStoreBytes = 16ull << 20;  // below this, not worth having
 
 // Maps bytes of fd inaccessible, unlocked, then opens it up: after the
@@ -315,6 +315,22 @@ void SlotStore::reset_in_child() {
 }
 
 void SlotStore::shutdown_for_test() { reset_in_child(); }
+
+void SlotStore::hide_views(bool hide) {
+    Generation* gens[] = {&cur_, &old_};
+    for (Generation* g : gens) {
+        char* views[] = {g->shared, g->priv};
+        int open_prot[] = {PROT_READ | PROT_WRITE, g->priv_writable ? PROT_READ | PROT_WRITE : PROT_READ};
+        for (int i = 0; i < 2; ++i) {
+            if (!views[i]) continue;
+            size_t len = g->view_slots * kPageSize;
+            // Unlocked before opened: mprotect populates a locked private
+            // mapping that becomes writable.
+            if (!hide) sys::call(SYS_munlock, (long)views[i], (long)len);
+            sys::mprotect(views[i], len, hide ? PROT_NONE : open_prot[i]);
+        }
+    }
+}
 
 void SlotStore::exclude_views_from_core() {
     Generation* gens[] = {&cur_, &old_};

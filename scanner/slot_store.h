@@ -93,6 +93,11 @@ public:
     // the private view: merges take their pieces from it, and a piece would
     // inherit VM_DONTDUMP.
     void exclude_views_from_core();
+    // Around the program's mlockall(MCL_CURRENT): hidden (PROT_NONE), the
+    // views are locked but not populated; shown again, they are unlocked.
+    // Populated, the private view would hold anonymous pages that merges
+    // then take (stale zeros), and the shared one every slot of the view.
+    void hide_views(bool hide);
     uint64_t retiring_end() const { return cur_.base; }
     // Once no registered page maps the retiring generation: unmaps its views
     // and forgets its slots.
