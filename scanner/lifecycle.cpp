@@ -1,6 +1,8 @@
 #include "scanner/lifecycle.h"
 
 #include <atomic>
+#include <errno.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <new>
 #include <pthread.h>
@@ -13,6 +15,7 @@
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
 #include "scanner/reports.h"
+#include "scanner/runtime.h"
 #include "scanner/scanner_thread.h"
 #include "scanner/signals.h"
 #include "scanner/sites.h"
@@ -50,16 +53,22 @@ std::atomic<bool> g_child_needs_scanner{false};
 long g_original_pid = 0;
 std::atomic<bool> g_descriptors_had{false};  // reset in a forked child
 
+// Whether fork_prepare took the lock (not when this thread held it already:
+// _Fork from a signal handler that interrupted the shim).
+__thread bool t_fork_locked = false;
+
 void fork_prepare() {
     if (g_init.load() != kReady) return;
-    state().lock.lock();  // no batch in flight while the address space is copied
+    t_fork_locked = !state().lock.held_by_me();
+    if (t_fork_locked) state().lock.lock();  // no batch in flight while the address space is copied
 }
 
 void fork_parent() {
     if (g_init.load() != kReady) return;
     State& s = state();
     s.store.pin_for_fork();  // the child may map every slot in use now
-    s.lock.unlock();
+    if (t_fork_locked) s.lock.unlock();
+    t_fork_locked = false;
 }
 
 // The child has one thread, a copy of the registry, and mappings of the
@@ -175,6 +184,24 @@ void report_once(bool from_signal) {
 }  // namespace
 
 void runtime_shutdown() { report_once(false); }
+
+void rt_fork_prepare() { fork_prepare(); }
+void rt_fork_parent() { fork_parent(); }
+void rt_fork_child() { fork_child(); }
+
+long rt_without_scanner(long (*fn)(void*), void* ctx) {
+    bool paused = runtime_initialised() && scanner_pause();
+    long r = fn(ctx);
+    int saved = errno;
+    if (paused) scanner_resume();
+    errno = saved;
+    return r;
+}
+
+bool rt_prctl_is_per_thread_credential(int option) {
+    return option == PR_SET_KEEPCAPS || option == PR_CAPBSET_DROP || option == PR_SET_SECUREBITS ||
+           option == PR_CAP_AMBIENT;
+}
 
 void runtime_report_at_signal() { report_once(true); }
 

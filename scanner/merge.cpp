@@ -225,7 +225,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
 uint64_t page_hash(const void* p) { return XXH3_64bits(p, kPageSize); }
 
 bool region_mergeable(const State& s, const Region& r) {
-    if (r.flags & kRegExcluded) return false;
+    if (r.flags & (kRegExcluded | kRegLeftAlone)) return false;
     if (r.prot != kRW) return false;
     return s.merge_all ? !(r.flags & kRegUnmergeable) : (r.flags & kRegAdvised) != 0;
 }

@@ -12,7 +12,8 @@ namespace dedup {
 enum RegionFlags : uint32_t {
     kRegAdvised = 1u << 0,      // madvise(MADV_MERGEABLE) was given
     kRegUnmergeable = 1u << 1,  // madvise(MADV_UNMERGEABLE) was given
-    kRegExcluded = 1u << 2,     // WIPEONFORK, mlock: never merge
+    kRegExcluded = 1u << 2,     // WIPEONFORK, mlock: never merge (until KEEPONFORK, munlock)
+    kRegLeftAlone = 1u << 3,    // a kernel writer the shim cannot hold off writes here: never merge
     kRegDontfork = 1u << 4,     // flags re-applied to every remapped piece
     kRegDontdump = 1u << 5,
     kRegHugepage = 1u << 6,

@@ -184,6 +184,23 @@ long rt_munlockall() {
     return r;
 }
 
+long rt_leave_alone(const void* addr, size_t len) {
+    if (!runtime_ready() || !len) return 0;
+    uintptr_t start = (uintptr_t)addr & ~kPageMask, end = page_round_up((uintptr_t)addr + len);
+    if (end < start) end = kWholeSpace;
+    State& s = state();
+    MmLockGuard g(s.lock);
+    if (!s.regions.overlaps(start, end)) return 0;
+    long r = unmerge_range(s, start, end, Unmerge::kAnonymousNow);
+    if (s.regions.isolate(start, end)) {
+        for_regions(s, start, end, [&](Region& rg) { rg.flags |= kRegLeftAlone; });
+        s.regions.coalesce(start, end);
+    } else {
+        for_regions(s, start, end, [&](Region& rg) { rg.flags |= kRegLeftAlone; });  // the whole straddling regions
+    }
+    return r;
+}
+
 long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5,
                            bool* handled) {
     constexpr int kSet = 67, kGet = 68;  // PR_SET_MEMORY_MERGE, PR_GET_MEMORY_MERGE

@@ -21,12 +21,26 @@
 
 namespace dedup {
 
-// ---- start and exit -----------------------------------------------------------
+// ---- start, exit, processes ------------------------------------------------------
 // The library's constructor: initialises (reads DEDUP_*). False when
 // DEDUP_DISABLE=1.
 bool rt_start();
 // The library's destructor: stops the scanner, writes the summary and stats.
 void rt_shutdown();
+// A new process made without fork() (clone(), clone3, a raw fork syscall)
+// gets the handlers fork() runs: prepare before the call, then parent or
+// child after it. Only without CLONE_VM.
+void rt_fork_prepare();
+void rt_fork_parent();
+void rt_fork_child();
+// Calls that need a single-threaded process (unshare(CLONE_NEWUSER), setns)
+// or change only the calling thread's credentials (capset, raw set*id,
+// prctl(PR_SET_KEEPCAPS ...)): the scanner thread is stopped around fn and
+// started again after it, so that the new one inherits the caller's
+// credentials and namespaces. Returns fn's result, with the errno fn left.
+long rt_without_scanner(long (*fn)(void*), void* ctx);
+// Whether a prctl option changes only the calling thread's credentials.
+bool rt_prctl_is_per_thread_credential(int option);
 
 // ---- memory calls -------------------------------------------------------------
 long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
@@ -83,6 +97,14 @@ public:
 private:
     int token_;
 };
+
+// Memory a kernel writer the shim cannot hold off writes into: io_uring and
+// AIO buffers (written after the submitting call returned), buffers pinned
+// for the long term (io_uring registered buffers), ranges of the program's
+// own userfaultfd. Its merged pages become the program's own anonymous
+// memory again (waiting for syscalls writing into them), and the range never
+// merges again. 0 or -errno.
+long rt_leave_alone(const void* addr, size_t len);
 
 // ---- the shim's own file descriptors --------------------------------------------------
 // Its kept files (os/kept_file.h) and the DEDUP_LOG file: invisible to the

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/futex.h>
 
 #include "scanner/batch_scan.h"
 #include "scanner/config.h"
@@ -15,6 +16,7 @@
 #include "scanner/merge.h"
 #include "scanner/os/clock.h"
 #include "scanner/os/proc.h"
+#include "scanner/os/sys.h"
 #include "scanner/reports.h"
 #include "scanner/state.h"
 #include "scanner/unmerge.h"
@@ -25,9 +27,13 @@ namespace {
 
 std::atomic<int> g_started{0};  // 0 no, 1 starting, 2 running
 std::atomic<bool> g_stop{false};
+// Bumped to wake the scanner from its sleep (stop, pause).
+std::atomic<int> g_wake{0};
 pthread_t g_thread;
 clockid_t g_cpu_clock;
 std::atomic<bool> g_have_clock{false};
+double g_cpu_before = 0;  // CPU time of scanner threads that ended (paused)
+std::atomic<int> g_pausing{0};
 
 // True when the scanner is the only live thread left: /proc/self/status
 // counts the thread-group leader even as a zombie (its thread exited with
@@ -50,16 +56,23 @@ void exit_if_alone() {
     if (scanner_is_alone()) exit(0);
 }
 
+// Sleeps ms, or until woken (stop, pause): a futex wait on g_wake.
 void sleep_ms(uint64_t ms) {
     // In slices of at most 100 ms, so that exit_if_alone runs often enough.
-    while (ms > 0) {
+    while (ms > 0 && !g_stop.load(std::memory_order_acquire)) {
         uint64_t slice = ms > 100 ? 100 : ms;
         struct timespec ts = {(time_t)(slice / 1000), (long)(slice % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) != 0) {
-        }
+        int seen = g_wake.load(std::memory_order_acquire);
+        if (!g_stop.load(std::memory_order_acquire))
+            sys::call(SYS_futex, (long)&g_wake, FUTEX_WAIT_PRIVATE, seen, (long)&ts, 0, 0);
         ms -= slice;
         exit_if_alone();
     }
+}
+
+void wake_scanner() {
+    g_wake.fetch_add(1, std::memory_order_release);
+    sys::call(SYS_futex, (long)&g_wake, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0);
 }
 
 // End of a full pass over every region: publish the per-pass counters and
@@ -185,8 +198,7 @@ void scanner_ensure_started() {
     if (!g_started.compare_exchange_strong(expected, 1)) return;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 1 << 20);
+    pthread_attr_setstacksize(&attr, 1 << 20);  // joinable: scanner_pause() joins it
     t_starting = true;
     int rc = pthread_create(&g_thread, &attr, scanner_main, nullptr);
     t_starting = false;
@@ -202,6 +214,7 @@ void scanner_ensure_started() {
 
 void scanner_stop() {
     g_stop.store(true, std::memory_order_release);
+    wake_scanner();
     // The scanner checks the flag between batches; taking the lock waits for
     // the batch in flight. If this thread holds it (exit() from a signal
     // handler that landed inside the shim), no batch is in flight.
@@ -212,16 +225,50 @@ void scanner_stop() {
 }
 
 double scanner_cpu_seconds() {
-    if (!g_have_clock.load()) return 0;
+    if (!g_have_clock.load()) return g_cpu_before;
     struct timespec ts;
-    if (clock_gettime(g_cpu_clock, &ts) != 0) return 0;
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (clock_gettime(g_cpu_clock, &ts) != 0) return g_cpu_before;
+    return g_cpu_before + (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+bool scanner_pause() {
+    int expected = 0;
+    while (!g_pausing.compare_exchange_weak(expected, 1)) {  // one pause at a time
+        expected = 0;
+        sched_yield();
+    }
+    bool was_running = g_started.load(std::memory_order_acquire) == 2;
+    if (was_running) {
+        int threads = 0;
+        bool zombie = false;
+        bool counted = read_thread_state(&threads, &zombie);
+        g_stop.store(true, std::memory_order_release);
+        wake_scanner();
+        double cpu = scanner_cpu_seconds();
+        pthread_join(g_thread, nullptr);
+        g_have_clock.store(false);
+        g_cpu_before = cpu;
+        // The joined thread leaves the thread group a moment after join
+        // returns; unshare(CLONE_NEWUSER) needs it gone.
+        uint64_t deadline = monotonic_ns() + 100 * 1000000ull;
+        int now = threads;
+        while (counted && read_thread_state(&now, &zombie) && now >= threads && monotonic_ns() < deadline)
+            sched_yield();
+        g_stop.store(false, std::memory_order_release);
+        g_started.store(0, std::memory_order_release);
+    }
+    g_pausing.store(0);
+    return was_running;
+}
+
+void scanner_resume() { scanner_ensure_started(); }
 
 void scanner_forget_after_fork() {
     g_started.store(0);
     g_stop.store(false);
     g_have_clock.store(false);
+    g_pausing.store(0);
+    g_cpu_before = 0;
 }
 
 }  // namespace dedup

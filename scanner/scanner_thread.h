@@ -11,6 +11,11 @@ namespace dedup {
 void scanner_ensure_started();
 // Asks the thread to stop after its current batch and waits for that batch.
 void scanner_stop();
+// Stops the thread and waits until it is gone (joined, and out of the
+// process's thread group). Returns whether it was running.
+bool scanner_pause();
+// Starts it again after scanner_pause().
+void scanner_resume();
 // The scanner thread's CPU time so far, in seconds.
 double scanner_cpu_seconds();
 // Fork child: the thread does not exist there.

@@ -175,7 +175,9 @@ size_t unmerge_leftovers_step(State& s, size_t max_pages) {
     bool left = false;
     for (size_t i = 0; i < s.regions.count() && work < max_pages; ++i) {
         Region& r = s.regions[i];
-        if (region_mergeable(s, r) || (r.flags & kRegExcluded)) continue;  // excluded: mlocked, keep its lock
+        // Excluded: mlocked (keep its lock). Left alone: a kernel writer the
+        // shim cannot hold off writes there (no window, ever).
+        if (region_mergeable(s, r) || (r.flags & (kRegExcluded | kRegLeftAlone))) continue;
         for_each_file_run(s, r.start, r.end, [&](Region& rg, uintptr_t a, uintptr_t e) {
             uintptr_t done = a;
             rewrite_anonymous(s, rg, a, e, WriteWindow::IfPinned::kGiveUp, &done);

@@ -17,38 +17,13 @@
 #include "shim/export.h"
 #include "scanner/runtime.h"
 #include "shim/hook.h"
+#include "shim/span.h"
 
 
 using dedup::KernelWritePin;
 using dedup::NextSymbol;
+using dedup::Span;
 
-namespace {
-
-// One range covering every iovec (an over-approximation is safe: the
-// scanner merely skips more pages while the call runs).
-struct Span {
-    uintptr_t lo = UINTPTR_MAX, hi = 0;
-    void add(const void* p, size_t n) {
-        if (!p || !n) return;
-        uintptr_t s = (uintptr_t)p;
-        if (s < lo) lo = s;
-        if (s + n > hi) hi = s + n;
-    }
-    void add(const struct iovec* iov, long cnt) {
-        if (!iov || cnt <= 0 || cnt > 1024) return;
-        for (long i = 0; i < cnt; ++i) add(iov[i].iov_base, iov[i].iov_len);
-    }
-    void add(const struct msghdr* m) {
-        if (!m) return;
-        add(m->msg_iov, (long)m->msg_iovlen);
-        add(m->msg_control, m->msg_controllen);
-        add(m->msg_name, m->msg_namelen);
-    }
-    const void* start() const { return hi ? (const void*)lo : nullptr; }
-    size_t len() const { return hi ? hi - lo : 0; }
-};
-
-}  // namespace
 
 #define NEXT(name, ret, ...) static NextSymbol<ret (*)(__VA_ARGS__)> next_##name(#name)
 
@@ -185,64 +160,6 @@ EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int fl
                               socklen_t* alen) {
     KernelWritePin pin(buf, n);
     return next_recvfrom_chk.get()(fd, buf, n, buflen, flags, addr, alen);
-}
-
-// syscall(2): programs (and libraries such as liburing's helpers) reach the
-// same calls through glibc's generic wrapper, which none of the symbols above
-// see. The calls that write into a buffer are pinned like their wrappers;
-// every other number goes to glibc's syscall() unchanged. A raw `syscall`
-// instruction in the program itself, ioctl and io_uring's asynchronous
-// completions stay out of reach (docs/DESIGN.md, "Kernel writes").
-namespace {
-Span kernel_write_span(long nr, const long* a) {
-    Span sp;
-    switch (nr) {
-        case SYS_read:
-        case SYS_pread64:
-        case SYS_getdents64:
-#ifdef SYS_getdents
-        case SYS_getdents:
-#endif
-            sp.add((const void*)a[1], (size_t)a[2]);
-            break;
-        case SYS_readv:
-        case SYS_preadv:
-        case SYS_preadv2:
-            sp.add((const struct iovec*)a[1], a[2]);
-            break;
-        case SYS_recvfrom:
-            sp.add((const void*)a[1], (size_t)a[2]);
-            if (a[4] && a[5]) sp.add((const void*)a[4], *(const socklen_t*)a[5]);
-            break;
-        case SYS_recvmsg:
-            sp.add((const struct msghdr*)a[1]);
-            break;
-        case SYS_recvmmsg: {
-            const struct mmsghdr* vec = (const struct mmsghdr*)a[1];
-            for (unsigned long i = 0; vec && i < (unsigned long)a[2] && i < 1024; ++i) sp.add(&vec[i].msg_hdr);
-            break;
-        }
-        case SYS_getrandom:
-            sp.add((const void*)a[0], (size_t)a[1]);
-            break;
-        default:
-            break;
-    }
-    return sp;
-}
-}  // namespace
-
-NEXT(syscall, long, long, long, long, long, long, long, long);
-EXPORT long syscall(long nr, ...) {
-    va_list ap;
-    va_start(ap, nr);
-    long a[6];
-    for (long& v : a) v = va_arg(ap, long);  // as glibc's: six registers, used or not
-    va_end(ap);
-    Span sp = kernel_write_span(nr, a);
-    if (!sp.len()) return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
-    KernelWritePin pin(sp.start(), sp.len());
-    return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 // stdio reads a large request straight into the caller's buffer with

@@ -67,5 +67,13 @@ EXPORT int prctl(int option, ...) {
     long r = rt_prctl_memory_merge(option, a2, a3, a4, a5, &handled);
     errno = saved;
     if (handled) return (int)set_errno(r);
-    return next_prctl.get()(option, a2, a3, a4, a5);
+    if (!rt_prctl_is_per_thread_credential(option)) return next_prctl.get()(option, a2, a3, a4, a5);
+    struct Call {
+        int option;
+        unsigned long a2, a3, a4, a5;
+    } call = {option, a2, a3, a4, a5};
+    return (int)rt_without_scanner([](void* c) {
+        Call* k = static_cast<Call*>(c);
+        return (long)next_prctl.get()(k->option, k->a2, k->a3, k->a4, k->a5);
+    }, &call);
 }

@@ -1,0 +1,146 @@
+// syscall(2): programs (and libraries) reach the calls the shim keeps its
+// view through with glibc's generic wrapper, which none of the other symbols
+// see. Each number the shim cares about goes to the same runtime entry as its
+// libc wrapper, with syscall()'s convention (-1 and errno); the calls that
+// write into a buffer pin it as their wrappers do; every other number goes to
+// glibc's syscall() unchanged. A `syscall` instruction in the program's own
+// code stays out of reach (README, limitations).
+#include <errno.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include "scanner/runtime.h"
+#include "shim/export.h"
+#include "shim/hook.h"
+#include "shim/span.h"
+
+using namespace dedup;
+
+namespace {
+
+using SyscallFn = long (*)(long, long, long, long, long, long, long);
+NextSymbol<SyscallFn> next_syscall("syscall");
+
+long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
+
+Span kernel_write_span(long nr, const long* a) {
+    Span sp;
+    switch (nr) {
+        case SYS_read:
+        case SYS_pread64:
+        case SYS_getdents64:
+        case SYS_getdents:
+            sp.add((const void*)a[1], (size_t)a[2]);
+            break;
+        case SYS_readv:
+        case SYS_preadv:
+        case SYS_preadv2:
+            sp.add((const struct iovec*)a[1], a[2]);
+            break;
+        case SYS_recvfrom:
+            sp.add((const void*)a[1], (size_t)a[2]);
+            if (a[4] && a[5]) sp.add((const void*)a[4], *(const socklen_t*)a[5]);
+            break;
+        case SYS_recvmsg:
+            sp.add((const struct msghdr*)a[1]);
+            break;
+        case SYS_recvmmsg: {
+            const struct mmsghdr* vec = (const struct mmsghdr*)a[1];
+            for (unsigned long i = 0; vec && i < (unsigned long)a[2] && i < 1024; ++i) sp.add(&vec[i].msg_hdr);
+            break;
+        }
+        case SYS_getrandom:
+            sp.add((const void*)a[0], (size_t)a[1]);
+            break;
+        default:
+            break;
+    }
+    return sp;
+}
+
+// A new process without fork(): the fork handlers fork() would have run.
+// With CLONE_VM the child shares our memory (a thread, or vfork): none.
+long fork_like(long nr, const long* a, unsigned long flags) {
+    if (flags & CLONE_VM) return raw(nr, a);
+    rt_fork_prepare();
+    long r = raw(nr, a);
+    if (r == 0) rt_fork_child();
+    else rt_fork_parent();
+    return r;
+}
+
+// Calls that need a single-threaded process, or change the calling thread's
+// credentials alone: without the scanner thread (a new one inherits them).
+long without_scanner(long nr, const long* a) {
+    struct Call {
+        long nr;
+        const long* a;
+    } call = {nr, a};
+    return rt_without_scanner([](void* c) {
+        Call* k = static_cast<Call*>(c);
+        return raw(k->nr, k->a);
+    }, &call);
+}
+
+// The result of a runtime entry (value or -errno) with syscall()'s convention.
+long as_syscall(long r) { return set_errno(r); }
+
+}  // namespace
+
+EXPORT long syscall(long nr, ...) {
+    va_list ap;
+    va_start(ap, nr);
+    long a[6];
+    for (long& v : a) v = va_arg(ap, long);  // as glibc's: six registers, used or not
+    va_end(ap);
+    switch (nr) {
+        case SYS_mmap: return as_syscall(rt_mmap((void*)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], a[5]));
+        case SYS_munmap: return as_syscall(rt_munmap((void*)a[0], (size_t)a[1]));
+        case SYS_mprotect: return as_syscall(rt_mprotect((void*)a[0], (size_t)a[1], (int)a[2]));
+        case SYS_madvise: return as_syscall(rt_madvise((void*)a[0], (size_t)a[1], (int)a[2]));
+        case SYS_mremap: return as_syscall(rt_mremap((void*)a[0], (size_t)a[1], (size_t)a[2], (int)a[3], (void*)a[4]));
+        case SYS_mlock: return as_syscall(rt_mlock((void*)a[0], (size_t)a[1], 0));
+        case SYS_mlock2: return as_syscall(rt_mlock((void*)a[0], (size_t)a[1], (unsigned)a[2]));
+        case SYS_munlock: return as_syscall(rt_munlock((void*)a[0], (size_t)a[1]));
+        case SYS_mlockall: return as_syscall(rt_mlockall((int)a[0]));
+        case SYS_munlockall: return as_syscall(rt_munlockall());
+        case SYS_process_madvise:
+            return as_syscall(rt_process_madvise((int)a[0], (const struct iovec*)a[1], (size_t)a[2], (int)a[3],
+                                                 (unsigned)a[4]));
+        case SYS_close: return as_syscall(rt_close((int)a[0]));
+        case SYS_dup2: return as_syscall(rt_dup3((int)a[0], (int)a[1], -1));
+        case SYS_dup3: return as_syscall(rt_dup3((int)a[0], (int)a[1], (int)a[2]));
+        case SYS_close_range: return as_syscall(rt_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]));
+        case SYS_prctl: {
+            bool handled = false;
+            long r = rt_prctl_memory_merge((int)a[0], a[1], a[2], a[3], a[4], &handled);
+            if (handled) return as_syscall(r);
+            if (rt_prctl_is_per_thread_credential((int)a[0])) return without_scanner(nr, a);
+            return raw(nr, a);
+        }
+        case SYS_fork: return fork_like(nr, a, 0);
+        case SYS_clone: return fork_like(nr, a, (unsigned long)a[0]);
+        case SYS_clone3: return fork_like(nr, a, a[0] ? ((const struct clone_args*)a[0])->flags : CLONE_VM);
+        case SYS_unshare:
+        case SYS_setns:
+        case SYS_setuid:
+        case SYS_setgid:
+        case SYS_setreuid:
+        case SYS_setregid:
+        case SYS_setresuid:
+        case SYS_setresgid:
+        case SYS_setgroups:
+        case SYS_capset:
+            return without_scanner(nr, a);
+        default: {
+            Span sp = kernel_write_span(nr, a);
+            if (!sp.len()) return raw(nr, a);
+            KernelWritePin pin(sp.start(), sp.len());
+            return raw(nr, a);
+        }
+    }
+}
