@@ -1,7 +1,10 @@
 #include "scanner/batch_scan.h"
 
+#include <setjmp.h>
+
 #include "scanner/merge.h"
 #include "scanner/os/proc.h"
+#include "scanner/registration.h"
 
 namespace dedup {
 namespace {
@@ -162,7 +165,35 @@ size_t look_at_batch(State& s, Region& r, uintptr_t from, size_t n, const uint64
     return likely_end;
 }
 
+// Set while the scanner reads the program's pages outside any window: a
+// page the program made unreadable with a raw mprotect syscall (or unmapped
+// with a raw munmap) faults, and the SIGSEGV handler jumps back here instead
+// of killing the process (scan_recover_from_fault).
+__thread sigjmp_buf* t_read_guard = nullptr;
+
+// look_at_batch, surviving a page that cannot be read: false then (the
+// batch is skipped and the registry takes the kernel's protection).
+bool look_at_batch_guarded(State& s, Region& r, uintptr_t from, size_t n, const uint64_t* pm, size_t* likely_end) {
+    sigjmp_buf jb;
+    if (sigsetjmp(jb, 0)) {
+        t_read_guard = nullptr;
+        request_protection_resync(s, from, from + n * kPageSize);
+        return false;
+    }
+    t_read_guard = &jb;
+    *likely_end = look_at_batch(s, r, from, n, pm);
+    t_read_guard = nullptr;
+    return true;
+}
+
 }  // namespace
+
+bool scan_recover_from_fault() {
+    sigjmp_buf* jb = t_read_guard;
+    if (!jb) return false;
+    t_read_guard = nullptr;
+    siglongjmp(*jb, 1);
+}
 
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     size_t n = batch_pages(s, r, from, max_pages);
@@ -171,7 +202,8 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     // Without pagemap we cannot tell untouched pages (reading them would
     // allocate memory) from present ones: skip.
     if (!read_pagemap(from, n, pm)) return n;
-    size_t likely_end = look_at_batch(s, r, from, n, pm);
+    size_t likely_end = 0;
+    if (!look_at_batch_guarded(s, r, from, n, pm, &likely_end)) return n;
     Run& run = g_run;
     run.kind = Act::kNone;
     run.n = 0;

@@ -21,4 +21,9 @@ namespace dedup {
 // inside r), merging what it can. Returns the number of pages looked at.
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages);
 
+// Called by the SIGSEGV (and SIGBUS) handler first: if this thread is the
+// scanner reading the program's pages outside a window, jumps back out of
+// the read (the batch is skipped) and does not return; else false.
+bool scan_recover_from_fault();
+
 }  // namespace dedup

@@ -8,6 +8,7 @@
 
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
+#include "scanner/registration.h"
 #include "scanner/write_window.h"
 
 namespace dedup {
@@ -86,6 +87,14 @@ struct BatchWindow {
 };
 BatchWindow g_batch;
 
+// Counts why a window over [a, b) did not open; a protection the program
+// changed behind the shim's back is taken into the registry after the batch.
+void window_failed(State& s, const WriteWindow& w, uintptr_t a, uintptr_t b) {
+    if (w.gave_up_for_pin()) ++s.stats.pinned_skips;
+    else if (w.protection_changed()) request_protection_resync(s, a, b);
+    else ++s.stats.merge_failures;
+}
+
 // The window a one-range run [start, start+n pages) of kind uses: the batch
 // window if it covers the run, else one opened now (the batch window, if
 // the batch goes on past the run, or `own`). Checks the VMA budget first.
@@ -117,14 +126,13 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
         if (g_batch.window.open(start, window_end - start, r.prot)) {
             w = &g_batch.window;
         } else if (!g_batch.window.gave_up_for_pin()) {
-            ++s.stats.merge_failures;
+            window_failed(s, g_batch.window, start, window_end);
             return nullptr;
         }  // else a syscall writes into the rest of the batch: this run alone
     }
     if (!w) {
         if (!own.open(start, len, r.prot)) {
-            if (own.gave_up_for_pin()) ++s.stats.pinned_skips;
-            else ++s.stats.merge_failures;
+            window_failed(s, own, start, end);
             return nullptr;
         }
         w = &own;
@@ -210,10 +218,9 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
                 remaps_with_app_prot(s, cr, (uint32_t)first))
                 w.replaced(run.cand, len);
         }
-    } else if (w.gave_up_for_pin()) {
-        ++s.stats.pinned_skips;
     } else {
-        ++s.stats.merge_failures;
+        window_failed(s, w, run.start, run.start + len);
+        if (w.protection_changed()) request_protection_resync(s, run.cand, run.cand + len);
     }
     w.close();
     for (size_t i = used; i < run.n; ++i) s.store.release_unused((uint32_t)first + (uint32_t)i);

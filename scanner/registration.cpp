@@ -94,6 +94,27 @@ void forget_range(State& s, uintptr_t start, uintptr_t end) {
     s.store.flush_punches();
 }
 
+void request_protection_resync(State& s, uintptr_t start, uintptr_t end) {
+    if (!s.resync_end || start < s.resync_start) s.resync_start = start;
+    if (end > s.resync_end) s.resync_end = end;
+}
+
+void resync_protection(State& s) {
+    uintptr_t start = s.resync_start, end = s.resync_end;
+    s.resync_start = s.resync_end = 0;
+    for (uintptr_t p = start; p < end;) {
+        uintptr_t vs, ve;
+        int prot;
+        if (!vma_at(p, &vs, &ve, &prot) || ve <= p) break;
+        uintptr_t a = vs > p ? vs : p, b = ve < end ? ve : end;
+        if (a < b && s.regions.overlaps(a, b) && s.regions.isolate(a, b)) {
+            for_regions(s, a, b, [&](Region& rg) { rg.prot = prot; });
+            s.regions.coalesce(a, b);
+        }
+        p = ve;
+    }
+}
+
 void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t site) {
     for_each_anon_vma(start, end, [&](const AnonVma& v) {
         uint32_t flags = region_flags_of(v.vm_flags);

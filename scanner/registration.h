@@ -29,6 +29,12 @@ void forget_range(State& s, uintptr_t start, uintptr_t end);
 // the kernel change those without calling us (brief, trap 4).
 void register_unknown_anon(State& s, uintptr_t start, uintptr_t end, uint32_t site);
 
+// The registry's protection of [start, end) becomes the kernel's (the
+// program changed it with a raw mprotect syscall the shim did not see):
+// asked later, outside a batch (the registry must not change under one).
+void request_protection_resync(State& s, uintptr_t start, uintptr_t end);
+void resync_protection(State& s);
+
 // Calls f(region) for each region overlapping [start, end).
 template <typename F>
 void for_regions(State& s, uintptr_t start, uintptr_t end, F&& f) {

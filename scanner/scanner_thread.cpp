@@ -17,6 +17,7 @@
 #include "scanner/os/clock.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
+#include "scanner/registration.h"
 #include "scanner/reports.h"
 #include "scanner/state.h"
 #include "scanner/unmerge.h"
@@ -126,6 +127,7 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
         size_t n = scan_batch(s, r, from, limit - done);
         s.cursor = from + n * kPageSize;
         done += n;
+        if (s.resync_end) resync_protection(s);  // r may move: after the batch
         if (n == 0) break;
     }
     return done;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <ucontext.h>
 
+#include "scanner/batch_scan.h"
 #include "scanner/lifecycle.h"
 #include "scanner/os/sys.h"
 #include "scanner/runtime.h"
@@ -105,6 +106,7 @@ void chain(int sig, siginfo_t* si, void* uc) {
 
 void on_fault(int sig, siginfo_t* si, void* uc) {
     int saved_errno = errno;
+    scan_recover_from_fault();  // the scanner reading a page it may not: does not return
     if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && is_write_fault(uc) &&
         window_explains_write_fault(reinterpret_cast<uintptr_t>(si->si_addr))) {
         errno = saved_errno;
@@ -117,6 +119,7 @@ void on_fault(int sig, siginfo_t* si, void* uc) {
 // A signal the program left at its default action, which ends the process.
 void on_default_signal(int sig, siginfo_t* si, void*) {
     int saved_errno = errno;
+    if (sig == SIGBUS) scan_recover_from_fault();  // as in on_fault
     if (terminates(sig)) runtime_report_at_signal();
     if (dumps_core(sig)) runtime_prepare_core_dump();
     lock_app();

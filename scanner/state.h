@@ -33,6 +33,10 @@ struct State {
     // unmerge_leftovers_retry_ns.
     bool unmerge_leftovers = false;
     uint64_t unmerge_leftovers_retry_ns = 0;
+    // A window found the kernel's protection of [resync_start, resync_end)
+    // different from the registry's (a raw mprotect syscall): the registry
+    // takes the kernel's after the batch (registration.h).
+    uintptr_t resync_start = 0, resync_end = 0;
     uint64_t start_ns = 0;
 };
 

@@ -70,6 +70,11 @@ long rewrite_anonymous(State& s, Region& r, uintptr_t a, uintptr_t e, WriteWindo
     uintptr_t p = a;
     while (p < e) {
         size_t len = e - p < kChunk ? e - p : kChunk;
+        // The protection the kernel has (the program may have changed it with
+        // a raw syscall): the copy gets it, chunk by chunk along its VMAs.
+        int prot = r.prot;
+        uintptr_t vs, ve;
+        if (vma_at(p, &vs, &ve, &prot) && vs <= p && ve > p && ve - p < len) len = ve - p;
         char* dst = whole ? whole + (p - a)
                           : static_cast<char*>(sys::mmap(nullptr, len, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, &err));
         if (dst == MAP_FAILED) {
@@ -77,13 +82,13 @@ long rewrite_anonymous(State& s, Region& r, uintptr_t a, uintptr_t e, WriteWindo
             break;
         }
         WriteWindow w;
-        if (!w.open(p, len, r.prot, if_pinned)) {
+        if (!w.open(p, len, prot, if_pinned)) {
             if (!whole) sys::munmap(dst, len);
             result = w.gave_up_for_pin() ? -EAGAIN : -ENOMEM;
             break;
         }
         copy_chunk(r, p, len, dst);
-        if (r.prot != kRW) sys::mprotect(dst, len, r.prot);
+        if (prot != kRW) sys::mprotect(dst, len, prot);
         if (sys::failed(sys::mremap(dst, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, page(p)))) {
             if (!whole) sys::munmap(dst, len);
             result = -ENOMEM;

@@ -6,6 +6,7 @@
 
 #include "scanner/log.h"
 #include "scanner/os/clock.h"
+#include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
 #include "scanner/runtime.h"
 #include "scanner/state.h"
@@ -173,6 +174,12 @@ bool WriteWindow::open_pair(uintptr_t a, size_t alen, int aprot, uintptr_t b, si
 
 bool WriteWindow::open_ranges(const Range& r0, const Range& r1, IfPinned if_pinned) {
     close();
+    gave_up_for_pin_ = false;
+    // Restoring the recorded protection over one the program set with a raw
+    // syscall would undo it: the kernel is asked (one ioctl a VMA).
+    protection_changed_ = !kernel_protection_is(r0.start, r0.len, r0.prot) ||
+                          (r1.len && !kernel_protection_is(r1.start, r1.len, r1.prot));
+    if (protection_changed_) return false;
     gave_up_for_pin_ = !publish_unpinned(r0.start, r0.len, r1.start, r1.len, if_pinned);
     if (gave_up_for_pin_) return false;
     range_[0] = r0;

@@ -3,7 +3,9 @@
 // remaps, and everything that keeps a write from being lost, or failing,
 // because of it.
 //
-//   open:   publish the range (kernel-write guard) ; fence ; no pinned syscall
+//   open:   the kernel's protection of the range is the one the caller
+//           recorded (else the program changed it behind the shim's back, and
+//           closing would undo that) ; publish the range (kernel-write guard) ; no pinned syscall
 //           buffer overlaps it (or wait for them) ; window_seq++ ;
 //           mprotect(range, PROT_READ)
 //   ...     the owner compares, copies, remaps, all under the mm lock
@@ -57,8 +59,11 @@ public:
     bool open_pair(uintptr_t a, size_t alen, int aprot, uintptr_t b, size_t blen, int bprot);
     bool is_open() const { return open_; }
     // After a failed open: whether it gave up because a syscall was writing
-    // into the range (else an mprotect failed).
+    // into the range, or because the kernel's protection of the range is not
+    // the one given (the program changed it with a raw mprotect syscall: the
+    // caller's record is stale); else an mprotect failed.
     bool gave_up_for_pin() const { return gave_up_for_pin_; }
+    bool protection_changed() const { return protection_changed_; }
     // Whether [a, a+len) lies inside the first range.
     bool covers(uintptr_t a, size_t len) const;
     // [a, a+len), a whole range of this window, was just replaced by a
@@ -81,6 +86,7 @@ private:
     Range range_[2];
     bool open_ = false;
     bool gave_up_for_pin_ = false;
+    bool protection_changed_ = false;
 };
 
 // Called by the SIGSEGV handler for a write fault (SEGV_ACCERR) at addr on a

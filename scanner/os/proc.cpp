@@ -1,5 +1,6 @@
 #include "scanner/os/proc.h"
 
+#include <atomic>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -142,6 +143,41 @@ long pagemap_huge_ranges(uintptr_t lo, uintptr_t hi, uintptr_t (*ranges)[2], lon
 }
 
 bool open_maps() { return kept_files().maps.ensure("/proc/self/maps", O_RDONLY); }
+
+std::atomic<bool> g_procmap_query{true};  // the kernel answers PROCMAP_QUERY
+
+bool vma_at(uintptr_t addr, uintptr_t* start, uintptr_t* end, int* prot) {
+    struct ProcmapQuery {  // struct procmap_query (linux/fs.h, 6.11)
+        uint64_t size, query_flags, query_addr, vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+        uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+        uint64_t vma_name_addr, build_id_addr;
+    } q;
+    memset(&q, 0, sizeof(q));
+    q.size = sizeof(q);
+    q.query_addr = addr;
+    const unsigned long kProcmapQuery = _IOWR('f', 17, ProcmapQuery);
+    if (!open_maps()) return false;
+    long r = sys::call(SYS_ioctl, kept_files().maps.fd(), (long)kProcmapQuery, (long)&q);
+    if (r == -ENOTTY || r == -EINVAL) g_procmap_query = false;  // before 6.11
+    if (sys::failed(r)) return false;
+    constexpr uint64_t kReadable = 1, kWritable = 2, kExecutable = 4;
+    *start = q.vma_start;
+    *end = q.vma_end;
+    *prot = ((q.vma_flags & kReadable) ? PROT_READ : 0) | ((q.vma_flags & kWritable) ? PROT_WRITE : 0) |
+            ((q.vma_flags & kExecutable) ? PROT_EXEC : 0);
+    return true;
+}
+
+bool kernel_protection_is(uintptr_t a, size_t len, int prot) {
+    if (!g_procmap_query) return true;  // no way to ask: the shim's record stands
+    for (uintptr_t p = a; p < a + len;) {
+        uintptr_t s, e;
+        int vp;
+        if (!vma_at(p, &s, &e, &vp) || s > p || vp != prot) return false;
+        p = e;
+    }
+    return true;
+}
 
 uint64_t count_vmas() {
     if (!open_maps()) return 0;

@@ -39,6 +39,15 @@ uint64_t count_vmas();
 // maps could not be read.
 long find_vmas_of_file(uint64_t ino, const char* name, uintptr_t* lo, uintptr_t* hi, long max);
 
+// The protection the kernel has for the VMA containing addr (PROCMAP_QUERY,
+// Linux 6.11: one ioctl, no text): its bounds and PROT_* bits. False if
+// addr is not mapped or the query failed.
+bool vma_at(uintptr_t addr, uintptr_t* start, uintptr_t* end, int* prot);
+// Whether every page of [a, a+len) has protection prot in the kernel (a
+// program's raw mprotect syscall changes it without the shim seeing). True
+// on a kernel without PROCMAP_QUERY: the shim's record stands.
+bool kernel_protection_is(uintptr_t a, size_t len, int prot);
+
 // A private anonymous VMA as /proc/self/smaps describes it, with the VmFlags
 // the shim cares about.
 struct AnonVma {

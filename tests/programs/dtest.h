@@ -24,6 +24,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -525,6 +526,22 @@ static inline long dt_anon_huge_kb(const void *p, size_t len)
     }
     fclose(f);
     return kb;
+}
+
+/* mmap by a `syscall` instruction of the program's own: memory no
+ * interposer sees mapped (glibc's syscall() is interposed too). */
+static inline void *dt_unseen_mmap(size_t len)
+{
+    long ret;
+    register long r10 __asm__("r10") = MAP_PRIVATE | MAP_ANONYMOUS;
+    register long r8 __asm__("r8") = -1;
+    register long r9 __asm__("r9") = 0;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"((long)SYS_mmap), "D"(0L), "S"((long)len), "d"((long)(PROT_READ | PROT_WRITE)), "r"(r10),
+                       "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret < 0 && ret > -4096 ? MAP_FAILED : (void *)ret;
 }
 
 #endif

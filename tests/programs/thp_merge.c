@@ -41,8 +41,7 @@ int main(int argc, char **argv)
         return 2;
     const char *mode = argv[1];
     int shim = !strcmp(argv[2], "shim");
-    unsigned char *raw = (unsigned char *)syscall(SYS_mmap, NULL, REGION + BLOCK, PROT_READ | PROT_WRITE,
-                                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *raw = (unsigned char *)dt_unseen_mmap(REGION + BLOCK);
     if (raw == MAP_FAILED)
         dt_die("mmap");
     region = (unsigned char *)(((uintptr_t)raw + BLOCK - 1) & ~(BLOCK - 1));

@@ -1,4 +1,5 @@
-/* Memory the shim never saw mapped (a raw mmap system call) that carries
+/* Memory the shim never saw mapped (an mmap by a syscall instruction of the
+ * program: glibc's syscall() is interposed too) that carries
  * advice before madvise(MADV_MERGEABLE) registers it: DONTFORK, DONTDUMP.
  * After the merge every piece of the range must still carry both (VmFlags
  * dc and dd), a forked child must not see the range, and the bytes must be
@@ -15,8 +16,7 @@
 int main(int argc, char **argv)
 {
     int shim = argc > 1 && !strcmp(argv[1], "shim");
-    unsigned char *p = (unsigned char *)syscall(SYS_mmap, NULL, LEN, PROT_READ | PROT_WRITE,
-                                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *p = (unsigned char *)dt_unseen_mmap(LEN);
     if (p == MAP_FAILED)
         dt_die("mmap");
     if (madvise(p, LEN, MADV_DONTFORK) || madvise(p, LEN, MADV_DONTDUMP))
