@@ -140,12 +140,7 @@ size_t look_at_batch(State& s, Region& r, uintptr_t from, size_t n, const uint64
         bool present = pm[i] & kPmPresent, file = pm[i] & kPmFile;
         bool look = true;
         if (has_slot(m.state)) {
-            if (present && !file) {  // written since the merge: the kernel made a private copy
-                release_slot(s, slot_of(m.state));
-                m.state = kFileVma;
-                m.hash32 = 0;
-                ++s.stats.cow_breaks;
-            }
+            if (present && !file) note_cow_break(s, m);  // written since the merge: a private copy
             look = false;  // merged, or just broken: look again next pass
         } else if (is_zero_freed(m.state)) {
             if (present) {  // read or written since it was given back

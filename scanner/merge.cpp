@@ -280,6 +280,13 @@ void batch_end() {
 
 void release_slot(State& s, uint32_t slot) { release_slot_ref(s, slot); }
 
+void note_cow_break(State& s, PageMeta& m) {
+    release_slot_ref(s, slot_of(m.state));
+    m.state = kFileVma;
+    m.hash32 = 0;
+    ++s.stats.cow_breaks;
+}
+
 void forget_slot_entry(State& s, uint32_t slot) {
     uint64_t h = s.store.hash(slot);
     PageIndex::Entry* e = s.index.find(h);

@@ -66,6 +66,10 @@ void batch_end();
 
 // Drops one page's reference to slot (and its index entry once unused).
 void release_slot(State& s, uint32_t slot);
+// A merged page was written since its merge (present, not a file page): the
+// kernel made it a private copy. Drops its slot reference; it stays in a
+// memfd VMA.
+void note_cow_break(State& s, PageMeta& m);
 // Erases the content index's entry for slot, if the entry names it.
 void forget_slot_entry(State& s, uint32_t slot);
 // Accounting when a page's mapping goes away (munmap, MAP_FIXED over it).

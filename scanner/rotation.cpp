@@ -102,11 +102,7 @@ size_t move_pages(State& s, size_t max_pages) {
         if ((size_t)k < n) {
             // Differs from its canonical page: written since its merge, so it
             // is a private copy the kernel made. Step 3 makes it anonymous.
-            PageMeta& m = r.at(next);
-            release_slot(s, slot_of(m.state));
-            m.state = kFileVma;
-            m.hash32 = 0;
-            ++s.stats.cow_breaks;
+            note_cow_break(s, r.at(next));
             next += kPageSize;
         }
         rot.cursor = next;

@@ -12,6 +12,7 @@
 
 #include "scanner/batch_scan.h"
 #include "scanner/config.h"
+#include "scanner/cow_sweep.h"
 #include "scanner/log.h"
 #include "scanner/merge.h"
 #include "scanner/os/clock.h"
@@ -113,6 +114,9 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     // what unmerges left, come first.
     if (size_t moved = rotation_step(s, limit)) return moved;
     if (size_t converted = unmerge_leftovers_step(s, limit)) return converted;
+    // A sweep for copy-on-write breaks runs to its end in this wake-up (it
+    // is cheap, and memory is at stake): it counts as one page.
+    if (cow_sweep_step(s, limit)) return 1;
     for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
         size_t i = s.regions.lower_bound(s.cursor);
         while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;
@@ -124,7 +128,9 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
         }
         Region& r = s.regions[i];
         uintptr_t from = s.cursor > r.start ? s.cursor : r.start;
+        uint64_t breaks = s.stats.cow_breaks.load(std::memory_order_relaxed);
         size_t n = scan_batch(s, r, from, limit - done);
+        cow_sweep_note_breaks(s, s.stats.cow_breaks.load(std::memory_order_relaxed) - breaks);
         s.cursor = from + n * kPageSize;
         done += n;
         if (s.resync_end) resync_protection(s);  // r may move: after the batch
@@ -167,6 +173,11 @@ void* scanner_main(void*) {
     while (!g_stop.load(std::memory_order_acquire)) {
         size_t done = 0;
         bool pass_ended = false;
+        bool cow_storm;
+        {
+            MmLockGuard g(s.lock);
+            cow_storm = cow_sweep_wakeup(s);
+        }
         while (done < cfg.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
             size_t n = scan_step(s, cfg.pages_to_scan - done, &pass_ended);
             done += n;
@@ -181,7 +192,9 @@ void* scanner_main(void*) {
         // it reaches the hard limit (where even unmerging needs VMAs).
         relieve_vma_pressure(s);
         uint64_t paced_ms = cfg.cpu_percent ? pacer.owed_ms() : 0;
-        if (s.stats.budget_bound.load(std::memory_order_relaxed))
+        if (cow_storm)
+            sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
+        else if (s.stats.budget_bound.load(std::memory_order_relaxed))
             sleep_ms(cfg.sleep_ms > 250 ? cfg.sleep_ms : 250);  // nothing mergeable within the budget
         else if (cfg.cpu_percent && paced_ms) sleep_ms(paced_ms);
         else if (!cfg.cpu_percent && cfg.sleep_ms) sleep_ms(cfg.sleep_ms);

@@ -37,6 +37,11 @@ struct State {
     // different from the registry's (a raw mprotect syscall): the registry
     // takes the kernel's after the batch (registration.h).
     uintptr_t resync_start = 0, resync_end = 0;
+    // A sweep for copy-on-write breaks over every merged page (cow_sweep.h).
+    bool cow_sweep_due = false;
+    bool cow_storm = false;  // the last sweep found many breaks
+    uintptr_t cow_sweep_cursor = 0;
+    uint64_t cow_sweep_start_breaks = 0;
     uint64_t start_ns = 0;
 };
 
