@@ -13,7 +13,7 @@ WARN     := -Wall -Wextra
 CXXFLAGS ?= -O2 -g
 CFLAGS   ?= -O2 -g
 LIB_CXXFLAGS := $(CXXFLAGS) $(WARN) -std=c++17 -fPIC -fno-exceptions -fno-rtti \
-                -fvisibility=hidden -pthread -ftls-model=initial-exec -I.
+                -fvisibility=hidden -pthread -ftls-model=initial-exec -I. -DDEDUP_VERSION='"$(VERSION)"'
 
 SCANNER_SRCS := $(wildcard scanner/*.cpp scanner/os/*.cpp)
 LIB_HDRS     := $(wildcard scanner/*.h scanner/os/*.h shim/*.h)
@@ -39,6 +39,8 @@ lib: $(BUILD)/libdedup.so
 
 deps:
 	./scripts/install-deps.sh
+
+$(BUILD)/obj/scanner/stats.o: $(BUILD)/VERSION  # the reports carry the version
 
 $(BUILD)/obj/%.o: %.cpp $(LIB_HDRS)
 	@mkdir -p $(dir $@)

@@ -14,6 +14,7 @@
 #include "scanner/os/kept_file.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
+#include "scanner/live_file.h"
 #include "scanner/reports.h"
 #include "scanner/runtime.h"
 #include "scanner/scanner_thread.h"
@@ -197,6 +198,23 @@ long rt_without_scanner(long (*fn)(void*), void* ctx) {
     errno = saved;
     return r;
 }
+
+namespace {
+// Runs f under the mm lock, unless this thread holds it already (a signal
+// handler that interrupted the shim).
+template <typename F>
+void under_lock(F&& f) {
+    if (!runtime_initialised()) return;
+    MmLock& lock = state().lock;
+    bool take = !lock.held_by_me();
+    if (take) lock.lock();
+    f();
+    if (take) lock.unlock();
+}
+}  // namespace
+
+void rt_before_exec() { under_lock([] { live_file_remove(); }); }
+void rt_exec_failed() { under_lock([] { live_file_relink(); }); }
 
 bool rt_prctl_is_per_thread_credential(int option) {
     return option == PR_SET_KEEPCAPS || option == PR_CAPBSET_DROP || option == PR_SET_SECUREBITS ||

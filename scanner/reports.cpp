@@ -7,6 +7,7 @@
 
 #include "scanner/config.h"
 #include "scanner/lifecycle.h"
+#include "scanner/live_file.h"
 #include "scanner/log.h"
 #include "scanner/meta_alloc.h"
 #include "scanner/os/clock.h"
@@ -21,6 +22,18 @@ namespace dedup {
 namespace {
 
 // ---- the numbers -----------------------------------------------------------
+
+// The process's name (/proc/self/comm is the thread-group leader's).
+void read_comm(char* out, size_t cap) {
+    out[0] = 0;
+    long fd = sys::call(SYS_open, (long)"/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (sys::failed(fd)) return;
+    long n = sys::call(SYS_read, fd, (long)out, (long)(cap - 1));
+    sys::close((int)fd);
+    if (n <= 0) n = 0;
+    out[n] = 0;
+    if (n && out[n - 1] == '\n') out[n - 1] = 0;
+}
 
 // Pages the scanner may merge: with DEDUP_SCOPE=advised, only advised
 // ranges count as registered (the others are tracked, not registered).
@@ -48,6 +61,9 @@ void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = tru
     rep->vmas_used = exact_vmas ? count_vmas() : s.vmas.estimate();
     rep->vma_limit = s.vmas.max_map_count();
     rep->metadata_bytes = meta_bytes_in_use();
+    rep->pid = (uint64_t)sys::getpid();
+    rep->pidns = live_file_pidns();
+    read_comm(rep->comm, sizeof(rep->comm));
 }
 
 // ---- allocation sites ----------------------------------------------------------
@@ -116,41 +132,11 @@ void stats_path(const char* pattern, char* out, size_t cap) {
     else snprintf(out, cap, "%s", pattern);
 }
 
-void live_path(char* out, size_t cap) { snprintf(out, cap, "/dev/shm/libdedup.%ld.json", sys::getpid()); }
-
-// The live file is created unnamed (O_TMPFILE) with the other kept files,
-// sized, mapped and written through the mapping; after its first write (a
-// second in) it is given its name and its descriptor is closed. So a
-// process that ends sooner, or by _exit, leaves nothing in /dev/shm, and no
-// write of ours ever goes through a descriptor number the program might
-// have reused for one of its own files. Lock held throughout.
-constexpr size_t kLiveBytes = 16384;
-struct LiveFile {
-    char* map = nullptr;
-    size_t longest = 0;
-    long linked_pid = 0;
-};
-LiveFile g_live;
-
-// Rewritten in place, padded with spaces (trailing spaces are valid JSON).
+// The live file is its own module (live_file.h); reports write into it.
 void write_live_file(const Report& rep) {
-    if (!reports_open_live_file()) return;
     char json[8192];
     size_t n = report_to_json(rep, json, sizeof(json));
-    if (n == 0) return;
-    memcpy(g_live.map, json, n);
-    if (g_live.longest > n) memset(g_live.map + n, ' ', g_live.longest - n);
-    if (n > g_live.longest) g_live.longest = n;
-    long pid = sys::getpid();
-    KeptFile& f = kept_files().live;
-    if (g_live.linked_pid == pid || f.fd() < 0) return;
-    char path[64], self[64];
-    live_path(path, sizeof(path));
-    snprintf(self, sizeof(self), "/proc/self/fd/%d", f.fd());
-    sys::call(SYS_unlink, (long)path);  // a stale file of an earlier process with our pid
-    if (!sys::failed(sys::call(SYS_linkat, AT_FDCWD, (long)self, AT_FDCWD, (long)path, AT_SYMLINK_FOLLOW)))
-        g_live.linked_pid = pid;
-    f.close();  // the mapping is all we need from now on
+    if (n) live_file_write(json, n);
 }
 
 // ---- the scanner's ticks -------------------------------------------------------
@@ -173,26 +159,9 @@ void log_live_line(const Report& rep, double cpu, uint64_t now) {
 
 }  // namespace
 
-bool reports_open_live_file() {
-    if (g_live.map) return true;
-    KeptFile& f = kept_files().live;
-    if (!f.ensure("/dev/shm", O_TMPFILE | O_RDWR, 0644)) return false;
-    long err = 0;
-    void* m = MAP_FAILED;
-    if (!sys::failed(sys::call(SYS_ftruncate, f.fd(), (long)kLiveBytes)))
-        m = sys::mmap(nullptr, kLiveBytes, PROT_READ | PROT_WRITE, MAP_SHARED, f.fd(), 0, &err);
-    if (m == MAP_FAILED) {
-        f.close();
-        return false;
-    }
-    sys::madvise(m, kLiveBytes, MADV_DONTFORK);  // a forked child must not write its parent's file
-    memset(m, ' ', kLiveBytes);
-    g_live.map = static_cast<char*>(m);
-    g_live.linked_pid = 0;
-    return true;
-}
+bool reports_open_live_file() { return live_file_open(); }
 
-void reports_reset_in_child() { g_live = LiveFile(); }  // its mapping is DONTFORK: not in the child
+void reports_reset_in_child() { live_file_reset_in_child(); }
 
 void reports_tick() {
     if (!runtime_initialised()) return;
@@ -238,9 +207,7 @@ void reports_at_exit(double cpu, bool from_signal) {
     if (!interrupted_shim) s.lock.lock();
     collect(s, &rep, cpu, true, !interrupted_shim);
     if (!interrupted_shim && !from_signal) per_site = count_duplicates_by_site(s);
-    char live[64];
-    live_path(live, sizeof(live));
-    if (g_live.linked_pid == sys::getpid()) sys::call(SYS_unlink, (long)live);
+    live_file_remove();
     kept_files().live.close();
     if (!interrupted_shim) s.lock.unlock();
     note_site_peaks(per_site);

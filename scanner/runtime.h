@@ -39,6 +39,10 @@ void rt_fork_child();
 // started again after it, so that the new one inherits the caller's
 // credentials and namespaces. Returns fn's result, with the errno fn left.
 long rt_without_scanner(long (*fn)(void*), void* ctx);
+// exec runs no destructor: the live file goes before it, and comes back if
+// the exec fails.
+void rt_before_exec();
+void rt_exec_failed();
 // Whether a prctl option changes only the calling thread's credentials.
 bool rt_prctl_is_per_thread_credential(int option);
 

@@ -8,8 +8,17 @@
 #include "scanner/log.h"
 #include "scanner/os/sys.h"
 
+#ifndef DEDUP_VERSION
+#define DEDUP_VERSION "unknown"  // (the Makefile passes VERSION)
+#endif
+
 namespace dedup {
 namespace {
+
+// The stats file's and live file's format: bumped when a key changes meaning
+// or goes (keys are only ever added otherwise).
+constexpr int kReportSchema = 1;
+constexpr const char* kVersion = DEDUP_VERSION;
 
 double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
 
@@ -67,6 +76,16 @@ void log_summary_line(const Report& r, int line) {
     if (used) log_line("  %s", buf);
 }
 
+// A JSON string's characters (quotes and backslashes escaped, control
+// characters dropped).
+void put_escaped(char* buf, size_t cap, size_t* used, const char* text) {
+    for (const char* c = text; *c && *used + 8 < cap; ++c) {
+        if ((unsigned char)*c < 0x20) continue;
+        if (*c == '"' || *c == '\\') buf[(*used)++] = '\\';
+        buf[(*used)++] = *c;
+    }
+}
+
 }  // namespace
 
 void report_copy_counted(const Stats& stats, Report* rep) {
@@ -86,20 +105,18 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
         int n = snprintf(buf + used, cap - used, fmt, args...);
         used = n < 0 ? cap : used + (size_t)n;
     };
-    put("{");
+    put("{\"schema\": %d, \"version\": \"%s\", \"comm\": \"", kReportSchema, kVersion);
+    put_escaped(buf, cap, &used, r.comm);
+    put("\"");
     for (const FieldInit& f : kFields) {
-        put("%s\"%s\": ", used > 1 ? ", " : "", f.name);
+        put(", \"%s\": ", f.name);
         if (f.is_double) put("%.3f", f.get_double(r));
         else put("%llu", (unsigned long long)f.get_u64(r));
     }
     put(", \"sites\": [");
     for (int i = 0; i < r.nsites; ++i) {
         put("%s{\"bytes\": %llu, \"site\": \"", i ? ", " : "", (unsigned long long)r.site_bytes[i]);
-        for (const char* c = r.site_text[i]; *c && used + 8 < cap; ++c) {  // JSON string escaping
-            if ((unsigned char)*c < 0x20) continue;
-            if (*c == '"' || *c == '\\') buf[used++] = '\\';
-            buf[used++] = *c;
-        }
+        put_escaped(buf, cap, &used, r.site_text[i]);
         put("\"}");
     }
     put("]}\n");

@@ -19,6 +19,8 @@ namespace dedup {
 //   summary line 1..3 of the summary (0: JSON only); text has one %s, the
 //           value formatted by its unit: PLAIN, MIB (bytes), PAGES_MIB, SECS
 #define DEDUP_REPORT_FIELDS(X)                                                                                        \
+    X(pid, DERIVED, U64, 0, PLAIN, "", "the process id (in its own PID namespace)")                                  \
+    X(pidns, DERIVED, U64, 0, PLAIN, "", "the inode of its PID namespace (part of the live file's name)")           \
     X(seconds, DERIVED, F64, 0, PLAIN, "", "seconds since the shim started")                                          \
     X(pages_registered, DERIVED, U64, 1, PAGES_MIB, "registered %s", "pages in registered, in-scope regions now")     \
     X(registered_bytes_total, COUNTED, U64, 1, MIB, "(%s ever)", "bytes ever registered")                             \
@@ -80,6 +82,7 @@ struct Report {
 #undef DEDUP_REPORT_MEMBER
     // Top allocation sites by duplicate bytes (merged or zero pages, at peak).
     static constexpr int kTopSites = 5;
+    char comm[16];  // the process's name
     int nsites;
     uint64_t site_bytes[kTopSites];
     char site_text[kTopSites][480];

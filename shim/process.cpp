@@ -2,6 +2,7 @@
 // without fork() get the fork handlers; calls that need a single-threaded
 // process, or change one thread's credentials, run without the scanner
 // thread (scanner/runtime.h: rt_without_scanner).
+#include <errno.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <sys/types.h>
@@ -79,4 +80,90 @@ EXPORT int capset(void* header, void* data) {
         void** v = static_cast<void**>(a);
         return (long)next_capset.get()(v[0], v[1]);
     }, args);
+}
+
+// ---- exec: no destructor runs, so the live file goes first ---------------------
+
+namespace {
+using ExecveFn = int (*)(const char*, char* const*, char* const*);
+using ExecvFn = int (*)(const char*, char* const*);
+using FexecveFn = int (*)(int, char* const*, char* const*);
+using ExecveatFn = int (*)(int, const char*, char* const*, char* const*, int);
+NextSymbol<ExecveFn> next_execve("execve"), next_execvpe("execvpe");
+NextSymbol<ExecvFn> next_execv("execv"), next_execvp("execvp");
+NextSymbol<FexecveFn> next_fexecve("fexecve");
+NextSymbol<ExecveatFn> next_execveat("execveat");
+
+// exec returns only when it failed.
+template <typename F>
+int exec_with(F&& call) {
+    rt_before_exec();
+    int r = call();
+    int saved = errno;
+    rt_exec_failed();
+    errno = saved;
+    return r;
+}
+
+// How many arguments execl/execle/execlp were given, up to the NULL.
+int count_args(const char* arg0, va_list ap) {
+    int n = 0;
+    if (!arg0) return 0;
+    for (n = 1; va_arg(ap, char*); ++n) {
+    }
+    return n;
+}
+
+void fill_args(const char* arg0, va_list ap, char** argv, int n) {
+    if (n) argv[0] = const_cast<char*>(arg0);
+    for (int i = 1; i < n; ++i) argv[i] = va_arg(ap, char*);
+    argv[n] = nullptr;
+    if (n) va_arg(ap, char*);  // the NULL
+}
+}  // namespace
+
+EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
+    return exec_with([&] { return next_execve.get()(path, argv, envp); });
+}
+EXPORT int execv(const char* path, char* const argv[]) {
+    return exec_with([&] { return next_execv.get()(path, argv); });
+}
+EXPORT int execvp(const char* file, char* const argv[]) {
+    return exec_with([&] { return next_execvp.get()(file, argv); });
+}
+EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) {
+    return exec_with([&] { return next_execvpe.get()(file, argv, envp); });
+}
+EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
+    return exec_with([&] { return next_fexecve.get()(fd, argv, envp); });
+}
+EXPORT int execveat(int dirfd, const char* path, char* const argv[], char* const envp[], int flags) {
+    return exec_with([&] { return next_execveat.get()(dirfd, path, argv, envp, flags); });
+}
+// execl/execlp/execle: glibc calls its internal execve, which the wrappers
+// above never see; as glibc does, the list becomes an argv on the stack.
+#define DEDUP_LIST_ARGV(arg, argv)           \
+    va_list ap, counting;                    \
+    va_start(ap, arg);                       \
+    va_copy(counting, ap);                   \
+    int argc_ = count_args(arg, counting);   \
+    va_end(counting);                        \
+    char* argv[argc_ + 1];                   \
+    fill_args(arg, ap, argv, argc_)
+
+EXPORT int execl(const char* path, const char* arg, ...) {
+    DEDUP_LIST_ARGV(arg, argv);
+    va_end(ap);
+    return execv(path, argv);
+}
+EXPORT int execlp(const char* file, const char* arg, ...) {
+    DEDUP_LIST_ARGV(arg, argv);
+    va_end(ap);
+    return execvp(file, argv);
+}
+EXPORT int execle(const char* path, const char* arg, ...) {
+    DEDUP_LIST_ARGV(arg, argv);
+    char* const* envp = va_arg(ap, char* const*);
+    va_end(ap);
+    return execve(path, argv, envp);
 }

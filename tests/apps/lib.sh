@@ -87,7 +87,7 @@ live_sampler() {
     while :; do
         for f in /dev/shm/libdedup.*.json; do
             [ -e "$f" ] || continue
-            pid=${f#/dev/shm/libdedup.}; pid=${pid%.json}
+            pid=${f%.json}; pid=${pid##*.}   # libdedup.<pidns>.<pid>.json
             [ -d "/proc/$pid" ] || continue
             if descends_from "$pid" "$$" ||
                tr '\0' '\n' 2>/dev/null < "/proc/$pid/environ" | grep -qxF "DEDUP_STATS_FILE=$dir/stats.%p.json"; then

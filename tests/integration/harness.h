@@ -36,6 +36,13 @@ inline double now_s() {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+// The shim's live file of process pid (in this PID namespace).
+inline std::string live_file_path(pid_t pid) {
+    struct stat st;
+    unsigned long ns = stat("/proc/self/ns/pid", &st) == 0 ? (unsigned long)st.st_ino : 0;
+    return "/dev/shm/libdedup." + std::to_string(ns) + "." + std::to_string(pid) + ".json";
+}
+
 inline bool file_exists(const std::string& p) {
     struct stat st;
     return stat(p.c_str(), &st) == 0;

@@ -22,7 +22,7 @@ bool scanner_running(pid_t pid) {
 
 void info(const std::string& m) { fprintf(stderr, "    [info] %s\n", m.c_str()); }
 
-std::string live_file(pid_t pid) { return "/dev/shm/libdedup." + std::to_string(pid) + ".json"; }
+std::string live_file(pid_t pid) { return dt::live_file_path(pid); }
 
 // A program that was killed (or hung and was killed) leaves its live file
 // behind today; tests that may kill one remove it, so /dev/shm does not fill
@@ -841,7 +841,7 @@ INSTANTIATE_TEST_SUITE_P(HostileLifecycle, HostileLifecycleRawFork,
 
 class HostileLifecycleExec : public testing::TestWithParam<bool> {};
 
-// exec runs no destructor: the live file /dev/shm/libdedup.<pid>.json of
+// exec runs no destructor: the live file /dev/shm/libdedup.<pidns>.<pid>.json of
 // the old image stays behind for good, whether the new program is not
 // preloaded (a wrapper stripped LD_PRELOAD; a set-user-ID program) or is
 // preloaded but never registers memory (it only unlinks a stale file of its

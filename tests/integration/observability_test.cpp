@@ -70,7 +70,7 @@ TEST(Dedupstat, ReadsTheCountersOfALiveProcess) {
     ASSERT_TRUE(file_exists(tool)) << tool;
     std::string cmd = "LD_PRELOAD=" + lib() + " DEDUP_SLEEP_MS=1 DEDUP_LOG=off " + prog("sites") + " 2500 & pid=$!; " +
                       "sleep 2; " + tool + " $pid; echo list; " + tool + "; wait $pid; echo rc=$?; " +
-                      "sleep 0.2; test -e /dev/shm/libdedup.$pid.json && echo leftover || echo cleaned";
+                      "sleep 0.2; test -e /dev/shm/libdedup.$(stat -Lc %i /proc/self/ns/pid).$pid.json && echo leftover || echo cleaned";
     int status = 0;
     std::string out = capture(cmd, &status);
     auto kv = [&](const std::string& key) {

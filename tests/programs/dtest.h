@@ -24,6 +24,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -542,6 +543,15 @@ static inline void *dt_unseen_mmap(size_t len)
                        "r"(r8), "r"(r9)
                      : "rcx", "r11", "memory");
     return ret < 0 && ret > -4096 ? MAP_FAILED : (void *)ret;
+}
+
+/* The shim's live file of process pid (in this PID namespace):
+ * /dev/shm/libdedup.<pid namespace inode>.<pid>.json. */
+static inline void dt_live_path(char *out, size_t cap, long pid)
+{
+    struct stat st;
+    unsigned long ns = stat("/proc/self/ns/pid", &st) == 0 ? (unsigned long)st.st_ino : 0;
+    snprintf(out, cap, "/dev/shm/libdedup.%lu.%ld.json", ns, pid);
 }
 
 #endif

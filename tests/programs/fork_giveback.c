@@ -21,7 +21,7 @@
  *
  * Without the shim (no libdedup in /proc/self/maps) every wait is skipped and
  * only the contents are checked. Rotation figures come from the live stats
- * file /dev/shm/libdedup.<pid>.json; store_rotations=-1 means the key is not
+ * file /dev/shm/libdedup.<pidns>.<pid>.json; store_rotations=-1 means the key is not
  * there (a library without store rotation).
  */
 #include "dtest.h"
@@ -177,7 +177,7 @@ static int live_stats(pid_t pid, long *rotations, long *kept, double *seconds)
 {
     static char buf[16384 + 1];
     char path[64];
-    snprintf(path, sizeof path, "/dev/shm/libdedup.%ld.json", (long)pid);
+    dt_live_path(path, sizeof path, (long)pid);
     *rotations = -1;
     *kept = -1;
     if (slurp(path, buf, sizeof buf) <= 0 || !strstr(buf, "\"pages_registered\""))

@@ -367,13 +367,13 @@ static inline int h_readers_clean(struct h_readers *h)
            !atomic_load(&h->mismatches);
 }
 
-/* ---- the shim's live stats (/dev/shm/libdedup.<pid>.json) --------------- */
+/* ---- the shim's live stats (/dev/shm/libdedup.<pidns>.<pid>.json) --------------- */
 
 /* Value of "key" in the live stats of this process; -1 if absent. */
 static inline long h_live_stat(const char *key)
 {
     char path[64], buf[16384 + 1], pat[96];
-    snprintf(path, sizeof path, "/dev/shm/libdedup.%ld.json", (long)getpid());
+    dt_live_path(path, sizeof path, (long)getpid());
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;

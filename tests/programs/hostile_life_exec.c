@@ -3,7 +3,7 @@
  *
  *   hostile_life_exec [--keep-preload]
  *
- * Merges some duplicates, waits up to 5 s for /dev/shm/libdedup.<pid>.json
+ * Merges some duplicates, waits up to 5 s for /dev/shm/libdedup.<pidns>.<pid>.json
  * (live_before=1|0), then execs /bin/sleep 0.2, with LD_PRELOAD removed from
  * the environment (a program started by a wrapper that strips it, or a
  * set-user-ID one, where the loader ignores it) or, with --keep-preload,
@@ -24,7 +24,7 @@ int main(int argc, char **argv)
     struct dt_range r = {region, total};
     dt_out("merge_wait_ms", "%.0f", dt_wait_merged(&r, 1, 0.8, 8000));
     char path[64];
-    snprintf(path, sizeof path, "/dev/shm/libdedup.%ld.json", (long)getpid());
+    dt_live_path(path, sizeof path, (long)getpid());
     int seen = 0;
     for (int i = 0; i < 500 && !seen; i++) {
         seen = access(path, F_OK) == 0;

@@ -10,7 +10,7 @@
  * --no-pagemap neither: it sleeps 300 ms instead, for processes that may
  * not read their own pagemap), for each of SIGTERM, SIGINT, SIGHUP the
  * disposition the program sees (disp_<n>=default|other), and with
- * --wait-live whether /dev/shm/libdedup.<pid>.json appeared
+ * --wait-live whether /dev/shm/libdedup.<pidns>.<pid>.json appeared
  * (live_file=1|0). Then "ready=held", waits on stdin, verifies the copies
  * (mismatches=<bytes>) and exits 0.
  */
@@ -58,7 +58,7 @@ int main(int argc, char **argv)
 
     if (dt_arg_flag(argc, argv, "--wait-live")) {
         char path[64];
-        snprintf(path, sizeof path, "/dev/shm/libdedup.%ld.json", (long)getpid());
+        dt_live_path(path, sizeof path, (long)getpid());
         int seen = 0;
         for (int i = 0; i < 500 && !seen; i++) {
             seen = access(path, F_OK) == 0;
