@@ -58,17 +58,31 @@ void exit_if_alone() {
     if (scanner_is_alone()) exit(0);
 }
 
-// Sleeps ms, or until woken (stop, pause): a futex wait on g_wake.
+// Whether the program started rewriting merged memory while the scanner
+// slept (a few pages probed): then it wakes at once to free canonical pages.
+bool rewrites_under_way() {
+    State& s = state();
+    if (s.store.total_refs() == 0) return false;  // (a stale read is harmless: a hint)
+    MmLockGuard g(s.lock);
+    cow_sweep_wakeup(s);
+    return s.cow_sweep_due;
+}
+
+// Sleeps ms, or until woken (stop, pause), or until the program rewrites
+// merged memory: a futex wait on g_wake, in slices.
 void sleep_ms(uint64_t ms) {
-    // In slices of at most 100 ms, so that exit_if_alone runs often enough.
+    // Slices of at most 100 ms, so that exit_if_alone runs often enough, and
+    // of 5 ms while merged pages exist, so that a rewrite is noticed at once.
     while (ms > 0 && !g_stop.load(std::memory_order_acquire)) {
         uint64_t slice = ms > 100 ? 100 : ms;
+        if (state().store.total_refs() && slice > 5) slice = 5;
         struct timespec ts = {(time_t)(slice / 1000), (long)(slice % 1000) * 1000000L};
         int seen = g_wake.load(std::memory_order_acquire);
         if (!g_stop.load(std::memory_order_acquire))
             sys::call(SYS_futex, (long)&g_wake, FUTEX_WAIT_PRIVATE, seen, (long)&ts, 0, 0);
         ms -= slice;
         exit_if_alone();
+        if (ms && rewrites_under_way()) return;
     }
 }
 

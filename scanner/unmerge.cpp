@@ -132,7 +132,9 @@ long unmerge_range(State& s, uintptr_t start, uintptr_t end, Unmerge how) {
     long result = 0;
     for_each_file_run(s, start, end, [&](Region& r, uintptr_t a, uintptr_t e) {
         // Nothing writes into a read-only range: waiting costs nothing there.
-        bool wait = how == Unmerge::kAnonymousNow || !(r.prot & PROT_WRITE);
+        // Rotation waits too: syscalls that keep reading into the range would
+        // otherwise keep the old file alive for ever.
+        bool wait = how != Unmerge::kPrivateNow || !(r.prot & PROT_WRITE);
         uintptr_t done = a;
         long rc = rewrite_anonymous(s, r, a, e, wait ? WriteWindow::IfPinned::kWait : WriteWindow::IfPinned::kGiveUp,
                                     &done);

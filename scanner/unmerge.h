@@ -30,8 +30,8 @@ enum class Unmerge {
     // mlock, mlockall, WIPEONFORK: anonymous VMAs now (the kernel needs
     // them); waits for syscalls writing into the range (bounded).
     kAnonymousNow,
-    // Rotation leftovers: only where no syscall writes now; the rest is
-    // tried again later.
+    // Rotation leftovers: as kPrivateNow, but where a syscall still writes
+    // after the bounded wait, the rest is tried again later.
     kWhenFree,
 };
 

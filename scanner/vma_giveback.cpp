@@ -48,7 +48,9 @@ bool give_back_vmas(State& s, bool at_limit) {
     if (at_limit && n + 64 < max) return false;  // ENOMEM for another reason
     if (!at_limit && n <= s.vmas.pressure_threshold()) return false;
     uint64_t target = s.vmas.limit() - reserve / 4;  // a margin below the budget
-    auto if_pinned = at_limit ? WriteWindow::IfPinned::kWait : WriteWindow::IfPinned::kGiveUp;
+    // Waiting (bounded) for syscalls writing into a region: a program that
+    // keeps reading into it would otherwise never get its VMAs back.
+    auto if_pinned = WriteWindow::IfPinned::kWait;
     bool freed = false;
     while (n >= target) {
         size_t best = most_fragmented(s);

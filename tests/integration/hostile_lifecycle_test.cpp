@@ -14,9 +14,12 @@ using namespace dt;
 namespace {
 
 // The thread names of a live process include the scanner's.
+// Whether the shim's scanner thread runs in pid (it names itself a moment
+// after it starts: looked for up to 2 s).
 bool scanner_running(pid_t pid) {
-    for (auto& n : thread_names(pid))
-        if (n == "dedup-scan") return true;
+    for (double t0 = now_s(); now_s() - t0 < 2.0; usleep(5000))
+        for (auto& n : thread_names(pid))
+            if (n == "dedup-scan") return true;
     return false;
 }
 
