@@ -30,15 +30,13 @@ void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
 // kNone, so it may be asked again after the pending run was merged.
 Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
     Action a;
-    PageIndex::Entry* e = s.index.find(h);
-    if (e && PageIndex::is_slot(e->value())) {
-        uint32_t slot = PageIndex::slot_id(e->value());
-        if (s.store.hash(slot) == h && s.store.refs(slot) > 0) {
-            a.kind = Act::kToSlot;  // equals a canonical page: merge on first look, as KSM's stable tree
-            a.slot = slot;
-            return a;
-        }
+    uint32_t slot;
+    if (find_canonical(s, h, &slot)) {
+        a.kind = Act::kToSlot;  // equals a canonical page: merge on first look, as KSM's stable tree
+        a.slot = slot;
+        return a;
     }
+    PageIndex::Entry* e = s.index.find(h);
     if (m.hash32 != hash32(h)) {  // first look, or changed since: volatile
         if (m.hash32) ++s.stats.pass_volatile;
         m.hash32 = hash32(h);
@@ -63,6 +61,11 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
             }
         }
     }
+    // A merge domain: another member saw a stable page with this content.
+    if (s.store.in_domain() && !in_file_vma(m.state) && s.store.ensure_ready() && s.domain.hint(h)) {
+        a.kind = Act::kPublish;
+        return a;
+    }
     s.index.put(h, PageIndex::candidate_value(addr));
     ++s.stats.pass_unshared;
     return a;
@@ -72,8 +75,9 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
 // in this batch: it equals a canonical page, or it is stable and zero or
 // has a candidate to pair with. Only bounds the batch window.
 bool likely_action(State& s, const PageMeta& m, uint64_t h) {
+    uint32_t slot;
+    if (find_canonical(s, h, &slot)) return true;
     PageIndex::Entry* e = s.index.find(h);
-    if (e && PageIndex::is_slot(e->value())) return true;
     if (m.hash32 != hash32(h)) return false;
     return h == s.zero_hash || (e && PageIndex::is_candidate(e->value()));
 }
@@ -81,7 +85,8 @@ bool likely_action(State& s, const PageMeta& m, uint64_t h) {
 bool extends(const Run& run, const Action& a, uintptr_t addr) {
     if (run.kind != a.kind || run.n == 0 || addr != run.start + run.n * kPageSize) return false;
     switch (a.kind) {
-        case Act::kZero: return true;
+        case Act::kZero:
+        case Act::kPublish: return true;
         case Act::kToSlot: return a.slot == run.first_slot + run.n;
         case Act::kPair: {
             if (a.cand_region != run.cand_region || a.cand != run.cand + run.n * kPageSize) return false;
@@ -122,6 +127,17 @@ size_t batch_pages(const State& s, const Region& r, uintptr_t from, size_t max_p
     return n > kMaxBatch ? kMaxBatch : n;
 }
 
+// In a merge domain two members may publish the same content at the same
+// moment: the slot with the lowest id is the canonical one (merge.cpp), and a
+// page merged onto another moves onto it; the duplicate is freed when its
+// last page has moved. *h gets the content's hash.
+bool duplicate_canonical(State& s, const PageMeta& m, uint64_t* h) {
+    if (!s.store.in_domain()) return false;
+    uint32_t mine = slot_of(m.state), other;
+    *h = s.store.hash(mine);
+    return *h && find_canonical(s, *h, &other) && other < mine;
+}
+
 // Only the scanner thread, under the lock, uses these.
 uint64_t g_hashes[kMaxBatch];
 bool g_looked[kMaxBatch];
@@ -140,7 +156,13 @@ size_t look_at_batch(State& s, Region& r, uintptr_t from, size_t n, const uint64
         bool present = pm[i] & kPmPresent, file = pm[i] & kPmFile;
         bool look = true;
         if (has_slot(m.state)) {
-            if (present && !file) note_cow_break(s, m);  // written since the merge: a private copy
+            if (present && !file) {
+                note_cow_break(s, m);  // written since the merge: a private copy
+            } else if (duplicate_canonical(s, m, &g_hashes[i])) {
+                g_looked[i] = true;  // merges onto the other slot (its content is the slot's)
+                if (likely_action(s, m, g_hashes[i])) likely_end = i + 1;
+                continue;
+            }
             look = false;  // merged, or just broken: look again next pass
         } else if (is_zero_freed(m.state)) {
             if (present) {  // read or written since it was given back

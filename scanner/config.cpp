@@ -28,6 +28,7 @@ struct Option {
 const Option kOptions[] = {
     OPT("DEDUP_DISABLE", Kind::kBool, 0, 1, disable, "0"),
     OPT("DEDUP_SCOPE", Kind::kScope, 0, 0, scope, "all"),
+    OPT("DEDUP_DOMAIN", Kind::kString, 0, 64, domain, "none (merge within the process)"),
     OPT("DEDUP_MIN_REGION", Kind::kSize, 4096, 1ull << 40, min_region, "64K"),
     OPT("DEDUP_MALLOC_MIN", Kind::kSize, 4096, 1ull << 40, malloc_min, "64K"),
     OPT("DEDUP_PAGES_TO_SCAN", Kind::kUint, 1, 1ull << 30, pages_to_scan, "2048"),
@@ -69,8 +70,12 @@ void apply(const Option& o, const char* value, Config* cfg) {
             return;
         }
         case Kind::kString: {
-            size_t n = strlen(value);
-            if (n >= 256) { log_warning("%s='%.40s...' is longer than 255 characters; using default %s", o.name, value, o.default_text); return; }
+            size_t n = strlen(value), max = o.max ? o.max : 255;
+            if (n > max) {
+                log_warning("%s='%.40s...' is longer than %zu characters; using default %s", o.name, value, max,
+                            o.default_text);
+                return;
+            }
             memcpy(base, value, n + 1);
             return;
         }

@@ -12,6 +12,7 @@ enum class Scope { kAll, kAdvised };
 struct Config {
     bool disable = false;
     Scope scope = Scope::kAll;
+    char domain[65] = "";                 // DEDUP_DOMAIN: merge with the other processes of this user and name
     uint64_t min_region = 64 * 1024;      // bytes: smallest anon mmap registered
     uint64_t malloc_min = 64 * 1024;      // bytes: smallest malloc served by the shim
     uint64_t pages_to_scan = 2048;        // pages per scanner wake-up (KSM: pages_to_scan)

@@ -16,6 +16,10 @@ bool rt_owns_fd(int fd) {
     if (fd < 0 || !runtime_initialised()) return false;
     for (KeptFile* f : kept_files().all)
         if (fd == f->fd()) return true;
+    int dom[3];
+    int n = state().domain.fds(dom);
+    for (int i = 0; i < n; ++i)
+        if (fd == dom[i]) return true;
     return fd == log_file_fd();
 }
 
@@ -25,6 +29,7 @@ int rt_fds(int out[kMaxShimFds]) {
     for (KeptFile* f : kept_files().all)
         if (f->fd() >= 0) out[n++] = f->fd();
     if (log_file_fd() >= 0) out[n++] = log_file_fd();
+    n += state().domain.fds(out + n);
     for (int i = 1; i < n; ++i)
         for (int j = i; j > 0 && out[j - 1] > out[j]; --j) {
             int t = out[j];
@@ -43,6 +48,7 @@ void rt_vacate_fd(int fd) {
             return;
         }
     }
+    state().domain.vacate_fd(fd);
     if (fd != log_file_fd()) return;
     long nfd = sys::call(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0);
     if (!sys::failed(nfd)) nfd = park_fd((int)nfd);

@@ -7,11 +7,13 @@
 #include <new>
 #include <pthread.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 
 #include "scanner/config.h"
 #include "scanner/merge.h"
 #include "scanner/os/clock.h"
 #include "scanner/os/kept_file.h"
+#include "scanner/os/linux_compat.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
 #include "scanner/live_file.h"
@@ -62,14 +64,37 @@ void fork_prepare() {
     if (g_init.load() != kReady) return;
     t_fork_locked = !state().lock.held_by_me();
     if (t_fork_locked) state().lock.lock();  // no batch in flight while the address space is copied
+    state().domain.before_fork();  // a member slot, holding our slots, for the child
 }
 
 void fork_parent() {
     if (g_init.load() != kReady) return;
     State& s = state();
+    s.domain.after_fork_parent();
     s.store.pin_for_fork();  // the child may map every slot in use now
     if (t_fork_locked) s.lock.unlock();
     t_fork_locked = false;
+}
+
+// A forked child outside a domain: its pages map the parent's canonical
+// pages, which it must never punch or rewrite; it builds its own store. A
+// child that could not become a member of its parent's domain (63 at most)
+// holds no slot of it: its merged pages get private copies at once, while
+// the parent still holds them.
+void forget_parents_store(State& s) {
+    bool was_member = s.store.in_domain();
+    for (size_t i = 0; i < s.regions.count(); ++i) {
+        Region& r = s.regions[i];
+        for (size_t p = 0; p < r.pages(); ++p) {
+            if (!has_slot(r.meta[p].state)) continue;
+            r.meta[p].state = kFileVma;  // maps the parent's canonical page
+            if (was_member && (r.prot & PROT_WRITE))
+                sys::madvise((void*)(r.start + p * kPageSize), kPageSize, MADV_POPULATE_WRITE);
+        }
+    }
+    s.store.reset_in_child();
+    rotation_reset_in_child(s.rotation);
+    s.index.clear();
 }
 
 // The child has one thread, a copy of the registry, and mappings of the
@@ -80,14 +105,8 @@ void fork_child() {
     if (g_init.load() != kReady) return;
     State& s = state();
     s.lock.reset_after_fork();
-    for (size_t i = 0; i < s.regions.count(); ++i) {
-        Region& r = s.regions[i];
-        for (size_t p = 0; p < r.pages(); ++p)
-            if (has_slot(r.meta[p].state)) r.meta[p].state = kFileVma;  // maps the parent's canonical page
-    }
-    s.store.reset_in_child();
-    rotation_reset_in_child(s.rotation);
-    s.index.clear();
+    s.domain.after_fork_child();
+    if (!s.domain.joined() || !s.store.in_domain()) forget_parents_store(s);
     // Kept files opened by the parent describe the parent (a child reading
     // its parent's pagemap once skipped every page it had rewritten).
     for (KeptFile* f : kept_files().all) f->close();
@@ -95,6 +114,14 @@ void fork_child() {
     g_descriptors_had.store(false);
     scanner_forget_after_fork();
     g_child_needs_scanner.store(s.regions.count() > 0);
+}
+
+
+// DEDUP_DOMAIN: the store's slots become the domain's, before its first use.
+void join_domain(State& s) {
+    const char* name = config().domain;
+    if (!name[0] || s.domain.joined() || s.store.ready()) return;
+    if (s.domain.join(name)) s.store.use_domain(&s.domain);
 }
 
 bool init_now() {
@@ -166,6 +193,7 @@ void runtime_after_register() {
     if (!g_descriptors_had.load(std::memory_order_relaxed)) {
         State& s = state();
         MmLockGuard g(s.lock);
+        join_domain(s);
         bool had = s.store.ensure_ready() & open_pagemap() & open_maps() &
                    kept_files().status.ensure("/proc/self/status", O_RDONLY) & reports_open_live_file();
         g_descriptors_had.store(had, std::memory_order_relaxed);

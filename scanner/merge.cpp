@@ -212,8 +212,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
         if (k && map_onto_slots(s, r, run.start, k, (uint32_t)first, 2)) {
             used = k;
             if (k == run.n && remaps_with_app_prot(s, r, (uint32_t)first)) w.replaced(run.start, len);
-            for (size_t i = 0; i < k; ++i)
-                s.index.put(run.hashes[i], PageIndex::slot_value((uint32_t)first + (uint32_t)i));
+            for (size_t i = 0; i < k; ++i) publish_canonical(s, run.hashes[i], (uint32_t)first + (uint32_t)i);
             if (map_onto_slots(s, cr, run.cand, k, (uint32_t)first, 2) && k == run.n &&
                 remaps_with_app_prot(s, cr, (uint32_t)first))
                 w.replaced(run.cand, len);
@@ -224,6 +223,46 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
     }
     w.close();
     for (size_t i = used; i < run.n; ++i) s.store.release_unused((uint32_t)first + (uint32_t)i);
+    note_saving(s);
+}
+
+// A merge domain: pages of this process that another member also has (the
+// domain's hint table says so) become canonical pages: copied into new
+// slots and remapped onto them under one window, then published, so that
+// the other member's pages merge onto them at its next look.
+void merge_publish_run(State& s, Region& r, const Run& run) {
+    size_t len = run.n * kPageSize;
+    g_batch.window.close();
+    if (!s.vmas.can_afford(2)) {
+        s.stats.pass_budget_skips += run.n;
+        return;
+    }
+    int64_t first = s.store.alloc_run((uint32_t)run.n);
+    if (first < 0) {
+        ++s.stats.merge_failures;
+        return;
+    }
+    uint64_t splits = thp_splits_for(s, r, run.start, len);
+    WriteWindow w;
+    size_t k = 0;
+    if (w.open(run.start, len, r.prot)) {
+        s.stats.thp_splits += splits;
+        // The pages are stable now: what is stored is what is hashed again.
+        while (k < run.n && page_hash(page(run.start + k * kPageSize)) == run.hashes[k]) {
+            s.store.fill((uint32_t)first + (uint32_t)k, page(run.start + k * kPageSize), run.hashes[k]);
+            ++k;
+        }
+        if (k && map_onto_slots(s, r, run.start, k, (uint32_t)first, vma_cost(r, run.start, k * kPageSize))) {
+            if (k == run.n && remaps_with_app_prot(s, r, (uint32_t)first)) w.replaced(run.start, len);
+            for (size_t i = 0; i < k; ++i) publish_canonical(s, run.hashes[i], (uint32_t)first + (uint32_t)i);
+        } else {
+            k = 0;
+        }
+    } else {
+        window_failed(s, w, run.start, run.start + len);
+    }
+    w.close();
+    for (size_t i = k; i < run.n; ++i) s.store.release_unused((uint32_t)first + (uint32_t)i);
     note_saving(s);
 }
 
@@ -241,11 +280,23 @@ bool may_be_huge(const State& s, const Region& r) {
     return !(r.flags & kRegNohugepage) && (s.thp_always || (r.flags & kRegHugepage));
 }
 
-long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot) {
+long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot, const uint64_t* hashes) {
+    // A domain's slots are taken before the compare: then no member can free
+    // them under it. A slot freed and filled again since it was looked up
+    // has another hash, and the run ends before it.
+    size_t taken = 0;
+    while (taken < n && s.store.take(first_slot + (uint32_t)taken,
+                                     hashes ? hashes[taken] : s.store.hash(first_slot + (uint32_t)taken)))
+        ++taken;
+    n = taken;
+    if (n == 0) return -1;
     size_t len = n * kPageSize;
     WriteWindow own;
     WriteWindow* w = open_run_window(s, r, start, n, Act::kToSlot, own);
-    if (!w) return -1;
+    if (!w) {
+        for (size_t i = 0; i < n; ++i) s.store.release_unused(first_slot + (uint32_t)i);
+        return -1;
+    }
     size_t k = 0;
     while (k < n && memcmp(page(start + k * kPageSize), s.store.content(first_slot + (uint32_t)k), kPageSize) == 0)
         ++k;
@@ -253,15 +304,48 @@ long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t f
     if (k && !map_onto_slots(s, r, start, k, first_slot, vma_cost(r, start, k * kPageSize))) k = 0;
     if (k == n && remaps_with_app_prot(s, r, first_slot)) w->replaced(start, len);
     own.close();
+    for (size_t i = k; i < n; ++i) s.store.release_unused(first_slot + (uint32_t)i);
     note_saving(s);
     return (long)k;
+}
+
+bool find_canonical(State& s, uint64_t hash, uint32_t* slot) {
+    PageIndex::Entry* e = s.index.find(hash);
+    if (!e || !PageIndex::is_slot(e->value())) return false;
+    *slot = PageIndex::slot_id(e->value());
+    // A domain's slot this member learned of may have been freed since (and
+    // filled again): the domain's slot table says.
+    if (s.store.in_domain()) return s.domain.hash(*slot) == hash;
+    return s.store.hash(*slot) == hash && s.store.refs(*slot) > 0;
+}
+
+namespace {
+// In a domain, two members may publish the same content at once: the slot
+// with the lowest id is the canonical one, and every member's index names
+// it (pages on the others move onto it: batch_scan.cpp).
+void index_slot(State& s, uint64_t hash, uint32_t slot) {
+    PageIndex::Entry* e = s.index.find(hash);
+    bool keep = s.store.in_domain() && e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) < slot &&
+                s.domain.hash(PageIndex::slot_id(e->value())) == hash;
+    if (!keep) s.index.put(hash, PageIndex::slot_value(slot));
+}
+}  // namespace
+
+void publish_canonical(State& s, uint64_t hash, uint32_t slot) {
+    if (s.store.in_domain()) s.domain.publish(slot, hash);
+    index_slot(s, hash, slot);
+}
+
+void learn_domain_slots(State& s, bool all) {
+    s.domain.learn(all, [](uint64_t h, uint32_t slot, void* ctx) { index_slot(*static_cast<State*>(ctx), h, slot); }, &s);
 }
 
 void merge_run(State& s, Region& r, const Run& run) {
     switch (run.kind) {
         case Act::kZero: merge_zero_run(s, r, run); break;
-        case Act::kToSlot: merge_onto_slots(s, r, run.start, run.n, run.first_slot); break;
+        case Act::kToSlot: merge_onto_slots(s, r, run.start, run.n, run.first_slot, run.hashes); break;
         case Act::kPair: merge_pair_run(s, r, run); break;
+        case Act::kPublish: merge_publish_run(s, r, run); break;
         case Act::kNone: break;
     }
 }
@@ -288,6 +372,7 @@ void note_cow_break(State& s, PageMeta& m) {
 }
 
 void forget_slot_entry(State& s, uint32_t slot) {
+    if (s.store.in_domain()) return;  // other members may still use it: entries go stale, checked when used
     uint64_t h = s.store.hash(slot);
     PageIndex::Entry* e = s.index.find(h);
     if (e && PageIndex::is_slot(e->value()) && PageIndex::slot_id(e->value()) == slot) s.index.erase(h);

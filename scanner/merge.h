@@ -34,8 +34,11 @@ bool region_mergeable(const State& s, const Region& r);
 // Whether r's pages may be mapped by transparent huge pages.
 bool may_be_huge(const State& s, const Region& r);
 
-// What the batch scan decided for a run of consecutive pages.
-enum class Act { kNone, kZero, kToSlot, kPair };
+// What the batch scan decided for a run of consecutive pages: give back
+// zero pages, merge onto existing canonical slots, pair with candidate pages
+// of this process, or publish (a merge domain: the pages become canonical
+// pages themselves, because another member has pages with that content).
+enum class Act { kNone, kZero, kToSlot, kPair, kPublish };
 constexpr size_t kMaxBatch = 512;  // one 2 MiB huge page
 struct Run {
     Act kind = Act::kNone;
@@ -51,10 +54,21 @@ void merge_run(State& s, Region& r, const Run& run);
 
 // Merges [start, start + n pages) onto slots first_slot, first_slot+1, ...
 // as far as they equal them byte for byte, releasing a slot a page mapped
-// before (rotation moves pages this way). Returns the pages merged (the
-// page after them differs), or -1 if the run cannot be opened now (VMA
-// budget, a kernel write into it, mprotect failure).
-long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot);
+// before (rotation moves pages this way). hashes: the pages' content hashes
+// (a domain's slots are taken against them; nullptr: the slots' own).
+// Returns the pages merged (the page after them differs), or -1 if the run
+// cannot be opened now (VMA budget, a kernel write into it, mprotect
+// failure).
+long merge_onto_slots(State& s, Region& r, uintptr_t start, size_t n, uint32_t first_slot,
+                      const uint64_t* hashes = nullptr);
+
+// The canonical index: a slot with this content hash (this process's index,
+// or the merge domain's), and publishing a newly filled slot in it.
+bool find_canonical(State& s, uint64_t hash, uint32_t* slot);
+void publish_canonical(State& s, uint64_t hash, uint32_t slot);
+// A merge domain: the slots other members published since the last call
+// (all: every live one) go into this member's index.
+void learn_domain_slots(State& s, bool all);
 
 // The batch window: one write window for the runs of one batch of region r,
 // opened by the first zero or slot run and reaching no further than `limit`

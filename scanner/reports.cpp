@@ -61,6 +61,14 @@ void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = tru
     rep->vmas_used = exact_vmas ? count_vmas() : s.vmas.estimate();
     rep->vma_limit = s.vmas.max_map_count();
     rep->metadata_bytes = meta_bytes_in_use();
+    if (s.store.in_domain()) {
+        snprintf(rep->domain, sizeof(rep->domain), "%s", s.domain.name());
+        rep->domain_members = s.domain.members();
+        rep->domain_canonical_pages = s.domain.canonical_pages();
+        uint64_t mapped = s.domain.pages_mapped_all();
+        rep->domain_pages_saved = mapped > rep->domain_canonical_pages ? mapped - rep->domain_canonical_pages : 0;
+        rep->domain_pages_shared_with_others = s.store.pages_shared_with_others();
+    }
     rep->pid = (uint64_t)sys::getpid();
     rep->pidns = live_file_pidns();
     read_comm(rep->comm, sizeof(rep->comm));

@@ -115,7 +115,7 @@ long rt_leave_alone(const void* addr, size_t len);
 // program (the shim answers EBADF for them).
 bool rt_owns_fd(int fd);
 // The shim's descriptors, ascending; returns how many (at most kMaxShimFds).
-constexpr int kMaxShimFds = 5;
+constexpr int kMaxShimFds = 8;  // kept files, the log, a domain's
 int rt_fds(int out[kMaxShimFds]);
 // Moves the shim's descriptor away from `fd` (the program dup2s onto it).
 void rt_vacate_fd(int fd);

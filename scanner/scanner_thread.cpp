@@ -58,12 +58,28 @@ void exit_if_alone() {
     if (scanner_is_alone()) exit(0);
 }
 
+// A merge domain's housekeeping (newcomers, a dead listener, dead members,
+// slots other members published), at most every 20 ms. Lock held.
+void domain_tick(State& s) {
+    static uint64_t last_ns = 0, last_full_ns = 0;
+    uint64_t now = monotonic_ns();
+    if (!s.store.in_domain() || now - last_ns < 20 * 1000000ull) return;
+    last_ns = now;
+    s.domain.tick(s.store.total_refs());
+    // What other members published; every 10 s all of it (slots freed and
+    // filled again since).
+    bool all = now - last_full_ns > 10000 * 1000000ull;
+    if (all) last_full_ns = now;
+    learn_domain_slots(s, all);
+}
+
 // Whether the program started rewriting merged memory while the scanner
 // slept (a few pages probed): then it wakes at once to free canonical pages.
 bool rewrites_under_way() {
     State& s = state();
-    if (s.store.total_refs() == 0) return false;  // (a stale read is harmless: a hint)
+    if (s.store.total_refs() == 0 && !s.store.in_domain()) return false;  // (a stale read is harmless: a hint)
     MmLockGuard g(s.lock);
+    domain_tick(s);
     cow_sweep_wakeup(s);
     return s.cow_sweep_due;
 }
@@ -75,7 +91,7 @@ void sleep_ms(uint64_t ms) {
     // of 5 ms while merged pages exist, so that a rewrite is noticed at once.
     while (ms > 0 && !g_stop.load(std::memory_order_acquire)) {
         uint64_t slice = ms > 100 ? 100 : ms;
-        if (state().store.total_refs() && slice > 5) slice = 5;
+        if ((state().store.total_refs() || state().store.in_domain()) && slice > 5) slice = 5;
         struct timespec ts = {(time_t)(slice / 1000), (long)(slice % 1000) * 1000000L};
         int seen = g_wake.load(std::memory_order_acquire);
         if (!g_stop.load(std::memory_order_acquire))
@@ -190,6 +206,7 @@ void* scanner_main(void*) {
         bool cow_storm;
         {
             MmLockGuard g(s.lock);
+            domain_tick(s);
             cow_storm = cow_sweep_wakeup(s);
         }
         while (done < cfg.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {

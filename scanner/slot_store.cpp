@@ -25,11 +25,11 @@ constexpr uint64_t kMaxStoreBytes = 64ull << 30;
 constexpr uint64_t kFirstViewBytes = 2ull << 20;
 constexpr uint64_t kMinStoreBytes = 16ull << 20;  // below this, not worth having
 
-// Maps bytes of fd inaccessible, unlocked, then opens it up: after the
-// program's mlockall(MCL_FUTURE) an accessible mapping would be locked and
-// populated in full at once.
-void* map_view(int fd, uint64_t bytes, int flags, int prot, long* err) {
-    void* v = sys::mmap(nullptr, bytes, PROT_NONE, flags | MAP_NORESERVE, fd, 0, err);
+// Maps bytes of fd from offset inaccessible, unlocked, then opens it up:
+// after the program's mlockall(MCL_FUTURE) an accessible mapping would be
+// locked and populated in full at once.
+void* map_view(int fd, uint64_t offset, uint64_t bytes, int flags, int prot, long* err) {
+    void* v = sys::mmap(nullptr, bytes, PROT_NONE, flags | MAP_NORESERVE, fd, (off_t)offset, err);
     if (v == MAP_FAILED) return v;
     sys::call(SYS_munlock, (long)v, (long)bytes);
     if (sys::failed(sys::mprotect(v, bytes, prot))) {
@@ -62,26 +62,31 @@ long SlotStore::open_generation(Generation* g, bool* created) {
     uint64_t view = file < kFirstViewBytes ? file : kFirstViewBytes;
     long err = 0;
     bool sized = file >= kMinStoreBytes && !sys::failed(err = sys::call(SYS_ftruncate, fd, (long)file));
-    void* shared = MAP_FAILED;
-    void* priv = MAP_FAILED;
-    if (sized) {
-        shared = map_view((int)fd, view, MAP_SHARED, PROT_READ | PROT_WRITE, &err);
-        // The private view writable, so that merged pages are; read-only
-        // (made writable piece by piece by the merge) if strict overcommit
-        // will not have it writable.
-        if (shared != MAP_FAILED) {
-            priv = map_view((int)fd, view, MAP_PRIVATE, PROT_READ | PROT_WRITE, &err);
-            g->priv_writable = priv != MAP_FAILED;
-            if (priv == MAP_FAILED) priv = map_view((int)fd, view, MAP_PRIVATE, PROT_READ, &err);
-            if (priv == MAP_FAILED) sys::munmap(shared, view);
-        }
-    }
+    if (sized) err = map_views(g, (int)fd, 0, view);
     struct stat st;
     uint64_t ino = sys::failed(sys::call(SYS_fstat, fd, (long)&st)) ? 0 : (uint64_t)st.st_ino;
     sys::close((int)fd);
+    if (!sized) return file < kMinStoreBytes ? -EFBIG : err < 0 ? err : -(err ? err : ENOMEM);
+    if (err) return err;
+    g->file_slots = file / kPageSize;
+    g->ino = ino;
+    return 0;
+}
+
+// Both views of fd's slots from offset, view bytes of them. 0 or -errno.
+long SlotStore::map_views(Generation* g, int fd, uint64_t offset, uint64_t view) {
+    long err = 0;
+    void* shared = map_view(fd, offset, view, MAP_SHARED, PROT_READ | PROT_WRITE, &err);
+    if (shared == MAP_FAILED) return -(err ? err : ENOMEM);
+    // The private view writable, so that merged pages are; read-only (made
+    // writable piece by piece by the merge) if strict overcommit will not
+    // have it writable.
+    void* priv = map_view(fd, offset, view, MAP_PRIVATE, PROT_READ | PROT_WRITE, &err);
+    g->priv_writable = priv != MAP_FAILED;
+    if (priv == MAP_FAILED) priv = map_view(fd, offset, view, MAP_PRIVATE, PROT_READ, &err);
     if (priv == MAP_FAILED) {
-        if (file < kMinStoreBytes) return -EFBIG;
-        return err < 0 ? err : -(err ? err : ENOMEM);
+        sys::munmap(shared, view);
+        return -(err ? err : ENOMEM);
     }
     // The shared view is the store's, not the program's memory: not in a
     // core dump (it would be dumped whole, as shared memory).
@@ -89,8 +94,6 @@ long SlotStore::open_generation(Generation* g, bool* created) {
     g->shared = static_cast<char*>(shared);
     g->priv = static_cast<char*>(priv);
     g->view_slots = view / kPageSize;
-    g->file_slots = file / kPageSize;
-    g->ino = ino;
     return 0;
 }
 
@@ -103,6 +106,7 @@ void SlotStore::unmap_generation(Generation* g) {
 bool SlotStore::ensure_ready() {
     if (ready()) return true;
     if (failed_) return false;
+    if (domain_) return open_domain();
     uint64_t now = monotonic_ns();
     if (now < retry_at_ns_) return false;
     uint64_t base = next_;
@@ -188,6 +192,14 @@ bool SlotStore::grow_arrays(uint64_t min_slots) {
 
 int64_t SlotStore::alloc_run(uint32_t n) {
     if (n == 0 || !ensure_ready()) return -1;
+    if (domain_) {
+        int64_t first = domain_->alloc_run(n);
+        if (first >= 0 && !cover((uint64_t)first + n)) {
+            for (uint32_t i = 0; i < n; ++i) domain_->drop((uint32_t)first + i);
+            return -1;
+        }
+        return first;
+    }
     if (n == 1 && free_count_ > 0) {
         uint32_t slot = free_[--free_count_];
         flags_[slot - array_base_] &= (uint8_t)~kFree;
@@ -214,6 +226,7 @@ void SlotStore::fill(uint32_t slot, const void* page, uint64_t hash) {
 }
 
 void SlotStore::pin_for_fork() {
+    if (domain_) return;  // the child is a member holding the same slots
     for (uint64_t i = 0; i < next_ - array_base_; ++i)
         if (refs_[i] && !(flags_[i] & kPinned)) {
             flags_[i] |= kPinned;
@@ -223,6 +236,10 @@ void SlotStore::pin_for_fork() {
 
 void SlotStore::release_unused(uint32_t slot) {
     uint64_t i = slot - array_base_;
+    if (domain_) {
+        if (refs_[i] == 0) domain_->drop(slot);
+        return;
+    }
     if (refs_[i] != 0 || (flags_[i] & (kPinned | kFree)) || slot < cur_.base) return;
     sys::madvise(cur_.shared + (size_t)(slot - cur_.base) * kPageSize, kPageSize, MADV_REMOVE);
     flags_[i] |= kFree;
@@ -236,6 +253,10 @@ bool SlotStore::unref(uint32_t slot) {
     if (slot < cur_.base) --retiring_refs_;
     if (--refs_[i] != 0) return false;
     --in_use_;
+    if (domain_) {  // back to the domain, which frees it when nobody uses it
+        domain_->drop(slot);
+        return true;
+    }
     if (flags_[i] & kPinned) {  // a forked child may still map it: keep
         --pinned_live_;
         ++pinned_dead_;
@@ -260,7 +281,7 @@ void SlotStore::flush_punches() {
 }
 
 bool SlotStore::rotation_due() const {
-    return ready() && !retiring() && pinned_dead_ >= kRotateMinKept && pinned_dead_ >= pinned_live_ &&
+    return !domain_ && ready() && !retiring() && pinned_dead_ >= kRotateMinKept && pinned_dead_ >= pinned_live_ &&
            next_ < kZeroFreed / 2 && monotonic_ns() >= rotation_retry_ns_;
 }
 
@@ -304,6 +325,8 @@ void SlotStore::end_rotation() {
 }
 
 void SlotStore::reset_in_child() {
+    if (domain_ && domain_->joined()) return;  // a member now, with the parent's slots
+    domain_ = nullptr;
     unmap_generation(&cur_);
     unmap_generation(&old_);
     meta_free(hashes_, capacity_ * sizeof(uint64_t));
@@ -314,7 +337,46 @@ void SlotStore::reset_in_child() {
     *this = SlotStore();
 }
 
-void SlotStore::shutdown_for_test() { reset_in_child(); }
+void SlotStore::shutdown_for_test() {
+    domain_ = nullptr;
+    reset_in_child();
+}
+
+// ---- a merge domain's slots --------------------------------------------------------
+
+bool SlotStore::open_domain() {
+    long err = map_views(&cur_, domain_->data_fd(), domain_->data_offset(), kFirstViewBytes);
+    if (err) {
+        failed_ = true;
+        log_warning("could not map the domain's canonical pages (%s); merging only zero pages", strerror((int)-err));
+        return false;
+    }
+    cur_.file_slots = domain_->capacity();
+    cur_.base = 0;
+    return true;
+}
+
+bool SlotStore::cover(uint64_t end) {
+    if (end > cur_.file_slots) return false;
+    if (end > cur_.view_slots && !grow_views(end)) return false;
+    if (end > next_) next_ = end;  // the arrays cover [array_base_, next_)
+    return grow_arrays(end - array_base_);
+}
+
+bool SlotStore::take(uint32_t slot, uint64_t h) {
+    if (!domain_) return true;  // this process's own slots: nobody else frees them
+    if (!ensure_ready() || !cover((uint64_t)slot + 1)) return false;
+    if (refs_[slot - array_base_] > 0) return hash(slot) == h;  // our bit is set already
+    return domain_->take(slot, h);
+}
+
+uint64_t SlotStore::pages_shared_with_others() const {
+    // (A slot's users are read racily: a figure for the report.)
+    uint64_t n = 0;
+    for (uint64_t i = 0; domain_ && i < next_ - array_base_; ++i)
+        if (refs_[i] && domain_->used_by_others((uint32_t)(array_base_ + i))) n += refs_[i];
+    return n;
+}
 
 void SlotStore::hide_views(bool hide) {
     Generation* gens[] = {&cur_, &old_};

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "scanner/domain.h"
 #include "scanner/page_meta.h"
 
 namespace dedup {
@@ -25,6 +26,19 @@ class SlotStore {
 public:
     static constexpr uint64_t kRotateMinKept = 256;  // 1 MiB kept for children
     static constexpr const char* kMemfdName = "libdedup-canonical";  // as /proc/self/maps shows it
+    // Slots are a merge domain's (before first use; domain.h): allocated,
+    // shared and freed with the other members. Local refcounts count this
+    // process's pages; a slot is given back to the domain when they fall to
+    // zero. Fork pinning and rotation are not needed then: a forked child is
+    // a member with the parent's slots.
+    void use_domain(Domain* d) { domain_ = d; }
+    bool in_domain() const { return domain_ != nullptr; }
+    // Before comparing a page with slot: in a domain, takes the slot (its
+    // bit keeps it alive) if it is a live canonical page with this hash;
+    // this process's own slots need nothing (true).
+    bool take(uint32_t slot, uint64_t hash);
+    // Canonical pages this process maps that other members map too.
+    uint64_t pages_shared_with_others() const;
     // Creates the memfd and its views on first use. False (and logged once)
     // if the memfd cannot be had; the caller then merges nothing but zero pages.
     bool ensure_ready();
@@ -45,7 +59,7 @@ public:
         const Generation& g = gen_of(slot);
         return g.shared + (size_t)(slot - g.base) * kPageSize;
     }
-    uint64_t hash(uint32_t slot) const { return hashes_[slot - array_base_]; }
+    uint64_t hash(uint32_t slot) const { return domain_ ? domain_->hash(slot) : hashes_[slot - array_base_]; }
     uint32_t refs(uint32_t slot) const { return refs_[slot - array_base_]; }
     // Punched or about to be: its id may be handed out again.
     bool is_free(uint32_t slot) const { return flags_[slot - array_base_] & kFree; }
@@ -122,10 +136,15 @@ private:
     // 0, or -errno: a new memfd sized and mapped into g (descriptor closed).
     // *created says whether memfd_create itself succeeded.
     long open_generation(Generation* g, bool* created);
+    long map_views(Generation* g, int fd, uint64_t offset, uint64_t view);
+    bool open_domain();
+    // Local arrays and views that cover slot ids below end.
+    bool cover(uint64_t end);
     static void unmap_generation(Generation* g);
     bool grow_arrays(uint64_t min_slots);
     bool grow_views(uint64_t min_slots);
 
+    Domain* domain_ = nullptr;
     bool failed_ = false;
     bool full_warned_ = false;
     bool rotation_warned_ = false;

@@ -19,6 +19,7 @@ struct State {
     RegionRegistry regions;
     PageIndex index;
     SlotStore store;
+    Domain domain;               // DEDUP_DOMAIN: the store's slots are the domain's
     Rotation rotation;           // giving back memory kept for forked children
     VmaBudget vmas;
     Stats stats;

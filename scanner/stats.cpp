@@ -107,6 +107,8 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
     };
     put("{\"schema\": %d, \"version\": \"%s\", \"comm\": \"", kReportSchema, kVersion);
     put_escaped(buf, cap, &used, r.comm);
+    put("\", \"domain\": \"");
+    put_escaped(buf, cap, &used, r.domain);
     put("\"");
     for (const FieldInit& f : kFields) {
         put(", \"%s\": ", f.name);
@@ -136,6 +138,11 @@ void report_to_log(const Report& r) {
     if (r.vma_budget_skips)
         log_line("  left unmerged: VMA budget (%llu pages in the last pass, to keep VMA headroom)",
                  (unsigned long long)r.vma_budget_skips);
+    if (r.domain[0])
+        log_line("  domain '%s': %llu members, %llu canonical pages, %.1f MiB saved across them; this process maps %.1f MiB "
+                 "shared with other members",
+                 r.domain, (unsigned long long)r.domain_members, (unsigned long long)r.domain_canonical_pages,
+                 mib(r.domain_pages_saved * 4096), mib(r.domain_pages_shared_with_others * 4096));
 }
 
 long report_write_file(const Report& r, const char* path) {

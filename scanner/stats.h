@@ -47,7 +47,11 @@ namespace dedup {
     X(pages_merged, COUNTED, U64, 0, PLAIN, "", "pages remapped onto canonical pages, ever")                           \
     X(unmerged_pages, COUNTED, U64, 0, PLAIN, "", "pages made private again on request")                              \
     X(store_rotations, COUNTED, U64, 0, PLAIN, "", "times merged pages moved to a new memfd (fork give-back)")        \
-    X(fork_kept_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages kept only because a forked child may map them")
+    X(fork_kept_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages kept only because a forked child may map them")  \
+    X(domain_pages_shared_with_others, DERIVED, U64, 0, PLAIN, "", "pages this process maps that other members map too") \
+    X(domain_members, DERIVED, U64, 0, PLAIN, "", "processes in the merge domain now")                              \
+    X(domain_canonical_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages of the merge domain in use")             \
+    X(domain_pages_saved, DERIVED, U64, 0, PLAIN, "", "pages saved across all members of the merge domain")
 
 // The live counters, updated as things happen. Fields of the table counted
 // as they happen are atomics here; the rest are the scanner's per-pass
@@ -83,6 +87,7 @@ struct Report {
     // Top allocation sites by duplicate bytes (merged or zero pages, at peak).
     static constexpr int kTopSites = 5;
     char comm[16];  // the process's name
+    char domain[65];  // the merge domain's name, or empty
     int nsites;
     uint64_t site_bytes[kTopSites];
     char site_text[kTopSites][480];
