@@ -23,13 +23,16 @@ namespace dedup {
 namespace {
 
 constexpr uint64_t kMagic = 0x6c69626465647570ull;  // "libdedup"
-constexpr uint32_t kLayout = 1;
+constexpr uint32_t kLayout = 2;
 constexpr uint64_t kFreed = 1ull << 63;             // in Slot::users
 constexpr uint64_t kSlots = 1ull << 22;             // 16 GiB of canonical pages
-// The hint table is small and direct-mapped: a hash lands on a random entry,
+// The hint table is small and set-associative: a hash lands in a random bucket,
 // so every table page gets touched (allocated) soon; 2 MiB for the whole
 // domain. A lost hint only delays a merge to a later pass.
 constexpr uint64_t kHintEntries = 1ull << 18;
+constexpr int kHintWays = 8;  // entries per bucket: 64 bytes
+constexpr int kHintShift = 64 - 15;  // 2^15 buckets
+static_assert((kHintEntries >> 15) == kHintWays, "buckets x ways = entries");
 
 // The memfd's layout: header, slot table, free stack, hints, pages. The slot
 // table and free stack are filled from the front, so tmpfs allocates only
@@ -407,13 +410,24 @@ bool Domain::used_by_others(uint32_t slot) const {
 
 bool Domain::hint(uint64_t hash) {
     if (!shared_) return false;
-    std::atomic<uint64_t>& e = hint_table(shared_)[(hash * 0x9e3779b97f4a7c15ull) >> 46];
-    uint64_t v = e.load(std::memory_order_relaxed);
-    int who = (int)(v & 0xff) - 1;
-    if (v && (v >> 8) == (hash >> 8) && who != member_ && who >= 0 && who < kMaxMembers &&
-        shared_->members[who].state.load(std::memory_order_relaxed) == 1)
-        return true;
-    e.store((hash & ~0xffull) | (uint64_t)(member_ + 1), std::memory_order_relaxed);
+    // A bucket of kHintWays entries (one cache line): a hint survives until
+    // kHintWays other contents landed in its bucket since, so members that
+    // scan in the same order do not keep overwriting each other's hints.
+    std::atomic<uint64_t>* b = hint_table(shared_) + ((hash * 0x9e3779b97f4a7c15ull) >> kHintShift) * kHintWays;
+    const uint64_t tag = hash & ~0xffull;
+    int victim = -1;
+    for (int i = 0; i < kHintWays; ++i) {
+        uint64_t v = b[i].load(std::memory_order_relaxed);
+        int who = (int)(v & 0xff) - 1;
+        bool alive = v && who >= 0 && who < kMaxMembers && shared_->members[who].state.load(std::memory_order_relaxed) == 1;
+        if (alive && (v & ~0xffull) == tag) {
+            if (who != member_) return true;
+            return false;  // ours already
+        }
+        if (!alive && victim < 0) victim = i;
+    }
+    if (victim < 0) victim = (int)(++hint_clock_ % kHintWays);
+    b[victim].store(tag | (uint64_t)(member_ + 1), std::memory_order_relaxed);
     return false;
 }
 

@@ -117,6 +117,7 @@ private:
     int child_member_ = -1;
     uint64_t next_reap_ns_ = 0, next_take_over_ns_ = 0;
     uint64_t learned_ = 0;  // slots below this were passed to learn()
+    uint32_t hint_clock_ = 0;  // picks which hint of a full bucket goes
     bool full_warned_ = false;
 };
 

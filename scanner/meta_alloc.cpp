@@ -39,6 +39,10 @@ void* meta_realloc(void* p, size_t old_bytes, size_t new_bytes) {
     return (void*)r;
 }
 
+void meta_discard(void* p, size_t bytes) {
+    if (p && bytes) sys::call(SYS_madvise, (long)p, (long)round_page(bytes), MADV_DONTNEED);
+}
+
 size_t meta_bytes_in_use() { return g_in_use.load(std::memory_order_relaxed); }
 
 }  // namespace dedup

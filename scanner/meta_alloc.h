@@ -13,6 +13,9 @@ void meta_free(void* p, size_t bytes);
 // Grows (or shrinks) an allocation, keeping contents; new bytes are zero.
 void* meta_realloc(void* p, size_t old_bytes, size_t new_bytes);
 
+// Gives the memory back but keeps the range mapped: it reads zero again.
+void meta_discard(void* p, size_t bytes);
+
 // Bytes of metadata currently mapped (for the stats).
 size_t meta_bytes_in_use();
 

@@ -21,7 +21,6 @@ void PageIndex::clear() {
     keep_cap_ = 0;
     table_ = nullptr;
     capacity_ = size_ = candidates_ = 0;
-    shift_ = 64;
 }
 
 uint64_t PageIndex::encode(uint64_t value) {
@@ -40,7 +39,7 @@ uint64_t PageIndex::encode(uint64_t value) {
 PageIndex::Entry* PageIndex::find(uint64_t hash) {
     if (!table_) return nullptr;
     uint64_t frag = hash >> kFragShift;
-    for (size_t i = home(frag);; i = (i + 1) & mask()) {
+    for (size_t i = home(frag);; i = next(i)) {
         uint64_t w = table_[i].word_;
         if (w == 0) return nullptr;
         if ((w >> kFragShift) == frag) return &table_[i];
@@ -49,21 +48,20 @@ PageIndex::Entry* PageIndex::find(uint64_t hash) {
 
 void PageIndex::insert_new(uint64_t w) {
     size_t i = home(w >> kFragShift);
-    while (table_[i].word_) i = (i + 1) & mask();
+    while (table_[i].word_) i = next(i);
     table_[i].word_ = w;
     ++size_;
     candidates_ += word_is_candidate(w);
 }
 
 bool PageIndex::grow() {
-    size_t cap = capacity_ ? capacity_ * 2 : 4096;
+    size_t cap = capacity_ ? (capacity_ + capacity_ / 2 + 511) & ~size_t(511) : 4096;
     Entry* t = static_cast<Entry*>(meta_alloc(cap * sizeof(Entry)));
     if (!t) return false;
     Entry* old = table_;
     size_t old_cap = capacity_;
     table_ = t;
     capacity_ = cap;
-    shift_ = 64 - (unsigned)__builtin_ctzll(cap);
     size_ = candidates_ = 0;
     for (size_t i = 0; i < old_cap; ++i)
         if (old[i].word_) insert_new(old[i].word_);
@@ -90,7 +88,7 @@ void PageIndex::erase_at(size_t i) {
     candidates_ -= word_is_candidate(table_[i].word_);
     size_t j = i;
     for (;;) {
-        j = (j + 1) & mask();
+        j = next(j);
         uint64_t w = table_[j].word_;
         if (w == 0) break;
         size_t h = home(w >> kFragShift);
@@ -116,6 +114,22 @@ void PageIndex::erase_candidates_in_place() {
     while (candidates_)
         for (size_t i = 0; i < capacity_ && candidates_; ++i)
             while (table_[i].word_ && word_is_candidate(table_[i].word_)) erase_at(i);
+}
+
+// A table at under 3/8 load for a whole pass (the first pass of a large
+// region fills it with candidates that then merge) shrinks to 1/2 load for
+// the next: every one of its pages stays resident otherwise. Leaves the
+// table empty (capacity_ changed) or, if not worth it or no memory, as is.
+bool PageIndex::shrink_for(size_t entries) {
+    if (capacity_ <= 4096 || entries * 8 >= capacity_ * 3) return false;
+    size_t cap = (entries * 2 + 511) & ~size_t(511);
+    if (cap < 4096) cap = 4096;
+    Entry* t = static_cast<Entry*>(meta_alloc(cap * sizeof(Entry)));
+    if (!t) return false;
+    meta_free(table_, capacity_ * sizeof(Entry));
+    table_ = t;
+    capacity_ = cap;
+    return true;
 }
 
 void PageIndex::drop_candidates() {
@@ -146,9 +160,13 @@ void PageIndex::drop_candidates() {
     size_t n = 0;
     for (size_t i = 0; i < capacity_ && n < slots; ++i)
         if (table_[i].word_ && !word_is_candidate(table_[i].word_)) keep[n++] = table_[i].word_;
-    memset(table_, 0, capacity_ * sizeof(Entry));
+    size_t busiest = size_;  // this pass's entries, about what the next one needs
+    if (!shrink_for(busiest)) memset(table_, 0, capacity_ * sizeof(Entry));
     size_ = candidates_ = 0;
     for (size_t i = 0; i < n; ++i) insert_new(keep[i]);
+    // The buffer stays mapped but holds no memory between passes: as many
+    // slot entries as the table again would otherwise stay resident.
+    if (keep_cap_ * sizeof(uint64_t) >= (64u << 10)) meta_discard(keep_, keep_cap_ * sizeof(uint64_t));
 }
 
 }  // namespace dedup

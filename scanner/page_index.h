@@ -77,7 +77,8 @@ public:
     size_t candidates() const { return candidates_; }
     size_t bytes() const { return capacity_ * sizeof(Entry); }  // the table (drop_candidates' buffer aside)
 
-    // The table grows (doubles) before size would pass capacity * 3/4.
+    // The table grows by half before size would pass capacity * 3/4 (by
+    // half, not double: the load stays between 1/2 and 3/4).
     static constexpr size_t kMaxLoadNum = 3, kMaxLoadDen = 4;
 
 private:
@@ -89,19 +90,20 @@ private:
     // kind | payload for a value, or 0 if it cannot be encoded.
     static uint64_t encode(uint64_t value);
     static bool word_is_candidate(uint64_t w) { return !(w & kKindSlot); }
+    // Multiply-shift into [0, capacity_): any capacity, not only powers of two.
     size_t home(uint64_t frag) const {
-        return (size_t)((frag * 0x9e3779b97f4a7c15ull) >> shift_);
+        return (size_t)(((unsigned __int128)(frag * 0x9e3779b97f4a7c15ull) * capacity_) >> 64);
     }
-    size_t mask() const { return capacity_ - 1; }
+    size_t next(size_t i) const { return i + 1 == capacity_ ? 0 : i + 1; }
     bool grow();
+    bool shrink_for(size_t entries);
     // Adds a word whose fragment is not in the table; there must be room.
     void insert_new(uint64_t w);
     void erase_at(size_t i);
     void erase_candidates_in_place();
 
     Entry* table_ = nullptr;
-    size_t capacity_ = 0;  // power of two
-    unsigned shift_ = 64;  // 64 - log2(capacity_)
+    size_t capacity_ = 0;  // a multiple of 512 (whole pages)
     size_t size_ = 0;
     size_t candidates_ = 0;  // entries that are candidate pages
     uint64_t* keep_ = nullptr;  // drop_candidates' slot entries, kept between passes

@@ -222,7 +222,7 @@ int64_t SlotStore::alloc_run(uint32_t n) {
 
 void SlotStore::fill(uint32_t slot, const void* page, uint64_t hash) {
     memcpy(cur_.shared + (size_t)(slot - cur_.base) * kPageSize, page, kPageSize);
-    hashes_[slot - array_base_] = hash;
+    if (!domain_) hashes_[slot - array_base_] = hash;  // a domain's slot table has it
 }
 
 void SlotStore::pin_for_fork() {

@@ -2,9 +2,10 @@
  * of its own, as N web or inference workers that each load the same model.
  *
  *   domain_worker [--shared-mib S] [--own-mib O] [--own-seed K] [--wait-ms T]
- *                 [--want F] [--write-after] [--hold] [--advise]
+ *                 [--want F] [--write-after] [--hold] [--advise] [--shared-seed Z]
  *
- * The shared data is the same in every worker (seeded by page number), the
+ * The shared data is the same in every worker with the same Z (seeded by
+ * page number and Z, default 0), the
  * own data differs (seeded by K). After filling both it prints ready=filled,
  * waits until a fraction F (default 0.95) of the shared pages map the
  * canonical store (pagemap file bit), up to T ms, and prints shared_merged
@@ -19,18 +20,26 @@
  */
 #include "dtest.h"
 
+static uint64_t shared_seed;
+
 static void fill_shared(unsigned char *p, size_t pages)
 {
     for (size_t i = 0; i < pages; i++)
-        dt_fill_random(p + i * DT_PAGE, DT_PAGE, 0x5eed0000u + i);
+        dt_fill_random(p + i * DT_PAGE, DT_PAGE, shared_seed + i);
+}
+
+/* Mismatching bytes in shared pages [first, first + n). */
+static size_t check_shared_pages(const unsigned char *p, size_t first, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = first; i < first + n; i++)
+        bad += dt_check_random(p + i * DT_PAGE, DT_PAGE, shared_seed + i);
+    return bad;
 }
 
 static size_t check_shared(const unsigned char *p, size_t pages)
 {
-    size_t bad = 0;
-    for (size_t i = 0; i < pages; i++)
-        bad += dt_check_random(p + i * DT_PAGE, DT_PAGE, 0x5eed0000u + i);
-    return bad;
+    return check_shared_pages(p, 0, pages);
 }
 
 int main(int argc, char **argv)
@@ -41,6 +50,7 @@ int main(int argc, char **argv)
     double wait_ms = (double)dt_arg_long(argc, argv, "--wait-ms", 20000);
     double want = atof(dt_arg_str(argc, argv, "--want", "0.95"));
     size_t pages = shared_len / DT_PAGE;
+    shared_seed = 0x5eed0000u + ((uint64_t)dt_arg_long(argc, argv, "--shared-seed", 0) << 32);
 
     unsigned char *shared = mmap(NULL, shared_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     unsigned char *own = mmap(NULL, own_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -62,14 +72,17 @@ int main(int argc, char **argv)
     dt_out("mismatches", "%zu", bad);
 
     if (dt_arg_flag(argc, argv, "--write-after")) {
+        unsigned char first[DT_PAGE], last[DT_PAGE];
+        dt_fill_random(first, DT_PAGE, shared_seed);
+        dt_fill_random(last, DT_PAGE, shared_seed + pages - 1);
         shared[0] ^= 0xff;
         shared[shared_len - 1] ^= 0xff;
-        size_t wrong = (size_t)(shared[0] == (unsigned char)(shared[0] ^ 0xff));
-        unsigned char want0[DT_PAGE];
-        dt_fill_random(want0, DT_PAGE, 0x5eed0000u);
-        wrong += shared[0] != (unsigned char)(want0[0] ^ 0xff);
-        wrong += check_shared(shared + DT_PAGE, pages - 2);
-        shared[0] ^= 0xff;  /* back, so that the final check holds */
+        size_t wrong = shared[0] != (unsigned char)(first[0] ^ 0xff);
+        wrong += shared[shared_len - 1] != (unsigned char)(last[DT_PAGE - 1] ^ 0xff);
+        wrong += memcmp(shared + 1, first + 1, DT_PAGE - 1) != 0;
+        wrong += memcmp(shared + shared_len - DT_PAGE, last, DT_PAGE - 1) != 0;
+        wrong += check_shared_pages(shared, 1, pages - 2);
+        shared[0] ^= 0xff; /* back, so that the final check holds */
         shared[shared_len - 1] ^= 0xff;
         dt_out("write_ok", "%d", wrong == 0);
     }

@@ -310,30 +310,66 @@ TEST(PageIndex, GrowsPastManyThousandsOfEntries) {
     EXPECT_EQ(ix.find(keys[0])->value(), PageIndex::slot_value(1));
 }
 
-// 8 bytes an entry at load factor <= 3/4: a full table (size a power of two)
-// costs 10.7 bytes an entry, a third of what 16-byte entries at 1/2 cost.
-TEST(PageIndex, ElevenBytesAnEntryAtFullLoad) {
+// 8 bytes an entry at a load factor between 1/2 and 3/4 (the table grows by
+// half): at most 16 bytes an entry however many there are, 10.7 when full.
+TEST(PageIndex, AtMostSixteenBytesAnEntry) {
     PageIndex ix;
     uint64_t seed = 11;
-    const size_t cap = 1 << 17, n = cap / 4 * 3;
+    const size_t n = 200000;
     std::unordered_set<uint64_t> taken;
     std::vector<uint64_t> keys = distinct_keys(n, seed, &taken);
+    size_t grown = 0, last = 0;
     for (size_t i = 0; i < n; ++i) {
         ASSERT_TRUE(ix.put(keys[i], PageIndex::candidate_value((i + 1) << 12)));
         ASSERT_GE(ix.bytes() * 3, 4 * sizeof(PageIndex::Entry) * ix.size()) << "load factor above 3/4";
+        if (ix.size() > 4096) {
+            ASSERT_LE(ix.bytes(), 16 * ix.size() + 4096) << "load factor below 1/2 (a page aside) at " << i;
+        }
+        if (ix.bytes() != last) {
+            // It grew only when full: 3/4 of the old table in use.
+            if (last) {
+                EXPECT_GE(ix.size() * 4 * 8, 3 * last) << "grew before 3/4 at " << i;
+            }
+            ++grown;
+            last = ix.bytes();
+        }
+        ASSERT_EQ(ix.bytes() % 4096, 0u) << "whole pages";
     }
+    EXPECT_GE(grown, 10u);
     EXPECT_EQ(ix.size(), n);
-    EXPECT_EQ(ix.bytes(), 8 * cap);
-    EXPECT_LE(ix.bytes() * 3, 32 * ix.size()) << "more than 10.7 bytes an entry";
     for (size_t i = 0; i < n; ++i) ASSERT_NE(ix.find(keys[i]), nullptr) << i;
-    // One more entry doubles the table: still at most 22 bytes an entry.
-    ASSERT_TRUE(ix.put(distinct_keys(1, seed, &taken)[0], PageIndex::slot_value(1)));
-    EXPECT_EQ(ix.bytes(), 2 * 8 * cap);
-    EXPECT_LE(ix.bytes() * 3, 64 * ix.size());
     // drop_candidates keeps the table's size.
     size_t bytes = ix.bytes();
     ix.drop_candidates();
     EXPECT_EQ(ix.bytes(), bytes);
+    EXPECT_EQ(ix.size(), 0u);
+}
+
+// A first pass full of candidates that then merge leaves a large table with
+// few entries: after a whole pass under 3/8 load it shrinks to about 1/2
+// load, keeping every slot entry.
+TEST(PageIndex, ShrinksAfterAPassOfFewEntries) {
+    PageIndex ix;
+    uint64_t seed = 5;
+    std::unordered_set<uint64_t> taken;
+    std::vector<uint64_t> cands = distinct_keys(100000, seed, &taken);
+    std::vector<uint64_t> slots = distinct_keys(3000, seed, &taken);
+    for (size_t i = 0; i < cands.size(); ++i) ASSERT_TRUE(ix.put(cands[i], PageIndex::candidate_value((i + 1) << 12)));
+    for (size_t i = 0; i < slots.size(); ++i) ASSERT_TRUE(ix.put(slots[i], PageIndex::slot_value((uint32_t)i)));
+    size_t big = ix.bytes();
+    ix.drop_candidates();  // this pass was full: no shrink yet
+    EXPECT_EQ(ix.bytes(), big);
+    for (size_t i = 0; i < 500; ++i) ASSERT_TRUE(ix.put(cands[i], PageIndex::candidate_value((i + 1) << 12)));
+    ix.drop_candidates();  // a pass of 3500 entries in a table for 100000
+    EXPECT_LT(ix.bytes(), big / 8);
+    EXPECT_LE(ix.bytes(), 16 * 3500 + 4096 * 8);
+    EXPECT_EQ(ix.size(), slots.size());
+    for (size_t i = 0; i < slots.size(); ++i) {
+        PageIndex::Entry* e = ix.find(slots[i]);
+        ASSERT_NE(e, nullptr) << i;
+        EXPECT_EQ(e->value(), PageIndex::slot_value((uint32_t)i));
+    }
+    for (size_t i = 0; i < 500; ++i) EXPECT_EQ(ix.find(cands[i]), nullptr);
 }
 
 // Random put/overwrite/erase/find/drop_candidates against std::map, with many
