@@ -5,6 +5,9 @@
 // out of the way. A program that probes its descriptors with fstat or fcntl
 // (daemons, Python's subprocess tests) sees exactly the set it opened.
 // /proc/self/fd still lists them: see README, limitations.
+//
+// The fstat family pins the buffer it fills (kernel_writes.cpp has the rest
+// of that family).
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -92,36 +95,43 @@ EXPORT void closefrom(int lowfd) {
 
 EXPORT int fstat(int fd, struct stat* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstat.get()(fd, st);
 }
 
 EXPORT int fstat64(int fd, struct stat64* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstat64.get()(fd, st);
 }
 
 EXPORT int __fxstat(int ver, int fd, struct stat* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fxstat.get()(ver, fd, st);
 }
 
 EXPORT int __fxstat64(int ver, int fd, struct stat64* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fxstat64.get()(ver, fd, st);
 }
 
 EXPORT int fstatat(int dirfd, const char* path, struct stat* st, int flags) {
     if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstatat.get()(dirfd, path, st, flags);
 }
 
 EXPORT int fstatat64(int dirfd, const char* path, struct stat64* st, int flags) {
     if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstatat64.get()(dirfd, path, st, flags);
 }
 
 EXPORT int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out) {
     if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    KernelWritePin pin(out, sizeof *out);
     return next_statx.get()(dirfd, path, flags, mask, out);
 }
 

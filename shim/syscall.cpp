@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
@@ -27,39 +28,173 @@ NextSymbol<SyscallFn> next_syscall("syscall");
 
 long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
 
-Span kernel_write_span(long nr, const long* a) {
-    Span sp;
+// What the call writes into before it returns, as its libc wrapper pins it
+// (kernel_writes.cpp, fds.cpp).
+void kernel_writes(PinSet& ps, long nr, const long* a) {
+    auto p = [](long v) { return (const void*)v; };
+    auto sockaddr = [&](long addr, long alen) {
+        socklen_t n = 0;
+        if (addr && alen && rt_read_user(&n, p(alen), sizeof n)) ps.add(p(addr), n);
+        ps.add(p(alen), sizeof(socklen_t));
+    };
     switch (nr) {
         case SYS_read:
         case SYS_pread64:
         case SYS_getdents64:
         case SYS_getdents:
-            sp.add((const void*)a[1], (size_t)a[2]);
+            ps.add(p(a[1]), (size_t)a[2]);
             break;
         case SYS_readv:
         case SYS_preadv:
         case SYS_preadv2:
-            sp.add((const struct iovec*)a[1], a[2]);
+        case SYS_vmsplice:
+            ps.add((const struct iovec*)a[1], a[2]);
             break;
         case SYS_recvfrom:
-            sp.add((const void*)a[1], (size_t)a[2]);
-            if (a[4] && a[5]) sp.add((const void*)a[4], *(const socklen_t*)a[5]);
+            ps.add(p(a[1]), (size_t)a[2]);
+            sockaddr(a[4], a[5]);
             break;
         case SYS_recvmsg:
-            sp.add((const struct msghdr*)a[1]);
+            ps.add((const struct msghdr*)a[1]);
             break;
         case SYS_recvmmsg: {
             const struct mmsghdr* vec = (const struct mmsghdr*)a[1];
-            for (unsigned long i = 0; vec && i < (unsigned long)a[2] && i < 1024; ++i) sp.add(&vec[i].msg_hdr);
+            unsigned long n = (unsigned long)a[2] < 1024 ? (unsigned long)a[2] : 1024;
+            if (vec && n) ps.add(vec, n * sizeof *vec);
+            Span bufs;
+            for (unsigned long i = 0; vec && i < n; ++i) bufs.add(&vec[i].msg_hdr);
+            ps.add(bufs);
             break;
         }
         case SYS_getrandom:
-            sp.add((const void*)a[0], (size_t)a[1]);
+            ps.add(p(a[0]), (size_t)a[1]);
+            break;
+        // file status
+        case SYS_fstat:
+        case SYS_stat:
+        case SYS_lstat:
+            ps.add(p(a[1]), sizeof(struct stat));
+            break;
+        case SYS_newfstatat:
+            ps.add(p(a[2]), sizeof(struct stat));
+            break;
+        case SYS_statx:
+            ps.add(p(a[4]), 256);  // struct statx
+            break;
+        case SYS_statfs:
+        case SYS_fstatfs:
+            ps.add(p(a[1]), 120);  // struct statfs
+            break;
+        // children, events, signals, sleeps
+        case SYS_wait4:
+            ps.add(p(a[1]), sizeof(int));
+            ps.add(p(a[3]), 144);  // struct rusage
+            break;
+        case SYS_waitid:
+            ps.add(p(a[2]), 128);  // siginfo_t
+            ps.add(p(a[4]), 144);
+            break;
+        case SYS_poll:
+        case SYS_ppoll:
+            ps.add(p(a[0]), (size_t)a[1] * 8);  // struct pollfd
+            break;
+        case SYS_select:
+        case SYS_pselect6: {
+            size_t n = a[0] > 0 ? ((size_t)a[0] + 63) / 64 * 8 : 0;
+            ps.add(p(a[1]), n);
+            ps.add(p(a[2]), n);
+            ps.add(p(a[3]), n);
+            ps.add(p(a[4]), 16);  // the time left
+            break;
+        }
+        case SYS_epoll_wait:
+        case SYS_epoll_pwait:
+        case SYS_epoll_pwait2:
+            if (a[2] > 0) ps.add(p(a[1]), (size_t)a[2] * 12);  // struct epoll_event
+            break;
+        case SYS_rt_sigtimedwait:
+            ps.add(p(a[1]), 128);
+            break;
+        case SYS_nanosleep:
+            ps.add(p(a[1]), 16);
+            break;
+        case SYS_clock_nanosleep:
+            ps.add(p(a[3]), 16);
+            break;
+        // sockets and pipes
+        case SYS_accept:
+        case SYS_accept4:
+        case SYS_getsockname:
+        case SYS_getpeername:
+            sockaddr(a[1], a[2]);
+            break;
+        case SYS_getsockopt:
+            sockaddr(a[3], a[4]);
+            break;
+        case SYS_socketpair:
+            ps.add(p(a[3]), 2 * sizeof(int));
+            break;
+        case SYS_pipe:
+        case SYS_pipe2:
+            ps.add(p(a[0]), 2 * sizeof(int));
+            break;
+        // copies between processes (ours, maybe)
+        case SYS_process_vm_readv:
+            ps.add((const struct iovec*)a[1], a[2]);
+            break;
+        case SYS_process_vm_writev:
+            ps.add((const struct iovec*)a[3], a[4]);
+            break;
+        // names, limits, attributes, messages
+        case SYS_readlink:
+            ps.add(p(a[1]), (size_t)a[2]);
+            break;
+        case SYS_readlinkat:
+            ps.add(p(a[2]), (size_t)a[3]);
+            break;
+        case SYS_getcwd:
+        case SYS_getxattr:
+        case SYS_lgetxattr:
+        case SYS_fgetxattr:
+            if (nr == SYS_getcwd) ps.add(p(a[0]), (size_t)a[1]);
+            else ps.add(p(a[2]), (size_t)a[3]);
+            break;
+        case SYS_listxattr:
+        case SYS_llistxattr:
+        case SYS_flistxattr:
+            ps.add(p(a[1]), (size_t)a[2]);
+            break;
+        case SYS_uname:
+            ps.add(p(a[0]), 390);  // struct utsname
+            break;
+        case SYS_getrlimit:
+            ps.add(p(a[1]), 16);
+            break;
+        case SYS_prlimit64:
+            ps.add(p(a[3]), 16);
+            break;
+        case SYS_getrusage:
+            ps.add(p(a[1]), 144);
+            break;
+        case SYS_sysinfo:
+            ps.add(p(a[0]), 112);
+            break;
+        case SYS_sched_getaffinity:
+            ps.add(p(a[2]), (size_t)a[1]);
+            break;
+        case SYS_getgroups:
+            if (a[0] > 0) ps.add(p(a[1]), (size_t)a[0] * sizeof(gid_t));
+            break;
+        case SYS_msgrcv:
+            ps.add(p(a[1]), sizeof(long) + (size_t)a[2]);
+            break;
+        case SYS_mq_timedreceive:
+            ps.add(p(a[1]), (size_t)a[2]);
+            ps.add(p(a[3]), sizeof(unsigned));
             break;
         default:
             break;
     }
-    return sp;
 }
 
 // A new process without fork(): the fork handlers fork() would have run.
@@ -137,9 +272,9 @@ EXPORT long syscall(long nr, ...) {
         case SYS_capset:
             return without_scanner(nr, a);
         default: {
-            Span sp = kernel_write_span(nr, a);
-            if (!sp.len()) return raw(nr, a);
-            KernelWritePin pin(sp.start(), sp.len());
+            PinSet ps;
+            kernel_writes(ps, nr, a);
+            ps.pin();
             return raw(nr, a);
         }
     }
