@@ -17,11 +17,14 @@
 #include "scanner/runtime.h"
 #include "shim/export.h"
 #include "shim/hook.h"
+#include "shim/kernel_writes.h"
 #include "shim/span.h"
 
 using namespace dedup;
 
 namespace {
+
+const void* p_of(long v) { return (const void*)v; }
 
 using SyscallFn = long (*)(long, long, long, long, long, long, long);
 NextSymbol<SyscallFn> next_syscall("syscall");
@@ -29,7 +32,7 @@ NextSymbol<SyscallFn> next_syscall("syscall");
 long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
 
 // What the call writes into before it returns, as its libc wrapper pins it
-// (kernel_writes.cpp, fds.cpp).
+// (kernel_writes.cpp, fds.cpp, ioctl.cpp).
 void kernel_writes(PinSet& ps, long nr, const long* a) {
     auto p = [](long v) { return (const void*)v; };
     auto sockaddr = [&](long addr, long alen) {
@@ -192,6 +195,9 @@ void kernel_writes(PinSet& ps, long nr, const long* a) {
             ps.add(p(a[1]), (size_t)a[2]);
             ps.add(p(a[3]), sizeof(unsigned));
             break;
+        case SYS_ioctl:
+            ioctl_before(ps, (unsigned long)a[1], (void*)a[2]);
+            break;
         default:
             break;
     }
@@ -250,6 +256,9 @@ EXPORT long syscall(long nr, ...) {
         case SYS_dup2: return as_syscall(rt_dup3((int)a[0], (int)a[1], -1));
         case SYS_dup3: return as_syscall(rt_dup3((int)a[0], (int)a[1], (int)a[2]));
         case SYS_close_range: return as_syscall(rt_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]));
+        case SYS_setsockopt:
+            rt_setsockopt_will_call((int)a[1], (int)a[2], p_of(a[3]), (unsigned)a[4]);
+            return raw(nr, a);
         case SYS_prctl: {
             bool handled = false;
             long r = rt_prctl_memory_merge((int)a[0], a[1], a[2], a[3], a[4], &handled);
