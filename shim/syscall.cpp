@@ -32,7 +32,7 @@ NextSymbol<SyscallFn> next_syscall("syscall");
 long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
 
 // What the call writes into before it returns, as its libc wrapper pins it
-// (kernel_writes.cpp, fds.cpp, ioctl.cpp).
+// (kernel_writes.cpp, fds.cpp, ioctl.cpp, aio.cpp).
 void kernel_writes(PinSet& ps, long nr, const long* a) {
     auto p = [](long v) { return (const void*)v; };
     auto sockaddr = [&](long addr, long alen) {
@@ -194,6 +194,17 @@ void kernel_writes(PinSet& ps, long nr, const long* a) {
         case SYS_mq_timedreceive:
             ps.add(p(a[1]), (size_t)a[2]);
             ps.add(p(a[3]), sizeof(unsigned));
+            break;
+        // Linux AIO
+        case SYS_io_setup:
+            ps.add(p(a[1]), sizeof(long));
+            break;
+        case SYS_io_getevents:
+        case SYS_io_pgetevents:
+            if (a[2] > 0) ps.add(p(a[3]), (size_t)a[2] * 32);  // struct io_event
+            break;
+        case SYS_io_submit:
+            aio_before_submit(ps, a[1], p(a[2]));
             break;
         case SYS_ioctl:
             ioctl_before(ps, (unsigned long)a[1], (void*)a[2]);
