@@ -6,6 +6,8 @@
 // glibc's syscall() unchanged. A `syscall` instruction in the program's own
 // code stays out of reach (README, limitations).
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -32,7 +34,7 @@ NextSymbol<SyscallFn> next_syscall("syscall");
 long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
 
 // What the call writes into before it returns, as its libc wrapper pins it
-// (kernel_writes.cpp, fds.cpp, ioctl.cpp, aio.cpp).
+// (kernel_writes.cpp, fds.cpp, proc_mem.cpp, ioctl.cpp, aio.cpp).
 void kernel_writes(PinSet& ps, long nr, const long* a) {
     auto p = [](long v) { return (const void*)v; };
     auto sockaddr = [&](long addr, long alen) {
@@ -206,6 +208,22 @@ void kernel_writes(PinSet& ps, long nr, const long* a) {
         case SYS_io_submit:
             aio_before_submit(ps, a[1], p(a[2]));
             break;
+        // writes into our own memory through /proc/self/mem
+        case SYS_write:
+            add_self_mem_write(ps, (int)a[0], -1, (size_t)a[2]);
+            break;
+        case SYS_pwrite64:
+            add_self_mem_write(ps, (int)a[0], a[3], (size_t)a[2]);
+            break;
+        case SYS_writev:
+            if (rt_is_self_mem_fd((int)a[0]))
+                add_self_mem_write(ps, (int)a[0], -1, iov_bytes((const struct iovec*)a[1], a[2]));
+            break;
+        case SYS_pwritev:
+        case SYS_pwritev2:
+            if (rt_is_self_mem_fd((int)a[0]))
+                add_self_mem_write(ps, (int)a[0], a[3], iov_bytes((const struct iovec*)a[1], a[2]));
+            break;
         case SYS_ioctl:
             ioctl_before(ps, (unsigned long)a[1], (void*)a[2]);
             break;
@@ -241,6 +259,15 @@ long without_scanner(long nr, const long* a) {
 // The result of a runtime entry (value or -errno) with syscall()'s convention.
 long as_syscall(long r) { return set_errno(r); }
 
+// Runs f after the call, with errno as the call left it.
+template <typename F>
+long then(long r, F f) {
+    int saved = errno;
+    f();
+    errno = saved;
+    return r;
+}
+
 }  // namespace
 
 EXPORT long syscall(long nr, ...) {
@@ -263,10 +290,39 @@ EXPORT long syscall(long nr, ...) {
         case SYS_process_madvise:
             return as_syscall(rt_process_madvise((int)a[0], (const struct iovec*)a[1], (size_t)a[2], (int)a[3],
                                                  (unsigned)a[4]));
-        case SYS_close: return as_syscall(rt_close((int)a[0]));
-        case SYS_dup2: return as_syscall(rt_dup3((int)a[0], (int)a[1], -1));
-        case SYS_dup3: return as_syscall(rt_dup3((int)a[0], (int)a[1], (int)a[2]));
-        case SYS_close_range: return as_syscall(rt_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]));
+        case SYS_close: {
+            long r = rt_close((int)a[0]);
+            if (a[0] >= 0) rt_note_closed((unsigned)a[0], (unsigned)a[0]);
+            return as_syscall(r);
+        }
+        case SYS_dup2:
+        case SYS_dup3: {
+            long r = rt_dup3((int)a[0], (int)a[1], nr == SYS_dup2 ? -1 : (int)a[2]);
+            if (r >= 0) rt_note_dup((int)a[0], (int)r);
+            return as_syscall(r);
+        }
+        case SYS_close_range: {
+            long r = rt_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
+            if (r == 0 && !(a[2] & CLOSE_RANGE_CLOEXEC)) rt_note_closed((unsigned)a[0], (unsigned)a[1]);
+            return as_syscall(r);
+        }
+        case SYS_dup: {
+            long r = raw(nr, a);
+            return r < 0 ? r : then(r, [&] { rt_note_dup((int)a[0], (int)r); });
+        }
+        case SYS_fcntl: {
+            long r = raw(nr, a);
+            if (r < 0 || (a[1] != F_DUPFD && a[1] != F_DUPFD_CLOEXEC)) return r;
+            return then(r, [&] { rt_note_dup((int)a[0], (int)r); });
+        }
+        case SYS_open:
+        case SYS_openat:
+        case SYS_openat2: {
+            long r = raw(nr, a);
+            const char* path = (const char*)(nr == SYS_open ? a[0] : a[1]);
+            int flags = nr == SYS_open ? (int)a[1] : nr == SYS_openat ? (int)a[2] : a[2] ? (int)*(const uint64_t*)a[2] : 0;
+            return r < 0 ? r : then(r, [&] { rt_note_open((int)r, path, flags); });
+        }
         case SYS_setsockopt:
             rt_setsockopt_will_call((int)a[1], (int)a[2], p_of(a[3]), (unsigned)a[4]);
             return raw(nr, a);
