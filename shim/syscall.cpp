@@ -2,9 +2,11 @@
 // view through with glibc's generic wrapper, which none of the other symbols
 // see. Each number the shim cares about goes to the same runtime entry as its
 // libc wrapper, with syscall()'s convention (-1 and errno); the calls that
-// write into a buffer pin it as their wrappers do; every other number goes to
-// glibc's syscall() unchanged. A `syscall` instruction in the program's own
-// code stays out of reach (README, limitations).
+// write into a buffer pin it as their wrappers do; io_uring's three calls,
+// io_submit, and the calls that open, duplicate and close descriptors tell
+// the runtime's tracking of kernel writers (kernel_writers.cpp); every other
+// number goes to glibc's syscall() unchanged. A `syscall` instruction in the
+// program's own code stays out of reach (README, limitations).
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -259,6 +261,9 @@ long without_scanner(long nr, const long* a) {
 // The result of a runtime entry (value or -errno) with syscall()'s convention.
 long as_syscall(long r) { return set_errno(r); }
 
+// A result of raw(), kernel-style (value or -errno), for the runtime's hooks.
+long kernel_style(long r) { return r == -1 ? -errno : r; }
+
 // Runs f after the call, with errno as the call left it.
 template <typename F>
 long then(long r, F f) {
@@ -266,6 +271,24 @@ long then(long r, F f) {
     f();
     errno = saved;
     return r;
+}
+
+// io_uring's three calls: the runtime looks at the ring before and after.
+long uring(long nr, const long* a) {
+    RtUringCall c;
+    if (nr == SYS_io_uring_setup) {
+        rt_uring_setup_begin(p_of(a[1]));
+        long r = raw(nr, a);
+        return then(r, [&] { rt_uring_setup_end(kernel_style(r), p_of(a[1])); });
+    }
+    if (nr == SYS_io_uring_enter) {
+        rt_uring_enter_begin(&c, (unsigned)a[0], (unsigned)a[1], (unsigned)a[3]);
+        long r = raw(nr, a);
+        return then(r, [&] { rt_uring_end(&c); });
+    }
+    rt_uring_register_begin(&c, (unsigned)a[0], (unsigned)a[1], p_of(a[2]), (unsigned)a[3]);
+    long r = raw(nr, a);
+    return then(r, [&] { rt_uring_register_end(&c, (unsigned)a[1], p_of(a[2]), kernel_style(r)); });
 }
 
 }  // namespace
@@ -277,16 +300,34 @@ EXPORT long syscall(long nr, ...) {
     for (long& v : a) v = va_arg(ap, long);  // as glibc's: six registers, used or not
     va_end(ap);
     switch (nr) {
-        case SYS_mmap: return as_syscall(rt_mmap((void*)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], a[5]));
-        case SYS_munmap: return as_syscall(rt_munmap((void*)a[0], (size_t)a[1]));
+        case SYS_mmap: {
+            long r = rt_mmap((void*)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], a[5]);
+            if (a[4] >= 0 && !(r < 0 && r > -4096)) rt_note_mapping((uintptr_t)r, (size_t)a[1], (int)a[3], (int)a[4], a[5]);
+            return as_syscall(r);
+        }
+        case SYS_munmap:
+            rt_note_unmapping((uintptr_t)a[0], (size_t)a[1]);
+            return as_syscall(rt_munmap((void*)a[0], (size_t)a[1]));
         case SYS_mprotect: return as_syscall(rt_mprotect((void*)a[0], (size_t)a[1], (int)a[2]));
-        case SYS_madvise: return as_syscall(rt_madvise((void*)a[0], (size_t)a[1], (int)a[2]));
+        case SYS_madvise: {
+            long r = rt_madvise((void*)a[0], (size_t)a[1], (int)a[2]);
+            rt_keep_left_alone();
+            return as_syscall(r);
+        }
         case SYS_mremap: return as_syscall(rt_mremap((void*)a[0], (size_t)a[1], (size_t)a[2], (int)a[3], (void*)a[4]));
         case SYS_mlock: return as_syscall(rt_mlock((void*)a[0], (size_t)a[1], 0));
         case SYS_mlock2: return as_syscall(rt_mlock((void*)a[0], (size_t)a[1], (unsigned)a[2]));
-        case SYS_munlock: return as_syscall(rt_munlock((void*)a[0], (size_t)a[1]));
+        case SYS_munlock: {
+            long r = rt_munlock((void*)a[0], (size_t)a[1]);
+            rt_keep_left_alone();
+            return as_syscall(r);
+        }
         case SYS_mlockall: return as_syscall(rt_mlockall((int)a[0]));
-        case SYS_munlockall: return as_syscall(rt_munlockall());
+        case SYS_munlockall: {
+            long r = rt_munlockall();
+            rt_keep_left_alone();
+            return as_syscall(r);
+        }
         case SYS_process_madvise:
             return as_syscall(rt_process_madvise((int)a[0], (const struct iovec*)a[1], (size_t)a[2], (int)a[3],
                                                  (unsigned)a[4]));
@@ -323,6 +364,10 @@ EXPORT long syscall(long nr, ...) {
             int flags = nr == SYS_open ? (int)a[1] : nr == SYS_openat ? (int)a[2] : a[2] ? (int)*(const uint64_t*)a[2] : 0;
             return r < 0 ? r : then(r, [&] { rt_note_open((int)r, path, flags); });
         }
+        case SYS_io_uring_setup:
+        case SYS_io_uring_enter:
+        case SYS_io_uring_register:
+            return uring(nr, a);
         case SYS_setsockopt:
             rt_setsockopt_will_call((int)a[1], (int)a[2], p_of(a[3]), (unsigned)a[4]);
             return raw(nr, a);
