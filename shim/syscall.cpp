@@ -368,6 +368,14 @@ EXPORT long syscall(long nr, ...) {
         case SYS_io_uring_enter:
         case SYS_io_uring_register:
             return uring(nr, a);
+        case SYS_sigaltstack: {
+            const stack_t* ss = (const stack_t*)a[0];
+            stack_t copy;
+            if (ss && rt_read_user(&copy, ss, sizeof copy) && !(copy.ss_flags & SS_DISABLE))
+                rt_leave_alone(copy.ss_sp, copy.ss_size);
+            KernelWritePin pin(p_of(a[1]), a[1] ? sizeof(stack_t) : 0);
+            return raw(nr, a);
+        }
         case SYS_setsockopt:
             rt_setsockopt_will_call((int)a[1], (int)a[2], p_of(a[3]), (unsigned)a[4]);
             return raw(nr, a);
