@@ -302,7 +302,8 @@ EXPORT long syscall(long nr, ...) {
     switch (nr) {
         case SYS_mmap: {
             long r = rt_mmap((void*)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], a[5]);
-            if (a[4] >= 0 && !(r < 0 && r > -4096)) rt_note_mapping((uintptr_t)r, (size_t)a[1], (int)a[3], (int)a[4], a[5]);
+            if (a[4] >= 0 && !(r < 0 && r > -4096))
+                rt_note_mapping((uintptr_t)r, (size_t)a[1], (int)a[3], (int)a[4], a[5]);
             return as_syscall(r);
         }
         case SYS_munmap:
@@ -361,7 +362,10 @@ EXPORT long syscall(long nr, ...) {
         case SYS_openat2: {
             long r = raw(nr, a);
             const char* path = (const char*)(nr == SYS_open ? a[0] : a[1]);
-            int flags = nr == SYS_open ? (int)a[1] : nr == SYS_openat ? (int)a[2] : a[2] ? (int)*(const uint64_t*)a[2] : 0;
+            int flags = nr == SYS_open     ? (int)a[1]
+                        : nr == SYS_openat ? (int)a[2]
+                        : a[2]             ? (int)*(const uint64_t*)a[2]  // struct open_how
+                                           : 0;
             return r < 0 ? r : then(r, [&] { rt_note_open((int)r, path, flags); });
         }
         case SYS_io_uring_setup:
