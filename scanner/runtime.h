@@ -11,6 +11,8 @@
 //   allocator.cpp     malloc and friends
 //   signals.cpp       sigaction, sigprocmask
 //   write_window.cpp  pins for syscalls the kernel writes through
+//   kernel_writers.cpp  kernel writers a pin cannot hold off: io_uring, AIO,
+//                     userfaultfd, /proc/self/mem, leaving everything alone
 //   descriptors.cpp   the shim's own file descriptors
 #pragma once
 #include <signal.h>
@@ -109,6 +111,62 @@ private:
 // memory again (waiting for syscalls writing into them), and the range never
 // merges again. 0 or -errno.
 long rt_leave_alone(const void* addr, size_t len);
+
+// ---- kernel writers the shim cannot hold off (kernel_writers.cpp) -------------
+// The whole process, from now on: every merged page becomes the program's
+// own memory again and nothing merges any more (an io_uring SQPOLL thread, a
+// ring set up out of the shim's sight, provided-buffer rings, RDMA: kernel
+// writers whose targets the shim cannot see). `why` is logged once.
+void rt_leave_all_alone(const char* why);
+// After munlock, munlockall or madvise, which may make memory mergeable
+// again: keeps everything left alone if the process is.
+void rt_keep_left_alone();
+// userfaultfd: [addr, addr+len) is about to be registered. Left alone, and
+// zero pages the scanner gave back are made present again, as the program
+// left them (a read would raise a MISSING fault it never caused).
+long rt_uffd_will_register(const void* addr, size_t len);
+// Memory handed to a device or another kernel writer by ioctl (userfaultfd
+// registration, VFIO/iommufd DMA maps, vhost memory tables) or setsockopt
+// (AF_XDP umem): left alone before the call.
+void rt_ioctl_will_call(unsigned long request, const void* arg);
+void rt_setsockopt_will_call(int level, int optname, const void* optval, unsigned optlen);
+// Reads the program's memory without faulting (false where it is not mapped).
+bool rt_read_user(void* dst, const void* src, size_t n);
+// Linux AIO: whether a read on fd may complete after io_submit returned
+// (O_DIRECT, character devices). Buffered reads complete inside io_submit.
+bool rt_aio_read_completes_later(int fd);
+// Descriptors open on this process's memory (/proc/self/mem, ...), through
+// which writes are forced into write-protected pages. rt_is_self_mem_fd is
+// one load while none is open.
+void rt_note_open(int fd, const char* path, int flags);
+void rt_note_dup(int oldfd, int newfd);
+void rt_note_closed(unsigned first, unsigned last);
+bool rt_is_self_mem_fd(int fd);
+// The file position of fd (for /proc/self/mem: the address the next write goes to).
+uintptr_t rt_fd_position(int fd);
+// io_uring, around io_uring_setup/enter/register (glibc's syscall(), the
+// raw functions liburing exports) and liburing's functions (`ring` is its
+// struct io_uring). Buffers of requests in flight stay pinned until the
+// shim sees their completion; registered buffers are left alone.
+struct RtUringCall {
+    uintptr_t ring = 0;  // the ring (0: nothing to do after the call)
+    uint32_t head = 0;   // its SQ head before the call
+    uint32_t gen = 0;
+    int pins[4] = {-2, -2, -2, -2};  // what the call itself writes back
+};
+void rt_uring_setup_begin(const void* params);
+void rt_uring_setup_end(long result, const void* params);
+void rt_uring_enter_begin(RtUringCall* c, unsigned fd, unsigned to_submit, unsigned flags);
+void rt_uring_register_begin(RtUringCall* c, unsigned fd, unsigned opcode, const void* arg, unsigned nr_args);
+void rt_uring_register_end(RtUringCall* c, unsigned opcode, const void* arg, long result);
+void rt_liburing_init_begin(unsigned setup_flags, const void* mem, size_t mem_len);
+void rt_liburing_init_end(long result, const void* ring);
+void rt_liburing_begin(RtUringCall* c, const void* ring);  // a call that may submit or reap
+void rt_liburing_exit(const void* ring);
+void rt_uring_end(RtUringCall* c);  // after any of the calls above
+// After a successful mmap of a descriptor / before munmap: where rings live.
+void rt_note_mapping(uintptr_t addr, size_t len, int flags, int fd, off_t off);
+void rt_note_unmapping(uintptr_t addr, size_t len);
 
 // ---- the shim's own file descriptors --------------------------------------------------
 // Its kept files (os/kept_file.h) and the DEDUP_LOG file: invisible to the

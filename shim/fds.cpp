@@ -5,10 +5,16 @@
 // out of the way. A program that probes its descriptors with fstat or fcntl
 // (daemons, Python's subprocess tests) sees exactly the set it opened.
 // /proc/self/fd still lists them: see README, limitations.
+//
+// The runtime also follows which descriptors are rings (io_uring) or open on
+// this process's memory (/proc/self/mem): closing and duplicating tell it
+// (rt_note_closed, rt_note_dup). The fstat family pins the buffer it fills
+// (kernel_writes.cpp has the rest of that family).
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,30 +67,63 @@ NextSymbol<DupFn> next_dup("dup");
 int forward_fcntl(NextSymbol<FcntlFn>& next, int fd, int cmd, va_list ap) {
     if (rt_owns_fd(fd)) return not_open();
     long arg = va_arg(ap, long);
-    return next.get()(fd, cmd, arg);
+    int r = next.get()(fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) rt_note_dup(fd, r);
+    return r;
+}
+
+// A result, with the runtime told that [first, last] are closed; errno as
+// the call left it.
+long closed(long r, unsigned first, unsigned last) {
+    int saved = errno;
+    rt_note_closed(first, last);
+    errno = saved;
+    return r;
 }
 
 }  // namespace
 
 // ---- closing and duplicating ----------------------------------------------
 
-EXPORT int close(int fd) { return (int)set_errno(rt_close(fd)); }
+EXPORT int close(int fd) {
+    long r = rt_close(fd);
+    if (fd >= 0) closed(0, (unsigned)fd, (unsigned)fd);  // closed even on EINTR
+    return (int)set_errno(r);
+}
 
 EXPORT int dup(int fd) {
     if (rt_owns_fd(fd)) return not_open();
-    return next_dup.get()(fd);
+    int r = next_dup.get()(fd);
+    if (r >= 0) {
+        int saved = errno;
+        rt_note_dup(fd, r);
+        errno = saved;
+    }
+    return r;
 }
 
-EXPORT int dup2(int oldfd, int newfd) { return (int)set_errno(rt_dup3(oldfd, newfd, -1)); }
-EXPORT int dup3(int oldfd, int newfd, int flags) { return (int)set_errno(rt_dup3(oldfd, newfd, flags)); }
+EXPORT int dup2(int oldfd, int newfd) {
+    long r = rt_dup3(oldfd, newfd, -1);
+    if (r >= 0) rt_note_dup(oldfd, (int)r);
+    return (int)set_errno(r);
+}
+EXPORT int dup3(int oldfd, int newfd, int flags) {
+    long r = rt_dup3(oldfd, newfd, flags);
+    if (r >= 0) rt_note_dup(oldfd, (int)r);
+    return (int)set_errno(r);
+}
 
 EXPORT int close_range(unsigned first, unsigned last, int flags) {
-    return (int)set_errno(rt_close_range(first, last, flags));
+    long r = rt_close_range(first, last, flags);
+    if (r == 0 && !(flags & CLOSE_RANGE_CLOEXEC)) closed(0, first, last);
+    return (int)set_errno(r);
 }
 
 EXPORT void closefrom(int lowfd) {
     int saved = errno;
-    rt_close_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0u, 0);
+    unsigned first = lowfd < 0 ? 0 : (unsigned)lowfd;
+    rt_close_range(first, ~0u, 0);
+    rt_note_closed(first, ~0u);
     errno = saved;
 }
 
@@ -92,36 +131,43 @@ EXPORT void closefrom(int lowfd) {
 
 EXPORT int fstat(int fd, struct stat* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstat.get()(fd, st);
 }
 
 EXPORT int fstat64(int fd, struct stat64* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstat64.get()(fd, st);
 }
 
 EXPORT int __fxstat(int ver, int fd, struct stat* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fxstat.get()(ver, fd, st);
 }
 
 EXPORT int __fxstat64(int ver, int fd, struct stat64* st) {
     if (rt_owns_fd(fd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fxstat64.get()(ver, fd, st);
 }
 
 EXPORT int fstatat(int dirfd, const char* path, struct stat* st, int flags) {
     if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstatat.get()(dirfd, path, st, flags);
 }
 
 EXPORT int fstatat64(int dirfd, const char* path, struct stat64* st, int flags) {
     if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    KernelWritePin pin(st, sizeof *st);
     return next_fstatat64.get()(dirfd, path, st, flags);
 }
 
 EXPORT int statx(int dirfd, const char* path, int flags, unsigned mask, struct statx* out) {
     if (names_fd_itself(path, flags) && rt_owns_fd(dirfd)) return not_open();
+    KernelWritePin pin(out, sizeof *out);
     return next_statx.get()(dirfd, path, flags, mask, out);
 }
 

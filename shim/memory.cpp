@@ -1,6 +1,9 @@
 // The memory calls: the mmap family, madvise, mlock, and prctl's KSM switch.
 // Each wrapper calls one runtime entry point and sets errno only from the
-// result of the operation the application asked for.
+// result of the operation the application asked for. Mappings of descriptors
+// and unmappings are also told to the runtime's io_uring tracking (where the
+// rings live), and calls that may make memory mergeable again keep a process
+// that is left alone left alone.
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -12,15 +15,29 @@
 
 using namespace dedup;
 
+namespace {
+long mapped(long r, size_t len, int flags, int fd, off_t off) {
+    if (fd >= 0 && !(r < 0 && r > -4096)) rt_note_mapping((uintptr_t)r, len, flags, fd, off);
+    return r;
+}
+}  // namespace
+
 EXPORT void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
-    return set_errno_ptr(rt_mmap(addr, len, prot, flags, fd, off));
+    return set_errno_ptr(mapped(rt_mmap(addr, len, prot, flags, fd, off), len, flags, fd, off));
 }
 EXPORT void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
-    return set_errno_ptr(rt_mmap(addr, len, prot, flags, fd, off));
+    return set_errno_ptr(mapped(rt_mmap(addr, len, prot, flags, fd, off), len, flags, fd, off));
 }
-EXPORT int munmap(void* addr, size_t len) { return (int)set_errno(rt_munmap(addr, len)); }
+EXPORT int munmap(void* addr, size_t len) {
+    rt_note_unmapping((uintptr_t)addr, len);
+    return (int)set_errno(rt_munmap(addr, len));
+}
 EXPORT int mprotect(void* addr, size_t len, int prot) { return (int)set_errno(rt_mprotect(addr, len, prot)); }
-EXPORT int madvise(void* addr, size_t len, int advice) { return (int)set_errno(rt_madvise(addr, len, advice)); }
+EXPORT int madvise(void* addr, size_t len, int advice) {
+    long r = rt_madvise(addr, len, advice);
+    rt_keep_left_alone();
+    return (int)set_errno(r);
+}
 EXPORT ssize_t process_madvise(int pidfd, const struct iovec* iov, size_t n, int advice, unsigned flags) {
     return set_errno(rt_process_madvise(pidfd, iov, n, advice, flags));
 }
@@ -47,9 +64,17 @@ EXPORT int mlock(const void* addr, size_t len) { return (int)set_errno(rt_mlock(
 EXPORT int mlock2(const void* addr, size_t len, unsigned flags) {
     return (int)set_errno(rt_mlock((void*)addr, len, flags));
 }
-EXPORT int munlock(const void* addr, size_t len) { return (int)set_errno(rt_munlock((void*)addr, len)); }
+EXPORT int munlock(const void* addr, size_t len) {
+    long r = rt_munlock((void*)addr, len);
+    rt_keep_left_alone();
+    return (int)set_errno(r);
+}
 EXPORT int mlockall(int flags) { return (int)set_errno(rt_mlockall(flags)); }
-EXPORT int munlockall(void) { return (int)set_errno(rt_munlockall()); }
+EXPORT int munlockall(void) {
+    long r = rt_munlockall();
+    rt_keep_left_alone();
+    return (int)set_errno(r);
+}
 
 namespace {
 using PrctlFn = int (*)(int, unsigned long, unsigned long, unsigned long, unsigned long);

@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "scanner/runtime.h"
+
 namespace dedup {
 
 struct Span {
@@ -31,5 +33,64 @@ struct Span {
     size_t len() const { return hi ? hi - lo : 0; }
 };
 
+// The buffers of a call that writes into several, pinned for the call: up to
+// four ranges, each pinned on its own (a structure on the stack and a buffer
+// on the heap pinned as one span would hold off merging of everything
+// between them while the call blocks); a fifth range joins the nearest.
+class PinSet {
+public:
+    PinSet() = default;
+    ~PinSet() {
+        for (int i = 0; i < ntok_; ++i) rt_kernel_write_unpin(tok_[i]);
+    }
+    PinSet(const PinSet&) = delete;
+    PinSet& operator=(const PinSet&) = delete;
+
+    void add(const void* p, size_t n) {
+        if (!p || !n) return;
+        uintptr_t s = (uintptr_t)p, e = s + n;
+        if (e < s) e = UINTPTR_MAX;
+        if (n_ < kMax) {
+            lo_[n_] = s;
+            hi_[n_++] = e;
+            return;
+        }
+        int best = 0;
+        uintptr_t best_gap = UINTPTR_MAX;
+        for (int i = 0; i < n_; ++i) {
+            uintptr_t gap = s > hi_[i] ? s - hi_[i] : (lo_[i] > e ? lo_[i] - e : 0);
+            if (gap < best_gap) best_gap = gap, best = i;
+        }
+        if (s < lo_[best]) lo_[best] = s;
+        if (e > hi_[best]) hi_[best] = e;
+    }
+    void add(const Span& s) { add(s.start(), s.len()); }
+    // The buffers of an iovec array, as one range (they are usually close).
+    void add(const struct iovec* iov, long cnt) {
+        Span sp;
+        sp.add(iov, cnt);
+        add(sp);
+    }
+    // recvmsg: the header itself (msg_flags and the lengths are written
+    // back), the name, the control buffer and the data buffers.
+    void add(const struct msghdr* m) {
+        if (!m) return;
+        add(m, sizeof *m);
+        add(m->msg_name, m->msg_namelen);
+        add(m->msg_control, m->msg_controllen);
+        add(m->msg_iov, (long)m->msg_iovlen);
+    }
+    // Takes the pins; call once, after every add().
+    void pin() {
+        for (int i = 0; i < n_; ++i) tok_[ntok_++] = rt_kernel_write_pin(lo_[i], hi_[i] - lo_[i]);
+    }
+
+private:
+    static constexpr int kMax = 4;
+    uintptr_t lo_[kMax], hi_[kMax];
+    int n_ = 0;
+    int tok_[kMax];
+    int ntok_ = 0;
+};
 
 }  // namespace dedup

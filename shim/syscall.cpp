@@ -2,64 +2,236 @@
 // view through with glibc's generic wrapper, which none of the other symbols
 // see. Each number the shim cares about goes to the same runtime entry as its
 // libc wrapper, with syscall()'s convention (-1 and errno); the calls that
-// write into a buffer pin it as their wrappers do; every other number goes to
-// glibc's syscall() unchanged. A `syscall` instruction in the program's own
-// code stays out of reach (README, limitations).
+// write into a buffer pin it as their wrappers do; io_uring's three calls,
+// io_submit, and the calls that open, duplicate and close descriptors tell
+// the runtime's tracking of kernel writers (kernel_writers.cpp); every other
+// number goes to glibc's syscall() unchanged. A `syscall` instruction in the
+// program's own code stays out of reach (README, limitations).
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
 #include "scanner/runtime.h"
 #include "shim/export.h"
 #include "shim/hook.h"
+#include "shim/kernel_writes.h"
 #include "shim/span.h"
 
 using namespace dedup;
 
 namespace {
 
+const void* p_of(long v) { return (const void*)v; }
+
 using SyscallFn = long (*)(long, long, long, long, long, long, long);
 NextSymbol<SyscallFn> next_syscall("syscall");
 
 long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
 
-Span kernel_write_span(long nr, const long* a) {
-    Span sp;
+// What the call writes into before it returns, as its libc wrapper pins it
+// (kernel_writes.cpp, fds.cpp, proc_mem.cpp, ioctl.cpp, aio.cpp).
+void kernel_writes(PinSet& ps, long nr, const long* a) {
+    auto p = [](long v) { return (const void*)v; };
+    auto sockaddr = [&](long addr, long alen) {
+        socklen_t n = 0;
+        if (addr && alen && rt_read_user(&n, p(alen), sizeof n)) ps.add(p(addr), n);
+        ps.add(p(alen), sizeof(socklen_t));
+    };
     switch (nr) {
         case SYS_read:
         case SYS_pread64:
         case SYS_getdents64:
         case SYS_getdents:
-            sp.add((const void*)a[1], (size_t)a[2]);
+            ps.add(p(a[1]), (size_t)a[2]);
             break;
         case SYS_readv:
         case SYS_preadv:
         case SYS_preadv2:
-            sp.add((const struct iovec*)a[1], a[2]);
+        case SYS_vmsplice:
+            ps.add((const struct iovec*)a[1], a[2]);
             break;
         case SYS_recvfrom:
-            sp.add((const void*)a[1], (size_t)a[2]);
-            if (a[4] && a[5]) sp.add((const void*)a[4], *(const socklen_t*)a[5]);
+            ps.add(p(a[1]), (size_t)a[2]);
+            sockaddr(a[4], a[5]);
             break;
         case SYS_recvmsg:
-            sp.add((const struct msghdr*)a[1]);
+            ps.add((const struct msghdr*)a[1]);
             break;
         case SYS_recvmmsg: {
             const struct mmsghdr* vec = (const struct mmsghdr*)a[1];
-            for (unsigned long i = 0; vec && i < (unsigned long)a[2] && i < 1024; ++i) sp.add(&vec[i].msg_hdr);
+            unsigned long n = (unsigned long)a[2] < 1024 ? (unsigned long)a[2] : 1024;
+            if (vec && n) ps.add(vec, n * sizeof *vec);
+            Span bufs;
+            for (unsigned long i = 0; vec && i < n; ++i) bufs.add(&vec[i].msg_hdr);
+            ps.add(bufs);
             break;
         }
         case SYS_getrandom:
-            sp.add((const void*)a[0], (size_t)a[1]);
+            ps.add(p(a[0]), (size_t)a[1]);
+            break;
+        // file status
+        case SYS_fstat:
+        case SYS_stat:
+        case SYS_lstat:
+            ps.add(p(a[1]), sizeof(struct stat));
+            break;
+        case SYS_newfstatat:
+            ps.add(p(a[2]), sizeof(struct stat));
+            break;
+        case SYS_statx:
+            ps.add(p(a[4]), 256);  // struct statx
+            break;
+        case SYS_statfs:
+        case SYS_fstatfs:
+            ps.add(p(a[1]), 120);  // struct statfs
+            break;
+        // children, events, signals, sleeps
+        case SYS_wait4:
+            ps.add(p(a[1]), sizeof(int));
+            ps.add(p(a[3]), 144);  // struct rusage
+            break;
+        case SYS_waitid:
+            ps.add(p(a[2]), 128);  // siginfo_t
+            ps.add(p(a[4]), 144);
+            break;
+        case SYS_poll:
+        case SYS_ppoll:
+            ps.add(p(a[0]), (size_t)a[1] * 8);  // struct pollfd
+            break;
+        case SYS_select:
+        case SYS_pselect6: {
+            size_t n = a[0] > 0 ? ((size_t)a[0] + 63) / 64 * 8 : 0;
+            ps.add(p(a[1]), n);
+            ps.add(p(a[2]), n);
+            ps.add(p(a[3]), n);
+            ps.add(p(a[4]), 16);  // the time left
+            break;
+        }
+        case SYS_epoll_wait:
+        case SYS_epoll_pwait:
+        case SYS_epoll_pwait2:
+            if (a[2] > 0) ps.add(p(a[1]), (size_t)a[2] * 12);  // struct epoll_event
+            break;
+        case SYS_rt_sigtimedwait:
+            ps.add(p(a[1]), 128);
+            break;
+        case SYS_nanosleep:
+            ps.add(p(a[1]), 16);
+            break;
+        case SYS_clock_nanosleep:
+            ps.add(p(a[3]), 16);
+            break;
+        // sockets and pipes
+        case SYS_accept:
+        case SYS_accept4:
+        case SYS_getsockname:
+        case SYS_getpeername:
+            sockaddr(a[1], a[2]);
+            break;
+        case SYS_getsockopt:
+            sockaddr(a[3], a[4]);
+            break;
+        case SYS_socketpair:
+            ps.add(p(a[3]), 2 * sizeof(int));
+            break;
+        case SYS_pipe:
+        case SYS_pipe2:
+            ps.add(p(a[0]), 2 * sizeof(int));
+            break;
+        // copies between processes (ours, maybe)
+        case SYS_process_vm_readv:
+            ps.add((const struct iovec*)a[1], a[2]);
+            break;
+        case SYS_process_vm_writev:
+            ps.add((const struct iovec*)a[3], a[4]);
+            break;
+        // names, limits, attributes, messages
+        case SYS_readlink:
+            ps.add(p(a[1]), (size_t)a[2]);
+            break;
+        case SYS_readlinkat:
+            ps.add(p(a[2]), (size_t)a[3]);
+            break;
+        case SYS_getcwd:
+        case SYS_getxattr:
+        case SYS_lgetxattr:
+        case SYS_fgetxattr:
+            if (nr == SYS_getcwd) ps.add(p(a[0]), (size_t)a[1]);
+            else ps.add(p(a[2]), (size_t)a[3]);
+            break;
+        case SYS_listxattr:
+        case SYS_llistxattr:
+        case SYS_flistxattr:
+            ps.add(p(a[1]), (size_t)a[2]);
+            break;
+        case SYS_uname:
+            ps.add(p(a[0]), 390);  // struct utsname
+            break;
+        case SYS_getrlimit:
+            ps.add(p(a[1]), 16);
+            break;
+        case SYS_prlimit64:
+            ps.add(p(a[3]), 16);
+            break;
+        case SYS_getrusage:
+            ps.add(p(a[1]), 144);
+            break;
+        case SYS_sysinfo:
+            ps.add(p(a[0]), 112);
+            break;
+        case SYS_sched_getaffinity:
+            ps.add(p(a[2]), (size_t)a[1]);
+            break;
+        case SYS_getgroups:
+            if (a[0] > 0) ps.add(p(a[1]), (size_t)a[0] * sizeof(gid_t));
+            break;
+        case SYS_msgrcv:
+            ps.add(p(a[1]), sizeof(long) + (size_t)a[2]);
+            break;
+        case SYS_mq_timedreceive:
+            ps.add(p(a[1]), (size_t)a[2]);
+            ps.add(p(a[3]), sizeof(unsigned));
+            break;
+        // Linux AIO
+        case SYS_io_setup:
+            ps.add(p(a[1]), sizeof(long));
+            break;
+        case SYS_io_getevents:
+        case SYS_io_pgetevents:
+            if (a[2] > 0) ps.add(p(a[3]), (size_t)a[2] * 32);  // struct io_event
+            break;
+        case SYS_io_submit:
+            aio_before_submit(ps, a[1], p(a[2]));
+            break;
+        // writes into our own memory through /proc/self/mem
+        case SYS_write:
+            add_self_mem_write(ps, (int)a[0], -1, (size_t)a[2]);
+            break;
+        case SYS_pwrite64:
+            add_self_mem_write(ps, (int)a[0], a[3], (size_t)a[2]);
+            break;
+        case SYS_writev:
+            if (rt_is_self_mem_fd((int)a[0]))
+                add_self_mem_write(ps, (int)a[0], -1, iov_bytes((const struct iovec*)a[1], a[2]));
+            break;
+        case SYS_pwritev:
+        case SYS_pwritev2:
+            if (rt_is_self_mem_fd((int)a[0]))
+                add_self_mem_write(ps, (int)a[0], a[3], iov_bytes((const struct iovec*)a[1], a[2]));
+            break;
+        case SYS_ioctl:
+            ioctl_before(ps, (unsigned long)a[1], (void*)a[2]);
             break;
         default:
             break;
     }
-    return sp;
 }
 
 // A new process without fork(): the fork handlers fork() would have run.
@@ -89,6 +261,36 @@ long without_scanner(long nr, const long* a) {
 // The result of a runtime entry (value or -errno) with syscall()'s convention.
 long as_syscall(long r) { return set_errno(r); }
 
+// A result of raw(), kernel-style (value or -errno), for the runtime's hooks.
+long kernel_style(long r) { return r == -1 ? -errno : r; }
+
+// Runs f after the call, with errno as the call left it.
+template <typename F>
+long then(long r, F f) {
+    int saved = errno;
+    f();
+    errno = saved;
+    return r;
+}
+
+// io_uring's three calls: the runtime looks at the ring before and after.
+long uring(long nr, const long* a) {
+    RtUringCall c;
+    if (nr == SYS_io_uring_setup) {
+        rt_uring_setup_begin(p_of(a[1]));
+        long r = raw(nr, a);
+        return then(r, [&] { rt_uring_setup_end(kernel_style(r), p_of(a[1])); });
+    }
+    if (nr == SYS_io_uring_enter) {
+        rt_uring_enter_begin(&c, (unsigned)a[0], (unsigned)a[1], (unsigned)a[3]);
+        long r = raw(nr, a);
+        return then(r, [&] { rt_uring_end(&c); });
+    }
+    rt_uring_register_begin(&c, (unsigned)a[0], (unsigned)a[1], p_of(a[2]), (unsigned)a[3]);
+    long r = raw(nr, a);
+    return then(r, [&] { rt_uring_register_end(&c, (unsigned)a[1], p_of(a[2]), kernel_style(r)); });
+}
+
 }  // namespace
 
 EXPORT long syscall(long nr, ...) {
@@ -98,23 +300,89 @@ EXPORT long syscall(long nr, ...) {
     for (long& v : a) v = va_arg(ap, long);  // as glibc's: six registers, used or not
     va_end(ap);
     switch (nr) {
-        case SYS_mmap: return as_syscall(rt_mmap((void*)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], a[5]));
-        case SYS_munmap: return as_syscall(rt_munmap((void*)a[0], (size_t)a[1]));
+        case SYS_mmap: {
+            long r = rt_mmap((void*)a[0], (size_t)a[1], (int)a[2], (int)a[3], (int)a[4], a[5]);
+            if (a[4] >= 0 && !(r < 0 && r > -4096))
+                rt_note_mapping((uintptr_t)r, (size_t)a[1], (int)a[3], (int)a[4], a[5]);
+            return as_syscall(r);
+        }
+        case SYS_munmap:
+            rt_note_unmapping((uintptr_t)a[0], (size_t)a[1]);
+            return as_syscall(rt_munmap((void*)a[0], (size_t)a[1]));
         case SYS_mprotect: return as_syscall(rt_mprotect((void*)a[0], (size_t)a[1], (int)a[2]));
-        case SYS_madvise: return as_syscall(rt_madvise((void*)a[0], (size_t)a[1], (int)a[2]));
+        case SYS_madvise: {
+            long r = rt_madvise((void*)a[0], (size_t)a[1], (int)a[2]);
+            rt_keep_left_alone();
+            return as_syscall(r);
+        }
         case SYS_mremap: return as_syscall(rt_mremap((void*)a[0], (size_t)a[1], (size_t)a[2], (int)a[3], (void*)a[4]));
         case SYS_mlock: return as_syscall(rt_mlock((void*)a[0], (size_t)a[1], 0));
         case SYS_mlock2: return as_syscall(rt_mlock((void*)a[0], (size_t)a[1], (unsigned)a[2]));
-        case SYS_munlock: return as_syscall(rt_munlock((void*)a[0], (size_t)a[1]));
+        case SYS_munlock: {
+            long r = rt_munlock((void*)a[0], (size_t)a[1]);
+            rt_keep_left_alone();
+            return as_syscall(r);
+        }
         case SYS_mlockall: return as_syscall(rt_mlockall((int)a[0]));
-        case SYS_munlockall: return as_syscall(rt_munlockall());
+        case SYS_munlockall: {
+            long r = rt_munlockall();
+            rt_keep_left_alone();
+            return as_syscall(r);
+        }
         case SYS_process_madvise:
             return as_syscall(rt_process_madvise((int)a[0], (const struct iovec*)a[1], (size_t)a[2], (int)a[3],
                                                  (unsigned)a[4]));
-        case SYS_close: return as_syscall(rt_close((int)a[0]));
-        case SYS_dup2: return as_syscall(rt_dup3((int)a[0], (int)a[1], -1));
-        case SYS_dup3: return as_syscall(rt_dup3((int)a[0], (int)a[1], (int)a[2]));
-        case SYS_close_range: return as_syscall(rt_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]));
+        case SYS_close: {
+            long r = rt_close((int)a[0]);
+            if (a[0] >= 0) rt_note_closed((unsigned)a[0], (unsigned)a[0]);
+            return as_syscall(r);
+        }
+        case SYS_dup2:
+        case SYS_dup3: {
+            long r = rt_dup3((int)a[0], (int)a[1], nr == SYS_dup2 ? -1 : (int)a[2]);
+            if (r >= 0) rt_note_dup((int)a[0], (int)r);
+            return as_syscall(r);
+        }
+        case SYS_close_range: {
+            long r = rt_close_range((unsigned)a[0], (unsigned)a[1], (int)a[2]);
+            if (r == 0 && !(a[2] & CLOSE_RANGE_CLOEXEC)) rt_note_closed((unsigned)a[0], (unsigned)a[1]);
+            return as_syscall(r);
+        }
+        case SYS_dup: {
+            long r = raw(nr, a);
+            return r < 0 ? r : then(r, [&] { rt_note_dup((int)a[0], (int)r); });
+        }
+        case SYS_fcntl: {
+            long r = raw(nr, a);
+            if (r < 0 || (a[1] != F_DUPFD && a[1] != F_DUPFD_CLOEXEC)) return r;
+            return then(r, [&] { rt_note_dup((int)a[0], (int)r); });
+        }
+        case SYS_open:
+        case SYS_openat:
+        case SYS_openat2: {
+            long r = raw(nr, a);
+            const char* path = (const char*)(nr == SYS_open ? a[0] : a[1]);
+            int flags = nr == SYS_open     ? (int)a[1]
+                        : nr == SYS_openat ? (int)a[2]
+                        : a[2]             ? (int)*(const uint64_t*)a[2]  // struct open_how
+                                           : 0;
+            return r < 0 ? r : then(r, [&] { rt_note_open((int)r, path, flags); });
+        }
+        case SYS_io_uring_setup:
+        case SYS_io_uring_enter:
+        case SYS_io_uring_register:
+            return uring(nr, a);
+        case SYS_sigaltstack: {
+            const stack_t* ss = (const stack_t*)a[0];
+            stack_t copy;
+            if (ss && rt_read_user(&copy, ss, sizeof copy) && !(copy.ss_flags & SS_DISABLE))
+                rt_leave_alone(copy.ss_sp, copy.ss_size);
+            KernelWritePin pin(p_of(a[1]), a[1] ? sizeof(stack_t) : 0);
+            return raw(nr, a);
+        }
+        case SYS_setsockopt:
+            rt_setsockopt_will_call((int)a[1], (int)a[2], p_of(a[3]), (unsigned)a[4]);
+            return raw(nr, a);
         case SYS_prctl: {
             bool handled = false;
             long r = rt_prctl_memory_merge((int)a[0], a[1], a[2], a[3], a[4], &handled);
@@ -137,9 +405,9 @@ EXPORT long syscall(long nr, ...) {
         case SYS_capset:
             return without_scanner(nr, a);
         default: {
-            Span sp = kernel_write_span(nr, a);
-            if (!sp.len()) return raw(nr, a);
-            KernelWritePin pin(sp.start(), sp.len());
+            PinSet ps;
+            kernel_writes(ps, nr, a);
+            ps.pin();
             return raw(nr, a);
         }
     }
