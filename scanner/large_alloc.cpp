@@ -31,7 +31,13 @@ void write_header(uintptr_t p, size_t off, size_t usable) {
 // Offset of p from its block's start: page-aligned pointers have no header.
 size_t offset_of(uintptr_t p) { return (p & (kPage - 1)) ? (size_t)(header((void*)p)[0] & 0xffffffffull) : 0; }
 
-bool newer(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
+// Free ranges are stamped when trim() first sees them (0: not yet), not on
+// every free: a clock read per free cost 4% of a malloc/free pair, and ages
+// are then right to one look (kTrimEveryMs). Joined ranges keep the newest.
+uint32_t join_stamps(uint32_t a, uint32_t b) {
+    if (!a || !b) return 0;
+    return (int32_t)(a - b) > 0 ? a : b;
+}
 uintptr_t round_up(uintptr_t v, uintptr_t a) { return (v + a - 1) & ~(a - 1); }
 
 }  // namespace
@@ -121,30 +127,52 @@ void LargeHeap::make_free(uint32_t slot, uint32_t first, uint32_t pages, uint32_
     bin_insert(ref(slot, first));
 }
 
+bool LargeHeap::hot_reclaim(uint32_t slot, uint32_t first) {
+    Arena& a = arenas_[slot];
+    uint32_t n = a.info[first].head & kLenMask;
+    if ((a.info[first].head & (kFree | kBusy)) || n > kHotMaxPages) return false;
+    uintptr_t p = a.base + (uintptr_t)first * kPage + 16;
+    for (int st = 0; st < kHotStripes; ++st)
+        for (int w = 0; w < kHotWays; ++w) {
+            uintptr_t expected = p;
+            if (hot_[st][n][w].load(std::memory_order_relaxed) == p &&  // a plain load first: a CAS takes the line
+                hot_[st][n][w].compare_exchange_strong(expected, 0, std::memory_order_acquire,
+                                                       std::memory_order_relaxed)) {
+                a.used -= n;
+                return true;
+            }
+        }
+    return false;
+}
+
 // [first, first+pages) becomes free: joined with free neighbours (not those
-// being given back right now), then binned.
+// being given back right now; those waiting in the hot cache are taken
+// back), then binned.
 void LargeHeap::release(uint32_t slot, uint32_t first, uint32_t pages, uint32_t stamp) {
     Arena& a = arenas_[slot];
     uint32_t end = first + pages;
-    if (end < a.pages) {
+    // A block taken back from the hot cache may have a free block beyond
+    // it: go on until neither neighbour is free.
+    while (end < a.pages) {
         PageInfo& r = a.info[end];
-        if ((r.head & (kFree | kBusy)) == kFree) {
-            bin_remove(ref(slot, end));
-            if (newer(r.stamp, stamp)) stamp = r.stamp;
-            uint32_t n = r.head & kLenMask;
-            r.head = 0;
-            end += n;
-        }
+        bool is_free = (r.head & (kFree | kBusy)) == kFree;
+        if (!is_free && !hot_reclaim(slot, end)) break;
+        if (is_free) bin_remove(ref(slot, end));
+        stamp = is_free ? join_stamps(stamp, r.stamp) : 0;
+        uint32_t n = r.head & kLenMask;
+        r.head = 0;
+        end += n;
     }
-    if (first > 0) {
+    while (first > 0) {
         uint32_t t = a.info[first - 1].tail;
         PageInfo& l = a.info[t];
-        if ((l.head & (kFree | kBusy)) == kFree && t + (l.head & kLenMask) == first) {
-            bin_remove(ref(slot, t));
-            if (newer(l.stamp, stamp)) stamp = l.stamp;
-            a.info[first].head = 0;
-            first = t;
-        }
+        if (t + (l.head & kLenMask) != first) break;
+        bool is_free = (l.head & (kFree | kBusy)) == kFree;
+        if (!is_free && !hot_reclaim(slot, t)) break;
+        if (is_free) bin_remove(ref(slot, t));
+        stamp = is_free ? join_stamps(stamp, l.stamp) : 0;
+        a.info[first].head = 0;
+        first = t;
     }
     make_free(slot, first, end - first, stamp);
 }
@@ -187,6 +215,10 @@ uint32_t LargeHeap::find(uint32_t pages, uint32_t align_pages, uint32_t* start) 
 
 void LargeHeap::set_dirty(Arena& a, uint32_t first, uint32_t pages, bool dirty) {
     uint32_t i = first, end = first + pages;
+    if (dirty && pages <= 64 && (i >> 6) == ((end - 1) >> 6)) {  // the common case: one word
+        a.dirty[i >> 6] |= (pages == 64 ? ~0ull : ((1ull << pages) - 1)) << (i & 63);
+        return;
+    }
     while (i < end) {
         uint32_t w = i >> 6, bit = i & 63;
         uint32_t n = 64 - bit < end - i ? 64 - bit : end - i;
@@ -323,7 +355,7 @@ bool LargeHeap::grow(uint32_t min_pages) {
                 a.info = reinterpret_cast<PageInfo*>(m);
                 a.dirty = reinterpret_cast<uint64_t*>(m + pages * sizeof(PageInfo));
                 a.meta_bytes = meta;
-                make_free(slot, 0, pages, now_ms());
+                make_free(slot, 0, pages, 0);
                 arena_bytes_ += len;
                 ++arena_count_;
                 ok = true;
@@ -337,7 +369,77 @@ bool LargeHeap::grow(uint32_t min_pages) {
     return ok;
 }
 
+// The hot cache: what a program that frees and allocates blocks of one size
+// in a loop needs, without the lock (with 4 threads the lock cost ten times
+// glibc's per-thread arenas). A block there has the default header, so the
+// pointer and the size say everything; acquire/release hand its contents to
+// the next owner.
+namespace {
+__thread int t_stripe = -1;
+int my_stripe() {
+    if (__builtin_expect(t_stripe < 0, 0)) t_stripe = (int)(sys::gettid() % LargeHeap::kHotStripes);
+    return t_stripe;
+}
+}  // namespace
+
+void* LargeHeap::hot_take(uint32_t pages) {
+    int own = my_stripe();
+    for (int i = 0; i < kHotStripes; ++i) {
+        std::atomic<uintptr_t>* ways = hot_[(own + i) % kHotStripes][pages];
+        for (int w = 0; w < kHotWays; ++w)
+            if (ways[w].load(std::memory_order_relaxed))
+                if (uintptr_t p = ways[w].exchange(0, std::memory_order_acquire)) return reinterpret_cast<void*>(p);
+    }
+    return nullptr;
+}
+
+bool LargeHeap::hot_put(uintptr_t p, uint32_t pages) {
+    std::atomic<uintptr_t>* ways = hot_[my_stripe()][pages];
+    for (int w = 0; w < kHotWays; ++w) {
+        uintptr_t expected = 0;
+        if (ways[w].compare_exchange_strong(expected, p, std::memory_order_release, std::memory_order_relaxed))
+            return true;
+        if (expected == p) return true;  // freed twice: ignored
+    }
+    return false;
+}
+
+void LargeHeap::flush_hot() {
+    uintptr_t got[64];
+    uint32_t got_pages[64];
+    int n = 0;
+    auto put_back = [&] {
+        lock_.lock();
+        for (int i = 0; i < n; ++i) {
+            int slot = radix_slot(got[i]);
+            Arena& a = arenas_[slot];
+            uint32_t s = (uint32_t)((got[i] - 16 - a.base) / kPage);
+            a.used -= got_pages[i];
+            release((uint32_t)slot, s, got_pages[i], 0);
+        }
+        lock_.unlock();
+        n = 0;
+    };
+    for (int st = 0; st < kHotStripes; ++st)
+        for (uint32_t pages = 1; pages <= kHotMaxPages; ++pages)
+            for (int w = 0; w < kHotWays; ++w) {
+                std::atomic<uintptr_t>& slot = hot_[st][pages][w];
+                if (!slot.load(std::memory_order_relaxed)) continue;
+                if (uintptr_t p = slot.exchange(0, std::memory_order_acquire)) {
+                    got[n] = p;
+                    got_pages[n++] = pages;
+                    if (n == 64) put_back();
+                }
+            }
+    if (n) put_back();
+}
+
 void* LargeHeap::arena_alloc(uint32_t pages, uint32_t align_pages, size_t off, size_t size, bool zero) {
+    if (off == 16 && pages <= kHotMaxPages)
+        if (void* p = hot_take(pages)) {
+            if (zero) memset(p, 0, size);  // it held the last owner's data
+            return p;
+        }
     uint64_t was_dirty[kBlockMaxPages / 64 + 1];
     for (int attempt = 0;; ++attempt) {
         lock_.lock();
@@ -385,13 +487,20 @@ void* LargeHeap::arena_alloc(uint32_t pages, uint32_t align_pages, size_t off, s
             return reinterpret_cast<void*>(p);
         }
         lock_.unlock();
-        if (attempt == 3 || !grow(pages + align_pages - 1)) return nullptr;
+        if (attempt == 0) {  // what waits in the hot cache first
+            flush_hot();
+            continue;
+        }
+        if (attempt == 4 || !grow(pages + align_pages - 1)) return nullptr;
     }
 }
 
 void LargeHeap::arena_free(int slot, uintptr_t p) {
+    if ((p & (kPage - 1)) == 16) {  // the default header: the hot cache may keep it
+        uint32_t pages = (uint32_t)(((header((void*)p)[1] & ~uint64_t(15)) + 16) / kPage);
+        if (pages <= kHotMaxPages && hot_put(p, pages)) return;
+    }
     uintptr_t blk = p - offset_of(p);
-    uint32_t stamp = now_ms();
     lock_.lock();
     Arena& a = arenas_[slot];
     uint32_t s = (uint32_t)((blk - a.base) / kPage);
@@ -400,7 +509,7 @@ void LargeHeap::arena_free(int slot, uintptr_t p) {
     // Not the start of an allocated block: a double free; ignored.
     if (blk >= a.base && !(h & (kFree | kBusy)) && n && s + n <= a.pages) {
         a.used -= n;
-        release((uint32_t)slot, s, n, stamp);
+        release((uint32_t)slot, s, n, 0);
     }
     lock_.unlock();
 }
@@ -413,7 +522,6 @@ bool LargeHeap::arena_resize(int slot, void* ptr, size_t size) {
     uint32_t need = (uint32_t)((off + size + kPage - 1) / kPage);
     if (need == 0) need = 1;
     bool ok = false;
-    uint32_t stamp = now_ms();
     lock_.lock();
     Arena& a = arenas_[slot];
     uint32_t s = (uint32_t)((blk - a.base) / kPage);
@@ -425,16 +533,17 @@ bool LargeHeap::arena_resize(int slot, void* ptr, size_t size) {
                 a.info[s].head = need;
                 a.info[s + need - 1].tail = s;
                 a.used -= n - need;
-                release((uint32_t)slot, s + need, n - need, stamp);
+                release((uint32_t)slot, s + need, n - need, 0);
             }
             ok = true;
         } else if (s + n < a.pages) {  // grow into a free neighbour
             uint32_t r = s + n;
             PageInfo& ri = a.info[r];
             uint32_t rn = ri.head & kLenMask;
-            if ((ri.head & (kFree | kBusy)) == kFree && n + rn >= need) {
-                bin_remove(ref((uint32_t)slot, r));
-                uint32_t take = need - n, rstamp = ri.stamp;
+            bool is_free = (ri.head & (kFree | kBusy)) == kFree;
+            if (n + rn >= need && (is_free || hot_reclaim((uint32_t)slot, r))) {
+                if (is_free) bin_remove(ref((uint32_t)slot, r));
+                uint32_t take = need - n, rstamp = is_free ? ri.stamp : 0;
                 ri.head = 0;
                 if (rn > take) make_free((uint32_t)slot, r + take, rn - take, rstamp);
                 a.info[s].head = need;
@@ -564,13 +673,17 @@ size_t LargeHeap::trim(uint32_t min_age_ms, bool periodic) {
     };
     Work give[kMaxPending], unmap[kMaxPending];
     int ngive = 0, nunmap = 0;
+    if (periodic && looked_.load(std::memory_order_relaxed) &&
+        (uint32_t)(now - last_look_ms_.load(std::memory_order_relaxed)) < kTrimEveryMs)
+        return 0;
+    looked_.store(true, std::memory_order_relaxed);
+    last_look_ms_.store(now, std::memory_order_relaxed);
+    flush_hot();  // blocks wait there only until the next look
     lock_.lock();
-    if ((periodic && looked_ && (uint32_t)(now - last_look_ms_) < kTrimEveryMs) || npending_ || ndying_) {
+    if (npending_ || ndying_) {
         lock_.unlock();
         return 0;
     }
-    looked_ = true;
-    last_look_ms_ = now;
     for (int b = next_bin(0); b >= 0 && npending_ < kMaxPending && ndying_ < kMaxPending; b = next_bin(b + 1)) {
         for (uint32_t r = bin_head_[b], next; r != kNil; r = next) {
             next = info(r).next;
@@ -578,6 +691,7 @@ size_t LargeHeap::trim(uint32_t min_age_ms, bool periodic) {
             Arena& a = arenas_[slot];
             PageInfo& pi = a.info[s];
             uint32_t n = pi.head & kLenMask;
+            if (!pi.stamp) pi.stamp = now ? now : 1;  // first seen free now
             if ((int32_t)(now - pi.stamp) < (int32_t)min_age_ms) continue;
             if (a.used == 0 && s == 0 && n == a.pages) {  // the whole arena: unmapped
                 bin_remove(r);
@@ -731,7 +845,7 @@ void LargeHeap::fork_child() {
         Arena& a = arenas_[dying_[i]];
         radix_set(a.base, (size_t)a.pages * kPage, (uint32_t)dying_[i] + 1);
         a.dying = false;
-        make_free((uint32_t)dying_[i], 0, a.pages, now_ms());
+        make_free((uint32_t)dying_[i], 0, a.pages, 0);
     }
     npending_ = ndying_ = 0;
 }

@@ -101,6 +101,9 @@ public:
     static constexpr uint32_t kTrimAgeMs = 1000;    // free this long: given back
     static constexpr uint32_t kTrimEveryMs = 200;   // how often trim() looks
     static constexpr int kMaxPending = 32;          // ranges given back per look
+    static constexpr uint32_t kHotMaxPages = 256;   // blocks up to 1 MiB may wait in the hot cache
+    static constexpr int kHotWays = 2;              // blocks of one size per stripe
+    static constexpr int kHotStripes = 8;           // threads use their own (by thread id)
 
     // A heap in zeroed memory is valid once init() ran (the global one is
     // constant-initialised).
@@ -131,6 +134,9 @@ public:
         size_t dedicated_blocks;       // blocks with a mapping of their own
     };
     Counters counters();
+    // Returns the blocks waiting in the hot cache to the bins (trim() and a
+    // heap about to grow do it).
+    void flush_hot();
     // Checks every invariant (tiling, bins, counters); false and a message
     // on the first violation. For tests.
     bool check(char* why, size_t cap);
@@ -151,7 +157,7 @@ private:
         uint32_t tail;   // at a block's last page: its first page
         uint32_t next;   // free blocks: bin list (refs)
         uint32_t prev;
-        uint32_t stamp;  // free blocks: now_ms() when freed
+        uint32_t stamp;  // free blocks: now_ms() when trim() first saw them free (0: not yet)
     };
     struct Arena {
         uintptr_t base;  // 0: slot unused
@@ -206,6 +212,11 @@ private:
     bool radix_set(uintptr_t base, size_t len, uint32_t value);
 
     void* arena_alloc(uint32_t pages, uint32_t align_pages, size_t off, size_t size, bool zero);
+    void* hot_take(uint32_t pages);
+    bool hot_put(uintptr_t p, uint32_t pages);
+    // Under the lock: takes the allocated block at `first` out of the hot
+    // cache if it waits there (then it is free; not binned).
+    bool hot_reclaim(uint32_t slot, uint32_t first);
     bool grow(uint32_t min_pages);
     bool map_arena(size_t len, uintptr_t* base);
     void arena_free(int slot, uintptr_t p);
@@ -223,8 +234,8 @@ private:
     uint32_t slots_used_ = 0;  // high-water mark of arenas_
     size_t arena_bytes_ = 0;
     uint32_t arena_count_ = 0;
-    uint32_t last_look_ms_ = 0;
-    bool looked_ = false;
+    std::atomic<uint32_t> last_look_ms_{0};
+    std::atomic<bool> looked_{false};
     uint32_t bin_head_[kBins];
     uint64_t bin_map_[2] = {0, 0};
     Pending pending_[kMaxPending];
@@ -235,6 +246,12 @@ private:
     std::atomic<int> aligned_count_{0};
     std::atomic<uintptr_t> aligned_[kAlignedSlots];
     std::atomic<std::atomic<uint32_t>*> radix_[kL1Size];
+    // Freed blocks with the default header (the pointer 16 bytes into its
+    // first page), by exact size in pages: a malloc of that size takes one
+    // without the lock. Still allocated as far as the bins know. A thread
+    // puts into and takes from its own stripe first, so that threads do not
+    // pass the same cache lines back and forth.
+    std::atomic<uintptr_t> hot_[kHotStripes][kHotMaxPages + 1][kHotWays];
     Arena arenas_[kMaxArenas];
 };
 

@@ -129,6 +129,7 @@ TEST(LargeAlloc, BlocksComeFromFewArenasAndDoNotOverlap) {
     EXPECT_GE(c.used_bytes, 100 * MiB);
     h.expect_consistent();
     for (auto& b : blocks) h->free(b.first);
+    h->flush_hot();  // the last block of each size waits there for a malloc of that size
     c = h->counters();
     EXPECT_EQ(c.used_bytes, 0u);
     EXPECT_EQ(c.free_bytes, c.arena_bytes);
@@ -169,8 +170,10 @@ TEST(LargeAlloc, FreedBlockIsReusedAndNeighboursCoalesce) {
     EXPECT_EQ(h->alloc(200 * KiB, 16, false), b);  // same size: the same block again
     h->free(a);
     h->free(c);
+    h->flush_hot();
     EXPECT_EQ(h->counters().free_ranges, ranges0 + 2);
-    h->free(b);  // joins a and c
+    h->free(b);  // waits in the hot cache, then joins a and c
+    h->flush_hot();
     EXPECT_EQ(h->counters().free_ranges, ranges0 + 1);
     h.expect_consistent();
     // The joined range serves a block as big as all three.
@@ -178,6 +181,7 @@ TEST(LargeAlloc, FreedBlockIsReusedAndNeighboursCoalesce) {
     EXPECT_EQ(big, a);
     h->free(big);
     h->free(d);
+    h->flush_hot();
     h.expect_consistent();
     EXPECT_EQ(h->counters().used_bytes, 0u);
 }
@@ -216,6 +220,7 @@ TEST(LargeAlloc, AlignmentsUpToLarge) {
     }
     h.expect_consistent();
     for (void* p : keep) h->free(p);
+    h->flush_hot();
     h.expect_consistent();
     LargeHeap::Counters c = h->counters();
     EXPECT_EQ(c.used_bytes, 0u);
@@ -343,6 +348,32 @@ TEST(LargeAlloc, TrimGivesIdleMemoryBack) {
     h->free(b);
 }
 
+TEST(LargeAlloc, OneSizeLoopsGoThroughTheHotCache) {
+    Heap h;
+    char* keep = static_cast<char*>(h->alloc(64 * KiB, 16, false));
+    char* a = static_cast<char*>(h->alloc(256 * KiB, 16, false));
+    ASSERT_TRUE(keep && a);
+    memset(a, 0xff, 256 * KiB);
+    size_t used = h->counters().used_bytes;
+    h->free(a);
+    h->free(a);  // a double free is ignored, not cached twice
+    EXPECT_EQ(h->counters().used_bytes, used);  // waiting, not binned
+    char* b = static_cast<char*>(h->alloc(256 * KiB, 16, true));
+    EXPECT_EQ(b, a);
+    EXPECT_TRUE(all_zero(b, 256 * KiB));  // calloc clears what the last owner left
+    char* c2 = static_cast<char*>(h->alloc(256 * KiB, 16, false));  // the cache is empty again
+    EXPECT_NE(c2, a);
+    h->free(c2);
+    h->free(b);
+    // A look of trim() puts it back in the bins (and gives its pages back).
+    EXPECT_GT(h->trim(0, false), 0u);
+    LargeHeap::Counters c = h->counters();
+    EXPECT_EQ(c.used_bytes, 64 * KiB + kPage);
+    EXPECT_EQ(c.dirty_free_bytes, 0u);
+    h.expect_consistent();
+    h->free(keep);
+}
+
 TEST(LargeAlloc, BigBlocksGetTheirOwnMapping) {
     Heap h;
     char* p = static_cast<char*>(h->alloc(6 * MiB, 16, false));
@@ -400,7 +431,7 @@ TEST(LargeAlloc, ManyThreadsWithChecksums) {
                 s.p = nullptr;
             }
             size_t align = rng() % 8 == 0 ? (size_t)1 << (4 + rng() % 14) : 16;
-            s.n = 64 * KiB + rng() % (960 * KiB);
+            s.n = rng() % 4 ? 64 * KiB + rng() % (960 * KiB) : 200 * KiB;  // one size: the hot cache
             bool zero = rng() % 3 == 0;
             s.p = static_cast<char*>(h->alloc(s.n, align, zero));
             if (!s.p || (uintptr_t)s.p % align) {
@@ -429,6 +460,7 @@ TEST(LargeAlloc, ManyThreadsWithChecksums) {
     for (auto& t : ts) t.join();
     done = true;
     trimmer.join();
+    h->flush_hot();
     EXPECT_EQ(bad.load(), 0);
     h.expect_consistent();
     EXPECT_EQ(h->counters().used_bytes, 0u);
