@@ -383,6 +383,7 @@ int my_stripe() {
 }  // namespace
 
 void* LargeHeap::hot_take(uint32_t pages) {
+    if (!hot_any_.load(std::memory_order_relaxed)) return nullptr;  // (and its pages untouched)
     int own = my_stripe();
     for (int i = 0; i < kHotStripes; ++i) {
         std::atomic<uintptr_t>* ways = hot_[(own + i) % kHotStripes][pages];
@@ -397,14 +398,20 @@ bool LargeHeap::hot_put(uintptr_t p, uint32_t pages) {
     std::atomic<uintptr_t>* ways = hot_[my_stripe()][pages];
     for (int w = 0; w < kHotWays; ++w) {
         uintptr_t expected = 0;
-        if (ways[w].compare_exchange_strong(expected, p, std::memory_order_release, std::memory_order_relaxed))
+        if (ways[w].compare_exchange_strong(expected, p)) {
+            // After the block is in: a flush that cleared the flag before
+            // this sees the block or the flag.
+            if (!hot_any_.load(std::memory_order_relaxed)) hot_any_.store(true);
             return true;
+        }
         if (expected == p) return true;  // freed twice: ignored
     }
     return false;
 }
 
 void LargeHeap::flush_hot() {
+    // Nothing put since the last flush: the 33 KiB of slots stay untouched.
+    if (!hot_any_.load(std::memory_order_relaxed) || !hot_any_.exchange(false)) return;
     uintptr_t got[64];
     uint32_t got_pages[64];
     int n = 0;
@@ -889,7 +896,10 @@ LargeHeap& heap() {
     if (LargeHeap* h = built_heap()) return *h;
     int expected = 0;
     if (g_built.compare_exchange_strong(expected, 1)) {
-        LargeHeap* h = new (g_storage) LargeHeap();
+        // Default-initialised, not value-initialised: the storage is zero
+        // already, and clearing 200 KiB of it cost every process that makes
+        // one large allocation 50 page faults.
+        LargeHeap* h = new (g_storage) LargeHeap;
         h->init(LargeBackend{runtime_map, runtime_unmap, runtime_discard});
         int saved = errno;
         pthread_atfork(atfork_prepare, atfork_parent, atfork_child);

@@ -105,8 +105,9 @@ public:
     static constexpr int kHotWays = 2;              // blocks of one size per stripe
     static constexpr int kHotStripes = 8;           // threads use their own (by thread id)
 
-    // A heap in zeroed memory is valid once init() ran (the global one is
-    // constant-initialised).
+    // Construct in zeroed memory, default-initialised (`new (mem) LargeHeap`,
+    // which writes only the few members with initialisers); valid once
+    // init() ran.
     void init(const LargeBackend& be) { be_ = be; }
 
     // Arena block, or a mapping of its own (see large_alloc; always with
@@ -252,6 +253,7 @@ private:
     // puts into and takes from its own stripe first, so that threads do not
     // pass the same cache lines back and forth.
     std::atomic<uintptr_t> hot_[kHotStripes][kHotMaxPages + 1][kHotWays];
+    std::atomic<bool> hot_any_{false};  // something may have been put since the last flush
     Arena arenas_[kMaxArenas];
 };
 

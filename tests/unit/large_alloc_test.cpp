@@ -50,7 +50,7 @@ class Heap {
 public:
     Heap() {
         mem_ = meta_alloc(sizeof(LargeHeap));
-        h_ = new (mem_) LargeHeap();
+        h_ = new (mem_) LargeHeap;  // meta_alloc memory is zero
         h_->init(LargeBackend{raw_map, raw_unmap, raw_discard});
         g_maps = g_unmaps = g_discards = 0;
     }
