@@ -315,12 +315,21 @@ bool LargeHeap::map_arena(size_t len, uintptr_t* base) {
 // together (doubling), from kArenaMin up to kArenaMax, smaller if the
 // address space is short (RLIMIT_AS). One thread grows at a time; the
 // others wait for it and then look again. False if nothing could be mapped.
+namespace {
+// This thread is mapping an arena: a large malloc made meanwhile (by what
+// map_and_register calls: starting the scanner thread...) must not wait for
+// itself. It gets a mapping of its own.
+__thread bool t_growing = false;
+}  // namespace
+
 bool LargeHeap::grow(uint32_t min_pages) {
+    if (t_growing) return false;
     int expected = 0;
     if (!growing_.compare_exchange_strong(expected, 1, std::memory_order_acquire)) {
         while (growing_.load(std::memory_order_acquire)) sys::call(SYS_sched_yield);
         return true;
     }
+    t_growing = true;
     lock_.lock();
     size_t total = arena_bytes_;
     lock_.unlock();
@@ -365,6 +374,7 @@ bool LargeHeap::grow(uint32_t min_pages) {
         }
         if (!ok) be_.unmap((void*)base, len);
     }
+    t_growing = false;
     growing_.store(0, std::memory_order_release);
     return ok;
 }
@@ -552,10 +562,12 @@ bool LargeHeap::arena_resize(int slot, void* ptr, size_t size) {
                 if (is_free) bin_remove(ref((uint32_t)slot, r));
                 uint32_t take = need - n, rstamp = is_free ? ri.stamp : 0;
                 ri.head = 0;
-                if (rn > take) make_free((uint32_t)slot, r + take, rn - take, rstamp);
                 a.info[s].head = need;
                 a.info[s + need - 1].tail = s;
                 a.used += take;
+                // The rest joins what lies beyond (free after a block taken
+                // back from the hot cache).
+                if (rn > take) release((uint32_t)slot, r + take, rn - take, rstamp);
                 set_dirty(a, r, take, true);
                 ok = true;
             }

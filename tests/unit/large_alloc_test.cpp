@@ -374,6 +374,27 @@ TEST(LargeAlloc, OneSizeLoopsGoThroughTheHotCache) {
     h->free(keep);
 }
 
+TEST(LargeAlloc, ReallocIntoABlockWaitingInTheHotCacheKeepsFreeRangesJoined) {
+    Heap h;
+    char* a = static_cast<char*>(h->alloc(80 * KiB, 16, false));   // 21 pages
+    char* b = static_cast<char*>(h->alloc(100 * KiB, 16, false));  // 26 pages
+    char* c = static_cast<char*>(h->alloc(120 * KiB, 16, false));  // 31 pages
+    char* d = static_cast<char*>(h->alloc(64 * KiB, 16, false));   // keeps c's far side taken
+    ASSERT_TRUE(a && b && c && d);
+    h->free(c);
+    h->flush_hot();  // c is a free range now
+    h->free(b);      // b waits in the hot cache, next to it
+    EXPECT_TRUE(h->resize(a, 90 * KiB));  // takes part of b back out of the cache
+    h.expect_consistent();                // and what is left of b joins c
+    EXPECT_TRUE(h->resize(a, 80 * KiB + 26 * kPage + 31 * kPage - 16));  // all of b and c
+    h.expect_consistent();
+    h->free(a);
+    h->free(d);
+    h->flush_hot();
+    h.expect_consistent();
+    EXPECT_EQ(h->counters().used_bytes, 0u);
+}
+
 TEST(LargeAlloc, BigBlocksGetTheirOwnMapping) {
     Heap h;
     char* p = static_cast<char*>(h->alloc(6 * MiB, 16, false));
