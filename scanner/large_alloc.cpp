@@ -889,15 +889,6 @@ LargeHeap* built_heap() {
     return g_built.load(std::memory_order_acquire) == 2 ? reinterpret_cast<LargeHeap*>(g_storage) : nullptr;
 }
 
-void atfork_prepare() {
-    if (LargeHeap* h = built_heap()) h->fork_prepare();
-}
-void atfork_parent() {
-    if (LargeHeap* h = built_heap()) h->fork_parent();
-}
-void atfork_child() {
-    if (LargeHeap* h = built_heap()) h->fork_child();
-}
 
 // Built on the first large allocation (never destroyed: other threads may
 // free into it while the process exits). The fork handlers are registered
@@ -914,7 +905,7 @@ LargeHeap& heap() {
         LargeHeap* h = new (g_storage) LargeHeap;
         h->init(LargeBackend{runtime_map, runtime_unmap, runtime_discard});
         int saved = errno;
-        pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+        pthread_atfork(large_fork_prepare, large_fork_parent, large_fork_child);
         errno = saved;
         g_built.store(2, std::memory_order_release);
     }
@@ -923,6 +914,16 @@ LargeHeap& heap() {
 }
 
 }  // namespace
+
+void large_fork_prepare() {
+    if (LargeHeap* h = built_heap()) h->fork_prepare();
+}
+void large_fork_parent() {
+    if (LargeHeap* h = built_heap()) h->fork_parent();
+}
+void large_fork_child() {
+    if (LargeHeap* h = built_heap()) h->fork_child();
+}
 
 void* large_alloc(size_t size, size_t align, bool zero) {
     LargeHeap& h = heap();

@@ -74,6 +74,14 @@ bool large_resize(void* p, size_t n);
 // unmapped. Cheap when there is nothing to do.
 void large_trim();
 
+// fork(): registered with pthread_atfork at the first large allocation. A
+// process made without glibc's fork (a raw clone or fork system call) must
+// call them too, prepare before the runtime's own prepare (this lock comes
+// before the mm lock), child and parent after the runtime's.
+void large_fork_prepare();
+void large_fork_parent();
+void large_fork_child();
+
 // ---- the arena allocator itself (one instance serves large_alloc; unit tests
 // make their own with raw system calls) ---------------------------------------
 
