@@ -78,13 +78,13 @@ void decide_fast_path() {
 // (then the bootstrap buffer serves).
 const NextAllocator* usable_next() { return inside_shim_work() ? nullptr : next_allocator(); }
 
-// A large block from the shim's own mappings, errno untouched; nullptr if
-// n is small or the mapping failed (the caller falls back to the next
-// allocator).
-void* large(size_t n, size_t align, bool* fresh = nullptr) {
+// A large block from the shim's own memory, errno untouched; nullptr if
+// n is small or no memory could be mapped (the caller falls back to the
+// next allocator). With `zero` it reads zero (calloc).
+void* large(size_t n, size_t align, bool zero = false) {
     if (!big(n)) return nullptr;
     int saved = errno;
-    void* p = large_alloc(n, align, fresh);
+    void* p = large_alloc(n, align, zero);
     errno = saved;
     return p;
 }
@@ -109,11 +109,7 @@ __attribute__((noinline)) void free_full(void* p) {
 }
 
 __attribute__((noinline)) void* calloc_full(size_t n, size_t size, size_t total) {
-    bool fresh = false;
-    if (void* p = large(total, 16, &fresh)) {
-        if (!fresh) memset(p, 0, total);  // a reused block; a fresh mapping is zero already
-        return p;
-    }
+    if (void* p = large(total, 16, true)) return p;
     const NextAllocator* a = usable_next();
     void* p = a ? a->calloc(n, size) : bootstrap_alloc(total, 16);
     decide_fast_path();
@@ -136,8 +132,13 @@ __attribute__((noinline)) void* realloc_full(void* p, size_t n) {
         rt_free(p);
         return nullptr;
     }
+    if (ours && big(n)) {  // in place: shrinking, or growing into free memory after the block
+        int saved = errno;
+        bool in_place = large_resize(p, n);
+        errno = saved;
+        if (in_place) return p;
+    }
     size_t old = usable_size(p);
-    if (ours && n <= old && n >= old / 2 && n >= config().malloc_min) return p;
     void* q = rt_malloc(n);
     if (!q) return nullptr;  // p untouched, errno from malloc
     memcpy(q, p, old < n ? old : n);

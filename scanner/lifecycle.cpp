@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "scanner/config.h"
+#include "scanner/large_alloc.h"
 #include "scanner/merge.h"
 #include "scanner/os/clock.h"
 #include "scanner/os/kept_file.h"
@@ -214,9 +215,21 @@ void report_once(bool from_signal) {
 
 void runtime_shutdown() { report_once(false); }
 
-void rt_fork_prepare() { fork_prepare(); }
-void rt_fork_parent() { fork_parent(); }
-void rt_fork_child() { fork_child(); }
+// A fork by a raw clone/fork syscall: glibc's atfork list is not run, so
+// the large-block heap's handlers are called here, in the order glibc would
+// (registered later, its prepare runs first and its parent/child last).
+void rt_fork_prepare() {
+    large_fork_prepare();
+    fork_prepare();
+}
+void rt_fork_parent() {
+    fork_parent();
+    large_fork_parent();
+}
+void rt_fork_child() {
+    fork_child();
+    large_fork_child();
+}
 
 long rt_without_scanner(long (*fn)(void*), void* ctx) {
     bool paused = runtime_initialised() && scanner_pause();

@@ -13,6 +13,7 @@
 #include "scanner/batch_scan.h"
 #include "scanner/config.h"
 #include "scanner/cow_sweep.h"
+#include "scanner/large_alloc.h"
 #include "scanner/log.h"
 #include "scanner/merge.h"
 #include "scanner/os/clock.h"
@@ -219,6 +220,7 @@ void* scanner_main(void*) {
         if (g_stop.load(std::memory_order_acquire)) break;
         exit_if_alone();
         reports_tick();
+        large_trim();  // large blocks' memory free for a second goes back to the kernel
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
         relieve_vma_pressure(s);
