@@ -24,7 +24,8 @@ namespace {
 
 constexpr uint64_t kMagic = 0x6c69626465647570ull;  // "libdedup"
 constexpr uint32_t kLayout = 2;
-constexpr uint64_t kFreed = 1ull << 63;             // in Slot::users
+constexpr uint64_t kFreed = 1ull << 63;             // in Slot::users: no member may take it
+constexpr uint64_t kStacked = 1ull << 62;           // with kFreed: on the free stack (once)
 constexpr uint64_t kSlots = 1ull << 22;             // 16 GiB of canonical pages
 // The hint table is small and set-associative: a hash lands in a random bucket,
 // so every table page gets touched (allocated) soon; 2 MiB for the whole
@@ -304,10 +305,11 @@ void Domain::lock() const {
             ++live;
             continue;
         }
-        if (!u)  // its last user dropped it and died before freeing it
+        if (!(u & kStacked))  // its last user dropped it, and died or waits for the lock
             sys::call(SYS_fallocate, memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                       (long)(kDataOff + (uint64_t)i * 4096), 4096);
-        s.users.store(kFreed);
+        s.hash.store(0, std::memory_order_relaxed);
+        s.users.store(kFreed | kStacked);
         free_stack(d)[d->free_count++] = i;
     }
     d->live_slots.store(live);
@@ -362,7 +364,7 @@ void Domain::learn(bool all, void (*fn)(uint64_t hash, uint32_t slot, void* ctx)
 }
 
 bool Domain::take(uint32_t slot, uint64_t hash) {
-    if (!shared_ || slot >= kSlots) return false;
+    if (!shared_ || slot >= kSlots || hash == 0) return false;  // 0: not published
     std::atomic<uint64_t>& users = slots(shared_)[slot].users;
     uint64_t u = users.load(std::memory_order_acquire);
     do {
@@ -388,9 +390,13 @@ void Domain::drop(uint32_t slot) {
     unlock();
 }
 
-// Lock held; the slot is marked kFreed.
+// Lock held; the slot is marked kFreed by the caller. Pushed once only: a
+// member recovering the lock from a dead holder may have stacked it already
+// (and someone may even have taken it off again).
 void Domain::free_slot(uint32_t slot) {
     DomainShared* d = shared_;
+    uint64_t expected = kFreed;
+    if (!slots(d)[slot].users.compare_exchange_strong(expected, kFreed | kStacked)) return;
     slots(d)[slot].hash.store(0, std::memory_order_relaxed);
     sys::call(SYS_fallocate, memfd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (long)(kDataOff + (uint64_t)slot * 4096),
               4096);
@@ -572,6 +578,22 @@ void Domain::vacate_fd(int fd) {
         *m = sys::failed(moved) ? -1 : park_fd((int)moved);
         sys::close(fd);
     }
+}
+
+void Domain::vanish_for_test() {
+    int* mine[] = {&memfd_, &member_fd_, &listen_fd_};
+    for (int* m : mine)
+        if (*m >= 0) sys::close(*m), *m = -1;
+    shared_ = nullptr;  // the mapping stays: a dead process's would go, nothing reads it here
+}
+
+void Domain::abandon_lock_for_test() {
+    pthread_t t;
+    pthread_create(&t, nullptr, [](void* d) -> void* {
+        pthread_mutex_lock(&static_cast<DomainShared*>(d)->lock);
+        return nullptr;  // exits holding it: the next locker gets EOWNERDEAD
+    }, shared_);
+    pthread_join(t, nullptr);
 }
 
 // ---- counters ------------------------------------------------------------------------------

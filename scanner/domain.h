@@ -94,6 +94,11 @@ public:
     uint64_t pages_mapped_all() const;
     bool full_warned() const { return full_warned_; }
 
+    // Tests: this member dies as SIGKILL would leave it (its lock goes, its
+    // bits stay); a thread takes the domain's lock and dies holding it.
+    void vanish_for_test();
+    void abandon_lock_for_test();
+
 private:
     bool connect_and_receive(int* memfd);
     bool create_and_listen(int* memfd);
