@@ -179,7 +179,11 @@ bool Domain::connect_and_receive(int* memfd) {
         ok = false;
     }
     if (ok) {
-        struct timeval tv = {2, 0};
+        // The listening member hands the memfd over from its scanner's
+        // housekeeping, every 20 ms; a listener that is stopped (SIGSTOP, a
+        // frozen cgroup) costs this process's first mmap at most 5 x 300 ms,
+        // then it merges alone.
+        struct timeval tv = {0, 300 * 1000};
         sys::call(SYS_setsockopt, sock, SOL_SOCKET, SO_RCVTIMEO, (long)&tv, sizeof(tv));
         uint64_t magic = 0;
         struct iovec iov = {&magic, sizeof(magic)};
@@ -501,7 +505,7 @@ void Domain::tick(uint64_t pages_mapped) {
     shared_->members[member_].pages_mapped.store(pages_mapped, std::memory_order_relaxed);
     uint64_t now = monotonic_ns();
     if (listen_fd_ >= 0) accept_newcomers();
-    else if (now >= next_take_over_ns_) take_over_name(), next_take_over_ns_ = now + 200 * 1000000ull;
+    else if (now >= next_take_over_ns_) take_over_name(), next_take_over_ns_ = now + 20 * 1000000ull;
     if (now >= next_reap_ns_) {
         next_reap_ns_ = now + 1000 * 1000000ull;
         lock();
