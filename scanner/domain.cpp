@@ -360,11 +360,19 @@ void Domain::learn(bool all, void (*fn)(uint64_t hash, uint32_t slot, void* ctx)
     if (!shared_) return;
     DomainShared* d = shared_;
     uint64_t end = __atomic_load_n(&d->next_slot, __ATOMIC_ACQUIRE);
+    // A slot allocated but not yet published (its member is filling and
+    // mapping it) is learned on a later call: the next one starts there.
+    uint64_t pending = end;
     for (uint64_t i = all ? 0 : learned_; i < end; ++i) {
         uint64_t h = slots(d)[i].hash.load(std::memory_order_acquire);
-        if (h && live_with_hash(d, (uint32_t)i, h)) fn(h, (uint32_t)i, ctx);
+        if (h && live_with_hash(d, (uint32_t)i, h)) {
+            fn(h, (uint32_t)i, ctx);
+        } else if (!h && pending == end && i >= learned_) {
+            uint64_t u = slots(d)[i].users.load(std::memory_order_acquire);
+            if (u && !(u & kFreed) && !(u & bit())) pending = i;
+        }
     }
-    if (end > learned_) learned_ = end;
+    if (pending > learned_) learned_ = pending;
 }
 
 bool Domain::take(uint32_t slot, uint64_t hash) {
