@@ -24,9 +24,11 @@ void vlog(const char* fmt, va_list ap) {
     int m = vsnprintf(text, sizeof(text), fmt, ap);
     if (m < 0) return;
     char buf[1024];  // a line is at most this long, newline included
-    static const char prefix[] = "libdedup: ";
-    size_t n = sizeof(prefix) - 1;
-    memcpy(buf, prefix, n);
+    // The pid tells apart the lines of the processes of one tree (a shell,
+    // its commands) sharing one stderr or DEDUP_LOG.
+    int p = snprintf(buf, sizeof(buf), "libdedup[%ld]: ", sys::getpid());
+    if (p < 0) return;
+    size_t n = (size_t)p;
     for (const char* c = text; *c && n + 5 < sizeof(buf); ++c) {
         unsigned char u = (unsigned char)*c;
         if (u >= 0x20 && u != 0x7f) {

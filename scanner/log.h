@@ -18,7 +18,7 @@ bool log_open(const char* spec);
 int log_file_fd();
 void log_set_file_fd(int fd);
 
-// Writes "libdedup: <message>\n" to the log.
+// Writes "libdedup[PID]: <message>\n" to the log.
 void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Like log_line, but at most `kMaxWarnings` warnings are printed per process.

@@ -9,10 +9,10 @@ namespace {
 const std::vector<std::string> kSmallDup = {"--copies", "8", "--buf-kib", "512"};
 
 // Every stderr line comes from the shim (the programs write nothing to stderr
-// when they succeed) and starts with "libdedup: ".
+// when they succeed) and starts with "libdedup[PID]: ".
 void expect_only_log_lines(const Result& r) {
     for (auto& l : lines(r.err))
-        EXPECT_EQ(l.rfind("libdedup: ", 0), 0u) << "stderr line without the prefix: '" << l
+        EXPECT_TRUE(is_log_line(l)) << "stderr line without the prefix: '" << l
                                                  << "'\n" << r.describe();
 }
 
@@ -49,7 +49,8 @@ TEST_P(BadEnv, OneLineNamingVariableValueAndDefault) {
     EXPECT_EQ(n, 1) << "want exactly one log line naming " << b.var << " and '" << b.value
                     << "'\n" << r.describe();
     EXPECT_EQ(count_lines_with(r.err, {b.var, b.value, "default"}), 1) << r.describe();
-    EXPECT_EQ(count_lines_with(r.err, {"libdedup: ", b.var, b.value}), 1) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"libdedup[" + std::to_string(r.pid) + "]: ", b.var, b.value}), 1)
+        << r.describe();
     expect_only_log_lines(r);
     expect_clean_stdout(r);
 }
@@ -243,7 +244,7 @@ TEST(Log, PathReceivesSummaryAndWarnings) {
     std::string log = read_file(path, &ok);
     ASSERT_TRUE(ok) << "no log file " << path;
     EXPECT_FALSE(log.empty());
-    for (auto& l : lines(log)) EXPECT_EQ(l.rfind("libdedup: ", 0), 0u) << "log line: " << l;
+    for (auto& l : lines(log)) EXPECT_EQ(log_pid(l), r.pid) << "log line: " << l;
     EXPECT_EQ(count_lines_with(log, {"DEDUP_PAGES_TO_SCAN", "xyz", "default"}), 1) << log;
     EXPECT_GE(lines(log).size(), 2u) << "want the warning and a summary:\n" << log;
     expect_clean_stdout(r);

@@ -555,6 +555,23 @@ inline PagemapCounts proc_pagemap(pid_t pid, uintptr_t addr, size_t len) {
     return c;
 }
 
+// ---- log lines ----------------------------------------------------------
+
+// The length of a log line's "libdedup[PID]: " prefix, 0 if it has none.
+inline size_t log_prefix_len(const std::string& l) {
+    static const std::string head = "libdedup[";
+    if (l.compare(0, head.size(), head) != 0) return 0;
+    size_t i = head.size(), digits = 0;
+    while (i < l.size() && isdigit((unsigned char)l[i])) ++i, ++digits;
+    if (!digits || l.compare(i, 3, "]: ") != 0) return 0;
+    return i + 3;
+}
+inline bool is_log_line(const std::string& l) { return log_prefix_len(l) > 0; }
+// A log line's message (what follows the prefix); "" if it is not one.
+inline std::string log_message(const std::string& l) { return l.substr(log_prefix_len(l) ? log_prefix_len(l) : l.size()); }
+// The pid in a log line's prefix, -1 if it is not one.
+inline long log_pid(const std::string& l) { return is_log_line(l) ? atol(l.c_str() + 9) : -1; }
+
 inline int count_lines_with(const std::string& text, const std::vector<std::string>& needles) {
     int n = 0;
     for (auto& l : lines(text)) {

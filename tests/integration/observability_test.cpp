@@ -120,7 +120,7 @@ TEST(PlotProcess, DrawsAProcessSavingOverTimeFromItsLiveLines) {
     // A log without live lines is refused with a message, not an empty picture.
     std::string empty = tmp.file("empty.log");
     FILE* f = fopen(empty.c_str(), "w");
-    fputs("libdedup: summary after 1.0 s\n", f);
+    fputs("libdedup[42]: summary after 1.0 s\n", f);
     fclose(f);
     out = capture(repo_root() + "/scripts/plot-process " + empty + " " + tmp.file("x.png") + " 2>&1", &status);
     EXPECT_NE(WEXITSTATUS(status), 0);
