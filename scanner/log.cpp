@@ -80,14 +80,27 @@ void log_line(const char* fmt, ...) {
     va_end(ap);
 }
 
-void log_warning(const char* fmt, ...) {
+namespace {
+void vwarn(const char* fmt, va_list ap) {
     int n = g_warnings.fetch_add(1, std::memory_order_relaxed);
     if (n >= kMaxWarnings) return;
+    vlog(fmt, ap);
+    if (n + 1 == kMaxWarnings) log_line("further warnings suppressed");
+}
+}  // namespace
+
+void log_warning(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vlog(fmt, ap);
+    vwarn(fmt, ap);
     va_end(ap);
-    if (n + 1 == kMaxWarnings) log_line("further warnings suppressed");
+}
+
+void log_config_warning(const char* /*var*/, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vwarn(fmt, ap);
+    va_end(ap);
 }
 
 }  // namespace dedup

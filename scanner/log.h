@@ -24,4 +24,8 @@ void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // Like log_line, but at most `kMaxWarnings` warnings are printed per process.
 void log_warning(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// A warning about the value of the environment variable var (a DEDUP_*
+// option).
+void log_config_warning(const char* var, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
 }  // namespace dedup

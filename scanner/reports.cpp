@@ -157,6 +157,14 @@ void log_live_line(const Report& rep, double cpu, uint64_t now) {
     g_live_last_cpu = cpu;
 }
 
+// DEDUP_SUMMARY=auto: short-lived helpers (shells, launchers, compilers'
+// drivers) would drown the log in empty summaries, and a forked child that
+// never scanned has nothing of its own to say.
+bool summary_due(Summary when, const Report& rep, bool child, bool registered_anything) {
+    if (when != Summary::kAuto) return when == Summary::kAlways;
+    return registered_anything && report_worth_telling(rep) && (!child || rep.pages_scanned);
+}
+
 }  // namespace
 
 bool reports_open_live_file() { return live_file_open(); }
@@ -214,10 +222,7 @@ void reports_at_exit(double cpu, bool from_signal) {
     if (per_site && g_site_peak) memcpy(per_site, g_site_peak, sizeof(uint64_t) * kMaxSites);
     top_sites(per_site, &rep);
     bool child = sys::getpid() != runtime_original_pid();
-    // Short-lived helpers (shells, compilers' drivers) would drown the log in
-    // empty summaries: report when something was saved or a lot registered.
-    bool worth = rep.bytes_saved_peak > 0 || rep.registered_bytes_total >= (16u << 20);
-    if (s.registered_anything && worth && (!child || rep.pages_scanned)) report_to_log(rep);
+    if (summary_due(cfg.summary, rep, child, s.registered_anything)) report_to_log(rep);
     if (cfg.stats_file[0]) {
         char path[300];
         stats_path(cfg.stats_file, path, sizeof(path));

@@ -88,6 +88,17 @@ struct Report {
     char site_text[kTopSites][480];
 };
 
+// Whether a process has something to tell: it saved at least 1 MiB at its
+// peak, or registered at least 16 MiB in all. Short-lived helpers (shells,
+// launchers, compilers' drivers) have not. Such a process stays quiet at
+// exit (DEDUP_SUMMARY=auto) and leaves the stats file to the program it ran
+// (reports.h).
+constexpr uint64_t kWorthSavedBytes = 1u << 20;
+constexpr uint64_t kWorthRegisteredBytes = 16u << 20;
+inline bool report_worth_telling(const Report& r) {
+    return r.bytes_saved_peak >= kWorthSavedBytes || r.registered_bytes_total >= kWorthRegisteredBytes;
+}
+
 // Copies every COUNTED field from stats into rep.
 void report_copy_counted(const Stats& stats, Report* rep);
 // Writes the JSON object into buf (NUL-terminated); returns its length, 0 if

@@ -250,6 +250,27 @@ TEST(Log, PathReceivesSummaryAndWarnings) {
     expect_clean_stdout(r);
 }
 
+// The summary: with DEDUP_SUMMARY=auto only when the process saved at least
+// 1 MiB at its peak (or registered 16 MiB); always and never override.
+TEST(Log, SummaryWhenWorthTellingOrAsAsked) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    auto summaries = [&](const std::string& program, std::vector<std::string> args, const char* when) {
+        Options o = with_lib(std::move(args), {{"DEDUP_SUMMARY", when}});
+        Result r = run(program, o, tmp);
+        EXPECT_TRUE(r.ok()) << r.describe();
+        expect_only_log_lines(r);
+        return count_lines_with(r.err, {"summary after"});
+    };
+    const std::vector<std::string> small = {"--copies", "2", "--buf-kib", "256"};  // saves 256 KiB
+    EXPECT_EQ(summaries(prog("ncopies"), kSmallDup, "auto"), 1);  // saves 3.5 MiB
+    EXPECT_EQ(summaries(prog("ncopies"), small, "auto"), 0);
+    EXPECT_EQ(summaries(prog("ncopies"), small, "always"), 1);
+    EXPECT_EQ(summaries("/bin/true", {}, "always"), 1);
+    EXPECT_EQ(summaries("/bin/true", {}, "auto"), 0);
+    EXPECT_EQ(summaries(prog("ncopies"), kSmallDup, "never"), 0);
+}
+
 }  // namespace
 
 namespace {

@@ -68,17 +68,19 @@ def describe(r):
 def library_variables():
     """The DEDUP_* names of the options table in scanner/config.cpp."""
     with open(os.path.join(REPO, "scanner", "config.cpp")) as f:
-        names = re.findall(r'OPT\("(DEDUP_[A-Z_]+)"', f.read())
+        names = re.findall(r'OPT(?:_ENUM)?\("(DEDUP_[A-Z_]+)"', f.read())
     assert names, "no OPT(...) entries found in scanner/config.cpp"
     return names
 
 
 def stats_keys():
-    """The keys of the stats JSON, from the format string in scanner/stats.cpp."""
-    with open(os.path.join(REPO, "scanner", "stats.cpp")) as f:
-        src = f.read()
-    keys = re.findall(r'\\"([a-z_0-9]+)\\": ', src)
+    """The keys of the stats JSON: the table DEDUP_REPORT_FIELDS in
+    scanner/stats.h, and those scanner/stats.cpp writes itself."""
+    with open(os.path.join(REPO, "scanner", "stats.h")) as f:
+        keys = re.findall(r"^\s*X\((\w+), (?:COUNTED|DERIVED),", f.read(), re.M)
     assert len(keys) > 10, keys
+    with open(os.path.join(REPO, "scanner", "stats.cpp")) as f:
+        keys += re.findall(r'\\"([a-z_0-9]+)\\": ', f.read())
     return [k for k in dict.fromkeys(keys) if k not in ("bytes", "site")]
 
 
@@ -136,7 +138,7 @@ class DedupRunCommandLine(unittest.TestCase):
         cases = [["--bogus", "true"], ["-x", "true"], ["--scope"], ["--scope", "--", "true"],
                  ["--sleep-ms", "--pages", "3", "true"], ["--sleep-ms", "soon", "true"],
                  ["--min-region", "64X", "true"], ["--scope", "some", "true"], ["--sites=1", "true"],
-                 ["--log=", "true"], []]
+                 ["--log=", "true"], ["--summary", "loud", "true"], []]
         for args in cases:
             with self.subTest(args=args):
                 r = run([DEDUP_RUN] + args)
@@ -154,7 +156,8 @@ class DedupRunCommandLine(unittest.TestCase):
                 "--vma-reserve": ("DEDUP_VMA_RESERVE", "1000", "1000"), "--sites": ("DEDUP_SITES", None, "1"),
                 "--interval-ms": ("DEDUP_STATS_INTERVAL_MS", "250", "250"),
                 "--log": ("DEDUP_LOG", "off", "off"),
-                "--stats": ("DEDUP_STATS_FILE", "/nonexistent/s.%p.json", "/nonexistent/s.%p.json")}
+                "--stats": ("DEDUP_STATS_FILE", "/nonexistent/s.%p.json", "/nonexistent/s.%p.json"),
+                "--summary": ("DEDUP_SUMMARY", "never", "never")}
         self.assertEqual(sorted(v[0] for v in opts.values()), sorted(library_variables()),
                          "a variable of scanner/config.cpp has no dedup-run option here (or the reverse)")
         args = []
@@ -596,7 +599,8 @@ class Documentation(unittest.TestCase):
             self.assertIn("| `%s` |" % var, readme, "README's Configuration table lacks " + var)
             self.assertIn(var, man1, "dedup-run(1) has no option for " + var)
         for key in stats_keys():
-            self.assertIn(key, man7, "libdedup(7) does not explain the stats key " + key)
+            self.assertRegex(man7, r"\b%s\b" % key.replace("_", r"\\?_"),
+                             "libdedup(7) does not explain the stats key " + key)
 
     def test_man_pages_render_without_warnings(self):
         if not shutil.which("man"):

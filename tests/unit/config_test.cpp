@@ -107,12 +107,14 @@ void expect_defaults(const Config& c) {
     EXPECT_EQ(c.vma_reserve, 0u);
     EXPECT_STREQ(c.log, "stderr");
     EXPECT_STREQ(c.stats_file, "");
+    EXPECT_EQ(c.summary, Summary::kAuto);
 }
 
 bool same_config(const Config& a, const Config& b) {
     return a.disable == b.disable && a.scope == b.scope && a.min_region == b.min_region &&
            a.malloc_min == b.malloc_min && a.pages_to_scan == b.pages_to_scan && a.sleep_ms == b.sleep_ms &&
-           a.cpu_percent == b.cpu_percent && a.vma_reserve == b.vma_reserve && strcmp(a.log, b.log) == 0 && strcmp(a.stats_file, b.stats_file) == 0;
+           a.cpu_percent == b.cpu_percent && a.vma_reserve == b.vma_reserve && strcmp(a.log, b.log) == 0 && strcmp(a.stats_file, b.stats_file) == 0 &&
+           a.summary == b.summary;
 }
 
 }  // namespace
@@ -203,6 +205,12 @@ TEST(ConfigParse, NumbersAndRangeLimits) {
     EXPECT_EQ(parse_quiet({"DEDUP_VMA_RESERVE=0"}).vma_reserve, 0u);
     EXPECT_EQ(parse_quiet({"DEDUP_VMA_RESERVE=5000"}).vma_reserve, 5000u);
     EXPECT_EQ(parse_quiet({"DEDUP_VMA_RESERVE=2147483648"}).vma_reserve, 1ull << 31);
+}
+
+TEST(ConfigParse, Summary) {
+    EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=auto"}).summary, Summary::kAuto);
+    EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=always"}).summary, Summary::kAlways);
+    EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=never"}).summary, Summary::kNever);
 }
 
 TEST(ConfigParse, Strings) {
@@ -300,6 +308,8 @@ std::vector<BadCase> bad_cases() {
         {"DEDUP_VMA_RESERVE", "-1", "-1'", "max_map_count/8"},
         {"DEDUP_LOG", long300, long300.substr(0, 40), "stderr"},
         {"DEDUP_STATS_FILE", std::string(256, 'y'), std::string(40, 'y'), "none"},
+        {"DEDUP_SUMMARY", "sometimes", "sometimes'", "auto"},
+        {"DEDUP_SUMMARY", "", "'", "auto"},
     };
     return v;
 }
@@ -347,6 +357,55 @@ TEST(ConfigParse, ParseResultIndependentOfPreviousContents) {
     config_parse(envp, &b);
     EXPECT_TRUE(same_config(a, b));
     EXPECT_EQ(a.sleep_ms, 3u);
+}
+
+TEST(ConfigParse, EnumWarningListsTheChoices) {
+    ParseResult r = parse_in_child({"DEDUP_SUMMARY=loud", "DEDUP_SCOPE=some"});
+    ASSERT_TRUE(r.ok);
+    EXPECT_NE(r.log.find("DEDUP_SUMMARY='loud' is not 'auto', 'always' or 'never'; using default auto"), std::string::npos)
+        << r.log;
+    EXPECT_NE(r.log.find("DEDUP_SCOPE='some' is not 'all' or 'advised'; using default all"), std::string::npos) << r.log;
+}
+
+// ---------------------------------------------------------------- settings as JSON
+
+TEST(ConfigJson, EveryOptionWithItsValue) {
+    Config c = parse_quiet({"DEDUP_SCOPE=advised", "DEDUP_SLEEP_MS=7", "DEDUP_SITES=1", "DEDUP_SUMMARY=never",
+                            "DEDUP_LOG=/tmp/a \"quoted\" \\path"});
+    char buf[2048];
+    size_t n = config_to_json(c, buf, sizeof(buf));
+    ASSERT_GT(n, 0u);
+    std::string j(buf, n);
+    EXPECT_EQ(j.rfind("\"disable\": false, \"scope\": \"advised\", ", 0), 0u) << j;
+    for (const char* want : {"\"min_region\": 65536", "\"sleep_ms\": 7", "\"sites\": true", "\"summary\": \"never\"",
+                             "\"log\": \"/tmp/a \\\"quoted\\\" \\\\path\"", "\"stats_file\": \"\"",
+"\"stats_interval_ms\": 0", "\"vma_reserve\": 0"})
+        EXPECT_NE(j.find(want), std::string::npos) << want << " in " << j;
+    // Too small a buffer: nothing, and in bounds.
+    char small[40];
+    memset(small, 'x', sizeof(small));
+    EXPECT_EQ(config_to_json(c, small, 20), 0u);
+    EXPECT_EQ(small[0], 0);
+    EXPECT_EQ(small[20], 'x');
+}
+
+TEST(ConfigRuntime, NumberSettingsWithTheOptionsRanges) {
+    uint64_t v = 0;
+    char err[160];
+    EXPECT_TRUE(config_parse_runtime("sleep_ms", "0", &v, err, sizeof(err)));
+    EXPECT_EQ(v, 0u);
+    EXPECT_TRUE(config_parse_runtime("pages_to_scan", "100", &v, err, sizeof(err)));
+    EXPECT_EQ(v, 100u);
+    EXPECT_TRUE(config_parse_runtime("cpu_percent", "25", &v, err, sizeof(err)));
+    EXPECT_EQ(v, 25u);
+    EXPECT_FALSE(config_parse_runtime("cpu_percent", "101", &v, err, sizeof(err)));
+    EXPECT_NE(strstr(err, "out of range [0, 100]"), nullptr) << err;
+    EXPECT_FALSE(config_parse_runtime("pages_to_scan", "0", &v, err, sizeof(err)));
+    EXPECT_FALSE(config_parse_runtime("sleep_ms", "soon", &v, err, sizeof(err)));
+    EXPECT_NE(strstr(err, "not a valid number"), nullptr) << err;
+    EXPECT_FALSE(config_parse_runtime("log", "off", &v, err, sizeof(err)));
+    EXPECT_FALSE(config_parse_runtime("bogus", "1", &v, err, sizeof(err)));
+    EXPECT_NE(strstr(err, "no setting bogus"), nullptr) << err;
 }
 
 // ---------------------------------------------------------------- log
