@@ -14,6 +14,7 @@
 #include "scanner/os/kept_file.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
+#include "scanner/report_files.h"
 #include "scanner/scanner_thread.h"
 #include "scanner/sites.h"
 #include "scanner/state.h"
@@ -126,12 +127,6 @@ void top_sites(uint64_t* per, Report* rep) {
 
 // ---- files -------------------------------------------------------------------
 
-void stats_path(const char* pattern, char* out, size_t cap) {
-    const char* pp = strstr(pattern, "%p");
-    if (pp) snprintf(out, cap, "%.*s%ld%s", (int)(pp - pattern), pattern, sys::getpid(), pp + 2);
-    else snprintf(out, cap, "%s", pattern);
-}
-
 // The live file is its own module (live_file.h); reports write into it.
 void write_live_file(const Report& rep) {
     char json[8192];
@@ -201,8 +196,8 @@ void reports_tick() {
     g_interval_last_ns = now;
     if (cfg.stats_file[0] && sys::getpid() == runtime_original_pid()) {
         char path[300];
-        stats_path(cfg.stats_file, path, sizeof(path));
-        report_write_file(rep, path);
+        report_path(cfg.stats_file, path, sizeof(path));
+        stats_file_write(rep, path);
     }
 }
 
@@ -225,11 +220,11 @@ void reports_at_exit(double cpu, bool from_signal) {
     if (summary_due(cfg.summary, rep, child, s.registered_anything)) report_to_log(rep);
     if (cfg.stats_file[0]) {
         char path[300];
-        stats_path(cfg.stats_file, path, sizeof(path));
+        report_path(cfg.stats_file, path, sizeof(path));
         // A forked child writes only to a per-pid path, never over its parent's file.
         if (!child || strstr(cfg.stats_file, "%p")) {
-            long w = report_write_file(rep, path);
-            if (w != 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
+            long w = stats_file_write(rep, path);
+            if (w < 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
         }
     }
 }

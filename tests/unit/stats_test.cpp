@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "scanner/log.h"
+#include "scanner/report_files.h"
 #include "scanner/stats.h"
 #include "tests/unit/log_lines.h"
 
@@ -408,4 +409,32 @@ TEST(StatsLog, SummaryGoesToTheLog) {
     EXPECT_NE(log.find("pages_sharing 1005"), std::string::npos) << log;
     EXPECT_NE(log.find("copy-on-write breaks 1009"), std::string::npos) << log;
     EXPECT_NE(log.find("VMA budget (5 pages in the last pass"), std::string::npos) << log;
+}
+
+// Whose report the stats file is (scanner/report_files.h).
+TEST(StatsFileOwner, AProcessWithNothingToTellLeavesAnothersFreshReport) {
+    Report helper{};
+    helper.pid = 100;
+    helper.pidns = 7;
+    helper.registered_bytes_total = 5u << 20;
+    helper.bytes_saved_peak = 4096;  // a launcher gives back a zero page or two
+    const uint64_t started = 100000ull * 1000000000ull;
+    const std::string program = "{\"schema\": 1, \"version\": \"1\", \"comm\": \"prog\", \"pid\": 101, \"pidns\": 7, \"seconds\": 1.0}";
+    const std::string own = "{\"schema\": 1, \"version\": \"1\", \"comm\": \"sh\", \"pid\": 100, \"pidns\": 7}";
+    const std::string other_ns = "{\"schema\": 1, \"comm\": \"sh\", \"pid\": 100, \"pidns\": 8}";
+    auto ours = [&](const Report& r, const std::string& text, uint64_t mtime) {
+        return stats_file_ours_to_write(r, text.data(), text.size(), mtime, started);
+    };
+    EXPECT_FALSE(ours(helper, program, started + 1)) << "the program's fresh report";
+    EXPECT_FALSE(ours(helper, other_ns, started + 1)) << "the same pid in another PID namespace";
+    EXPECT_TRUE(ours(helper, own, started + 1)) << "its own earlier refresh";
+    EXPECT_TRUE(ours(helper, program, started - 3600ull * 1000000000ull)) << "an earlier run's report";
+    EXPECT_TRUE(ours(helper, "not json", started + 1));
+    EXPECT_TRUE(ours(helper, "", started + 1));
+    Report saver = helper;
+    saver.bytes_saved_peak = kWorthSavedBytes;
+    EXPECT_TRUE(ours(saver, program, started + 1)) << "a process with something to tell always writes";
+    Report big = helper;
+    big.registered_bytes_total = kWorthRegisteredBytes;
+    EXPECT_TRUE(ours(big, program, started + 1));
 }
