@@ -4,10 +4,12 @@
 #include <stddef.h>
 #include <string.h>
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include "scanner/log.h"
+#include "scanner/parent_process.h"
 
 extern "C" char** environ;
 
@@ -60,6 +62,20 @@ const char* env_lookup(const char* const* envp, const char* name) {
     return nullptr;
 }
 
+// A warning about the variable name, printed once per process tree: the
+// parent printed it if it runs the shim with the same value of the variable
+// and the same log (parent_process.h). The log must match too: a child
+// whose DEDUP_LOG differs has its own reader.
+__attribute__((format(printf, 3, 4))) void warn(const char* const* envp, const char* name, const char* fmt, ...) {
+    if (parent_runs_this_library() && parent_started_with(name, env_lookup(envp, name)) &&
+        parent_started_with("DEDUP_LOG", env_lookup(envp, "DEDUP_LOG")))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwarning(fmt, ap);
+    va_end(ap);
+}
+
 // "'a', 'b' or 'c'" for a warning.
 void enum_choices(const char* const* names, char* out, size_t cap) {
     size_t used = 0;
@@ -95,13 +111,13 @@ bool parse_number(const Option& o, const char* value, uint64_t* out, char* err, 
     return true;
 }
 
-void apply(const Option& o, const char* value, Config* cfg) {
+void apply(const Option& o, const char* value, Config* cfg, const char* const* envp) {
     char* base = reinterpret_cast<char*>(cfg) + o.offset;
     char why[160];
     switch (o.kind) {
         case Kind::kBool: {
             bool v;
-            if (!parse_bool(value, &v)) { log_config_warning(o.name, "%s='%s' is not a boolean (0/1); using default %s", o.name, value, o.default_text); return; }
+            if (!parse_bool(value, &v)) { warn(envp, o.name, "%s='%s' is not a boolean (0/1); using default %s", o.name, value, o.default_text); return; }
             *reinterpret_cast<bool*>(base) = v;
             return;
         }
@@ -109,12 +125,12 @@ void apply(const Option& o, const char* value, Config* cfg) {
             for (int i = 0; o.names[i]; ++i)
                 if (!strcmp(value, o.names[i])) { *reinterpret_cast<int*>(base) = i; return; }
             enum_choices(o.names, why, sizeof(why));
-            log_config_warning(o.name, "%s='%s' is not %s; using default %s", o.name, value, why, o.default_text);
+            warn(envp, o.name, "%s='%s' is not %s; using default %s", o.name, value, why, o.default_text);
             return;
         }
         case Kind::kString: {
             size_t n = strlen(value);
-            if (n >= 256) { log_config_warning(o.name, "%s='%.40s...' is longer than 255 characters; using default %s", o.name, value, o.default_text); return; }
+            if (n >= 256) { warn(envp, o.name, "%s='%.40s...' is longer than 255 characters; using default %s", o.name, value, o.default_text); return; }
             memcpy(base, value, n + 1);
             return;
         }
@@ -122,7 +138,7 @@ void apply(const Option& o, const char* value, Config* cfg) {
         case Kind::kUint: {
             uint64_t v;
             if (!parse_number(o, value, &v, why, sizeof(why))) {
-                log_config_warning(o.name, "%s='%s' %s; using default %s", o.name, value, why, o.default_text);
+                warn(envp, o.name, "%s='%s' %s; using default %s", o.name, value, why, o.default_text);
                 return;
             }
             *reinterpret_cast<uint64_t*>(base) = v;
@@ -189,11 +205,11 @@ void config_parse(const char* const* envp, Config* out) {
     // DEDUP_LOG first, so that warnings about the other options go where asked.
     for (const Option& o : kOptions) {
         if (strcmp(o.name, "DEDUP_LOG") != 0) continue;
-        if (const char* v = env_lookup(envp, o.name)) apply(o, v, out);
+        if (const char* v = env_lookup(envp, o.name)) apply(o, v, out, envp);
     }
     for (const Option& o : kOptions) {
         if (strcmp(o.name, "DEDUP_LOG") == 0) continue;
-        if (const char* v = env_lookup(envp, o.name)) apply(o, v, out);
+        if (const char* v = env_lookup(envp, o.name)) apply(o, v, out, envp);
     }
 }
 
@@ -210,7 +226,7 @@ const Config& config() {
         Config tmp;
         config_parse(environ, &tmp);
         if (!log_ok)
-            log_config_warning("DEDUP_LOG", "DEDUP_LOG='%s' cannot be opened; using default stderr", log_spec);
+            warn(environ, "DEDUP_LOG", "DEDUP_LOG='%s' cannot be opened; using default stderr", log_spec);
         cfg = tmp;
         state.store(2, std::memory_order_release);
         return cfg;

@@ -86,6 +86,30 @@ TEST(BadEnv, AllBadAtOnceOneLineEach) {
     expect_only_log_lines(r);
 }
 
+// A bad value is reported once per process tree: a shell under the shim
+// reports it, the commands it runs with the same value do not; a command
+// given another value reports that one.
+TEST(BadEnv, OncePerProcessTree) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::string p = prog("ncopies") + " --copies 4 --buf-kib 256";
+    Options o = with_lib({"-c", p + "; " + p + "; DEDUP_SLEEP_MS=xyz " + p + "; :"}, {{"DEDUP_SLEEP_MS", "abc"}});
+    Result r = run("/bin/bash", o, tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"DEDUP_SLEEP_MS='abc'", "default"}), 1) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"libdedup[" + std::to_string(r.pid) + "]: DEDUP_SLEEP_MS='abc'"}), 1)
+        << "the shell, first in the tree, reports it\n" << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"DEDUP_SLEEP_MS='xyz'", "default"}), 1) << r.describe();
+    expect_only_log_lines(r);
+    // A child whose log goes elsewhere has its own reader: it reports it there.
+    std::string log = tmp.file("child.log");
+    o.args = {"-c", "DEDUP_LOG=" + log + " " + p + "; :"};
+    r = run("/bin/bash", o, tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"DEDUP_SLEEP_MS='abc'"}), 1) << r.describe();
+    EXPECT_EQ(count_lines_with(read_file(log), {"DEDUP_SLEEP_MS='abc'"}), 1) << read_file(log);
+}
+
 // Valid values in the documented syntax produce no warning.
 TEST(GoodEnv, ValidValuesNoWarning) {
     DT_REQUIRE_LIB();

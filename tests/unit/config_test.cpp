@@ -441,6 +441,21 @@ TEST(Log, LongMessageIsTruncatedToOneLine) {
     EXPECT_LE(got.size(), 1024u);
 }
 
+TEST(Log, AWarningIsPrintedOncePerProcess) {
+    bool ok = false;
+    std::string log = in_child_with_log([] {
+        for (int i = 0; i < 3; ++i) log_warning("cannot open %s", "x");
+        log_warning("cannot open %s", "y");
+        log_line("a line is not a warning");
+        log_line("a line is not a warning");
+    }, &ok);
+    ASSERT_TRUE(ok);
+    auto lines = split_lines(log);
+    ASSERT_EQ(lines.size(), 4u) << log;
+    EXPECT_EQ(log_message(lines[0]), "cannot open x");
+    EXPECT_EQ(log_message(lines[1]), "cannot open y");
+}
+
 TEST(Log, WarningsAreCapped) {
     bool ok = false;
     std::string log = in_child_with_log([] {
