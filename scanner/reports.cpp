@@ -48,8 +48,27 @@ uint64_t pages_in_scope(State& s) {
 // Every field of the table into rep; the caller holds the lock. Exact VMA
 // count only when asked (it reads /proc/self/maps). walk: the registry may
 // be walked (else it may be half changed, and its page count is used).
+// KSM's counters by KSM's names: ksm_stat's per-process figures and the
+// global ones of /sys/kernel/mm/ksm are one here (the shim is per process).
+void collect_ksm(const State& s, Report* rep) {
+    rep->ksm_merging_pages = s.store.total_refs();
+    rep->ksm_zero_pages = rep->zero_pages;
+    int64_t meta = (int64_t)rep->metadata_bytes;
+    rep->ksm_process_profit = (int64_t)((rep->ksm_merging_pages + rep->ksm_zero_pages) * kPageSize) - meta;
+    rep->general_profit = (int64_t)rep->bytes_saved - meta;
+    rep->ksm_merge_any = s.merge_all;
+    rep->ksm_mergeable = rep->pages_registered > 0;
+}
+
+// The settings in effect: the environment's, with what was changed since.
+void collect_settings(const State& s, Report* rep) {
+    rep->settings = config();
+    rep->settings.vma_reserve = s.vmas.max_map_count() - s.vmas.limit();  // 0 meant max_map_count/8
+    rep->run = 1;
+}
+
 void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = true) {
-    memset(rep, 0, sizeof(*rep));
+    *rep = Report();
     report_copy_counted(s.stats, rep);
     rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
     rep->pages_registered = walk ? pages_in_scope(s) : s.regions.pages_registered();
@@ -65,6 +84,8 @@ void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = tru
     rep->pid = (uint64_t)sys::getpid();
     rep->pidns = live_file_pidns();
     read_comm(rep->comm, sizeof(rep->comm));
+    collect_ksm(s, rep);
+    collect_settings(s, rep);
 }
 
 // ---- allocation sites ----------------------------------------------------------

@@ -110,6 +110,12 @@ void end_of_pass(State& s) {
     s.vmas.recount_if_older(1000 * 1000000ull);
 }
 
+// KSM's pages_skipped: pages the scan passed over without hashing them (not
+// present, merged, or given back as zero and untouched since).
+void note_skipped(State& s, size_t passed, uint64_t hashed) {
+    if (passed > hashed) s.stats.pages_skipped.fetch_add(passed - hashed, std::memory_order_relaxed);
+}
+
 // One lock hold: up to kPagesPerHold pages, across as many (small) regions
 // as that takes. Returns pages looked at; *pass_ended when it reached the end
 // of the last region (the wake-up then ends: a small registry must not be
@@ -143,8 +149,10 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
         Region& r = s.regions[i];
         uintptr_t from = s.cursor > r.start ? s.cursor : r.start;
         uint64_t breaks = s.stats.cow_breaks.load(std::memory_order_relaxed);
+        uint64_t hashed = s.stats.pages_scanned.load(std::memory_order_relaxed);
         size_t n = scan_batch(s, r, from, limit - done);
         cow_sweep_note_breaks(s, s.stats.cow_breaks.load(std::memory_order_relaxed) - breaks);
+        note_skipped(s, n, s.stats.pages_scanned.load(std::memory_order_relaxed) - hashed);
         s.cursor = from + n * kPageSize;
         done += n;
         if (s.resync_end) resync_protection(s);  // r may move: after the batch

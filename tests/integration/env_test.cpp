@@ -224,6 +224,37 @@ TEST(StatsFile, WrittenAtExitWithAllKeys) {
     expect_clean_stdout(r);
 }
 
+// KSM's counters by KSM's names, and the settings in effect.
+TEST(StatsFile, KsmCountersAndSettings) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    Result r = run(prog("ncopies"), with_lib(kSmallDup, {{"DEDUP_PAGES_TO_SCAN", "4096"}}), tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    Stats st = load_stats(r);
+    ASSERT_TRUE(st.parsed) << st.error << "\n" << st.text;
+    EXPECT_EQ(st["ksm_merging_pages"], st["pages_shared"] + st["pages_sharing"]) << st.text;
+    EXPECT_EQ(st["ksm_zero_pages"], st["zero_pages"]) << st.text;
+    EXPECT_EQ(st["general_profit"], st["bytes_saved"] - st["metadata_bytes"]) << st.text;
+    EXPECT_EQ(st["ksm_process_profit"],
+              (st["ksm_merging_pages"] + st["ksm_zero_pages"]) * 4096 - st["metadata_bytes"]) << st.text;
+    EXPECT_EQ(st["ksm_merge_any"], 1) << st.text;
+    EXPECT_TRUE(st.has("pages_skipped") && st.has("ksm_mergeable")) << st.text;
+    EXPECT_EQ(st["schema"], 1) << st.text;
+    // The settings object: every option's effective value.
+    Stats set;
+    std::string error;
+    ASSERT_TRUE(parse_flat_json(st.s["settings"], &set.n, &set.s, &error)) << error << "\n" << st.s["settings"];
+    EXPECT_EQ(set["pages_to_scan"], 4096) << st.s["settings"];
+    EXPECT_EQ(set["sleep_ms"], 0) << st.s["settings"];
+    EXPECT_EQ(set["min_region"], 65536) << st.s["settings"];
+    EXPECT_GT(set["vma_reserve"], 0) << "the effective reserve, not 0\n" << st.s["settings"];
+    EXPECT_EQ(set.s["scope"], "all");
+    EXPECT_EQ(set.s["summary"], "auto");
+    EXPECT_EQ(set.s["stats_file"], r.stats_path);
+    EXPECT_EQ(set["disable"], 0);
+    EXPECT_EQ(set["run"], 1);
+}
+
 TEST(StatsFile, PagesSharingZeroWhenNothingToMerge) {
     DT_REQUIRE_LIB();
     TempDir tmp;

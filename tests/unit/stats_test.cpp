@@ -184,6 +184,10 @@ Report sample_report() {
     r.vmas_used = 1018;
     r.vma_limit = 1019;
     r.metadata_bytes = 1020;
+    r.ksm_merging_pages = 1022;
+    r.general_profit = -1023;
+    r.run = 2;
+    r.settings.sleep_ms = 1024;
     return r;
 }
 
@@ -195,7 +199,8 @@ const std::map<std::string, std::string> kExpected = {
     {"merge_failures", "1012"},     {"vma_budget_skips", "1013"},      {"merge_runs", "1014"},
     {"pages_merged", "1015"},       {"unmerged_pages", "1016"},        {"registered_bytes_total", "1017"},
     {"scanner_cpu_seconds", "3.250"}, {"vmas_used", "1018"},           {"vma_limit", "1019"},
-    {"metadata_bytes", "1020"},     {"pinned_skips", "1021"},
+    {"metadata_bytes", "1020"},     {"pinned_skips", "1021"},          {"ksm_merging_pages", "1022"},
+    {"general_profit", "-1023"},
 };
 
 std::string read_file(const std::string& path) {
@@ -252,6 +257,14 @@ TEST(StatsJson, ContainsEveryKeyWithItsValue) {
         ASSERT_NE(it, got.end()) << kv.first;
         EXPECT_EQ(it->second, kv.second) << kv.first;
     }
+    // The settings: every option's value, and KSM's run.
+    std::map<std::string, std::string> settings;
+    ASSERT_TRUE(parse_flat_json(got["settings"], &settings)) << got["settings"];
+    EXPECT_EQ(settings["sleep_ms"], "1024");
+    EXPECT_EQ(settings["pages_to_scan"], "2048");
+    EXPECT_EQ(settings["scope"], "all");
+    EXPECT_EQ(settings["run"], "2");
+    EXPECT_EQ(json.rfind("{\"schema\": 1, ", 0), 0u) << json;
 }
 
 TEST(StatsJson, LargeAndZeroValues) {
