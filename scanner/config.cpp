@@ -50,6 +50,7 @@ const Option kOptions[] = {
     OPT("DEDUP_LOG", Kind::kString, 0, 0, log, "stderr"),
     OPT("DEDUP_STATS_FILE", Kind::kString, 0, 0, stats_file, "none"),
     OPT_ENUM("DEDUP_SUMMARY", summary, kSummaryNames, "auto"),
+    OPT("DEDUP_SERIES_FILE", Kind::kString, 0, 0, series_file, "none"),
 };
 #undef OPT_ENUM
 #undef OPT

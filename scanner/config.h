@@ -29,6 +29,7 @@ struct Config {
     char log[256] = "stderr";            // stderr | off | a file path
     char stats_file[256] = "";            // JSON written here at exit
     Summary summary = Summary::kAuto;     // the exit summary: auto | always | never
+    char series_file[256] = "";           // a JSON line appended per DEDUP_STATS_INTERVAL_MS, and at exit
 };
 
 // Parses the environment (envp-style array) into `out`, reporting bad values

@@ -1,5 +1,6 @@
 #include "scanner/report_files.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,18 @@ long stats_file_write(const Report& rep, const char* path) {
             return 1;
     }
     return report_write_file(rep, path);
+}
+
+long series_append(const Report& rep, const char* path) {
+    char json[8192];
+    size_t n = report_to_json(rep, json, sizeof(json));  // one line, newline included
+    if (!n) return -ENOSPC;
+    // O_NONBLOCK: a FIFO without a reader fails rather than stop the scanner.
+    long fd = sys::call(SYS_open, (long)path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (sys::failed(fd)) return fd;
+    long w = sys::write((int)fd, json, n);
+    sys::close((int)fd);
+    return w == (long)n ? 0 : w < 0 ? w : -EIO;
 }
 
 }  // namespace dedup

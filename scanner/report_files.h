@@ -1,6 +1,8 @@
 // The files a report is written to besides the live file: the stats file
-// (DEDUP_STATS_FILE, replaced whole) and, in the next change, the series
-// file. `%p` in either path becomes the pid.
+// (DEDUP_STATS_FILE, replaced whole) and the series file (DEDUP_SERIES_FILE,
+// one JSON line appended per DEDUP_STATS_INTERVAL_MS and at exit: every
+// line names its process, so the processes of a tree may share one). `%p`
+// in either path becomes the pid.
 //
 // Whose report the stats file is. Every process of a tree inherits the
 // variable, and the program a wrapper runs (timeout, a shell, a Python
@@ -32,5 +34,10 @@ bool stats_file_ours_to_write(const Report& rep, const char* existing, size_t n,
 // is ours to write. Returns 0 when written, 1 when left to another
 // process's report, -errno on failure.
 long stats_file_write(const Report& rep, const char* path);
+
+// Appends rep as one JSON line to the series file at path (created 0644,
+// never through a link, O_APPEND: lines of several processes do not mix).
+// Returns 0 or -errno.
+long series_append(const Report& rep, const char* path);
 
 }  // namespace dedup

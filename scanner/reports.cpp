@@ -181,6 +181,25 @@ bool summary_due(Summary when, const Report& rep, bool child, bool registered_an
     return registered_anything && report_worth_telling(rep) && (!child || rep.pages_scanned);
 }
 
+// The stats file (whose report it is: report_files.h) and a line of the
+// series file. A forked child writes the stats file only at a path of its
+// own (%p), never over its parent's; every process appends to the series
+// (each line names its process).
+void write_report_files(const Config& cfg, const Report& rep) {
+    char path[300];
+    bool child = sys::getpid() != runtime_original_pid();
+    if (cfg.stats_file[0] && (!child || strstr(cfg.stats_file, "%p"))) {
+        report_path(cfg.stats_file, path, sizeof(path));
+        long w = stats_file_write(rep, path);
+        if (w < 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
+    }
+    if (cfg.series_file[0]) {
+        report_path(cfg.series_file, path, sizeof(path));
+        long w = series_append(rep, path);
+        if (w < 0) log_warning("DEDUP_SERIES_FILE='%s' could not be written (%s)", path, strerror((int)-w));
+    }
+}
+
 }  // namespace
 
 bool reports_open_live_file() { return live_file_open(); }
@@ -215,11 +234,7 @@ void reports_tick() {
     if (!interval_due) return;
     log_live_line(rep, cpu, now);
     g_interval_last_ns = now;
-    if (cfg.stats_file[0] && sys::getpid() == runtime_original_pid()) {
-        char path[300];
-        report_path(cfg.stats_file, path, sizeof(path));
-        stats_file_write(rep, path);
-    }
+    write_report_files(cfg, rep);
 }
 
 void reports_at_exit(double cpu, bool from_signal) {
@@ -239,15 +254,7 @@ void reports_at_exit(double cpu, bool from_signal) {
     top_sites(per_site, &rep);
     bool child = sys::getpid() != runtime_original_pid();
     if (summary_due(cfg.summary, rep, child, s.registered_anything)) report_to_log(rep);
-    if (cfg.stats_file[0]) {
-        char path[300];
-        report_path(cfg.stats_file, path, sizeof(path));
-        // A forked child writes only to a per-pid path, never over its parent's file.
-        if (!child || strstr(cfg.stats_file, "%p")) {
-            long w = stats_file_write(rep, path);
-            if (w < 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
-        }
-    }
+    write_report_files(cfg, rep);
 }
 
 }  // namespace dedup

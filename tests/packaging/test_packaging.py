@@ -157,7 +157,8 @@ class DedupRunCommandLine(unittest.TestCase):
                 "--interval-ms": ("DEDUP_STATS_INTERVAL_MS", "250", "250"),
                 "--log": ("DEDUP_LOG", "off", "off"),
                 "--stats": ("DEDUP_STATS_FILE", "/nonexistent/s.%p.json", "/nonexistent/s.%p.json"),
-                "--summary": ("DEDUP_SUMMARY", "never", "never")}
+                "--summary": ("DEDUP_SUMMARY", "never", "never"),
+                "--series": ("DEDUP_SERIES_FILE", "/nonexistent/s.%p.jsonl", "/nonexistent/s.%p.jsonl")}
         self.assertEqual(sorted(v[0] for v in opts.values()), sorted(library_variables()),
                          "a variable of scanner/config.cpp has no dedup-run option here (or the reverse)")
         args = []

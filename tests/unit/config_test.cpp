@@ -108,13 +108,14 @@ void expect_defaults(const Config& c) {
     EXPECT_STREQ(c.log, "stderr");
     EXPECT_STREQ(c.stats_file, "");
     EXPECT_EQ(c.summary, Summary::kAuto);
+    EXPECT_STREQ(c.series_file, "");
 }
 
 bool same_config(const Config& a, const Config& b) {
     return a.disable == b.disable && a.scope == b.scope && a.min_region == b.min_region &&
            a.malloc_min == b.malloc_min && a.pages_to_scan == b.pages_to_scan && a.sleep_ms == b.sleep_ms &&
            a.cpu_percent == b.cpu_percent && a.vma_reserve == b.vma_reserve && strcmp(a.log, b.log) == 0 && strcmp(a.stats_file, b.stats_file) == 0 &&
-           a.summary == b.summary;
+           a.summary == b.summary && strcmp(a.series_file, b.series_file) == 0;
 }
 
 }  // namespace
@@ -211,6 +212,7 @@ TEST(ConfigParse, Summary) {
     EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=auto"}).summary, Summary::kAuto);
     EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=always"}).summary, Summary::kAlways);
     EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=never"}).summary, Summary::kNever);
+    EXPECT_STREQ(parse_quiet({"DEDUP_SERIES_FILE=/tmp/s.%p.jsonl"}).series_file, "/tmp/s.%p.jsonl");
 }
 
 TEST(ConfigParse, Strings) {
@@ -310,6 +312,7 @@ std::vector<BadCase> bad_cases() {
         {"DEDUP_STATS_FILE", std::string(256, 'y'), std::string(40, 'y'), "none"},
         {"DEDUP_SUMMARY", "sometimes", "sometimes'", "auto"},
         {"DEDUP_SUMMARY", "", "'", "auto"},
+        {"DEDUP_SERIES_FILE", std::string(300, 'z'), std::string(40, 'z'), "none"},
     };
     return v;
 }
