@@ -382,7 +382,7 @@ TEST(ConfigJson, EveryOptionWithItsValue) {
     EXPECT_EQ(j.rfind("\"disable\": false, \"scope\": \"advised\", ", 0), 0u) << j;
     for (const char* want : {"\"min_region\": 65536", "\"sleep_ms\": 7", "\"sites\": true", "\"summary\": \"never\"",
                              "\"log\": \"/tmp/a \\\"quoted\\\" \\\\path\"", "\"stats_file\": \"\"", "\"series_file\": \"\"",
-"\"stats_interval_ms\": 0", "\"vma_reserve\": 0"})
+                             "\"stats_interval_ms\": 0", "\"vma_reserve\": 0"})
         EXPECT_NE(j.find(want), std::string::npos) << want << " in " << j;
     // Too small a buffer: nothing, and in bounds.
     char small[40];
