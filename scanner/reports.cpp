@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include "scanner/config.h"
+#include "scanner/control.h"
 #include "scanner/lifecycle.h"
 #include "scanner/live_file.h"
 #include "scanner/log.h"
@@ -64,7 +65,11 @@ void collect_ksm(const State& s, Report* rep) {
 void collect_settings(const State& s, Report* rep) {
     rep->settings = config();
     rep->settings.vma_reserve = s.vmas.max_map_count() - s.vmas.limit();  // 0 meant max_map_count/8
-    rep->run = 1;
+    ScanPace pace = control_pace();
+    rep->settings.pages_to_scan = pace.pages_to_scan;
+    rep->settings.sleep_ms = pace.sleep_ms;
+    rep->settings.cpu_percent = pace.cpu_percent;
+    rep->run = control_run();
 }
 
 void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = true) {

@@ -12,6 +12,7 @@
 
 #include "scanner/batch_scan.h"
 #include "scanner/config.h"
+#include "scanner/control.h"
 #include "scanner/cow_sweep.h"
 #include "scanner/log.h"
 #include "scanner/merge.h"
@@ -82,7 +83,7 @@ void sleep_ms(uint64_t ms) {
             sys::call(SYS_futex, (long)&g_wake, FUTEX_WAIT_PRIVATE, seen, (long)&ts, 0, 0);
         ms -= slice;
         exit_if_alone();
-        if (ms && rewrites_under_way()) return;
+        if (ms && (rewrites_under_way() || control_pending())) return;
     }
 }
 
@@ -137,6 +138,10 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     // A sweep for copy-on-write breaks runs to its end in this wake-up (it
     // is cheap, and memory is at stake): it counts as one page.
     if (cow_sweep_step(s, limit)) return 1;
+    if (control_run() != 1) {  // stopped by dedupstat (KSM's run=0 or 2): nothing merges
+        *pass_ended = true;
+        return done;
+    }
     for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
         size_t i = s.regions.lower_bound(s.cursor);
         while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;
@@ -167,6 +172,13 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
 class CpuPacer {
 public:
     explicit CpuPacer(uint64_t percent) : percent_(percent), last_cpu_(thread_cpu_ns()) {}
+    // Changed at run time (dedupstat --set cpu_percent=N): counts from now.
+    void set_percent(uint64_t percent) {
+        if (percent == percent_) return;
+        percent_ = percent;
+        last_cpu_ = thread_cpu_ns();
+        owed_ns_ = 0;
+    }
     // Milliseconds to sleep now.
     uint64_t owed_ms() {
         uint64_t cpu = thread_cpu_ns();
@@ -190,9 +202,11 @@ void* scanner_main(void*) {
     pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals are for the application's threads
     pthread_setname_np(pthread_self(), "dedup-scan");
     State& s = state();
-    const Config& cfg = config();
-    CpuPacer pacer(cfg.cpu_percent ? cfg.cpu_percent : 100);
+    ScanPace pace = control_pace();  // config()'s, or what dedupstat --set changed since
+    CpuPacer pacer(pace.cpu_percent ? pace.cpu_percent : 100);
     while (!g_stop.load(std::memory_order_acquire)) {
+        pace = control_pace();
+        pacer.set_percent(pace.cpu_percent ? pace.cpu_percent : 100);
         size_t done = 0;
         bool pass_ended = false;
         bool cow_storm;
@@ -200,8 +214,8 @@ void* scanner_main(void*) {
             MmLockGuard g(s.lock);
             cow_storm = cow_sweep_wakeup(s);
         }
-        while (done < cfg.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
-            size_t n = scan_step(s, cfg.pages_to_scan - done, &pass_ended);
+        while (done < pace.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
+            size_t n = scan_step(s, pace.pages_to_scan - done, &pass_ended);
             done += n;
             if (pass_ended || n == 0) break;
             // Let an application thread that waits for the lock have it.
@@ -209,17 +223,20 @@ void* scanner_main(void*) {
         }
         if (g_stop.load(std::memory_order_acquire)) break;
         exit_if_alone();
+        control_tick();
         reports_tick();
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
         relieve_vma_pressure(s);
-        uint64_t paced_ms = cfg.cpu_percent ? pacer.owed_ms() : 0;
+        uint64_t paced_ms = pace.cpu_percent ? pacer.owed_ms() : 0;
         if (cow_storm)
             sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
+        else if (control_run() != 1)
+            sleep_ms(100);  // stopped (dedupstat): copy-on-write sweeps and requests only
         else if (s.stats.budget_bound.load(std::memory_order_relaxed))
-            sleep_ms(cfg.sleep_ms > 250 ? cfg.sleep_ms : 250);  // nothing mergeable within the budget
-        else if (cfg.cpu_percent && paced_ms) sleep_ms(paced_ms);
-        else if (!cfg.cpu_percent && cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
+            sleep_ms(pace.sleep_ms > 250 ? pace.sleep_ms : 250);  // nothing mergeable within the budget
+        else if (pace.cpu_percent && paced_ms) sleep_ms(paced_ms);
+        else if (!pace.cpu_percent && pace.sleep_ms) sleep_ms(pace.sleep_ms);
         else if (pass_ended && done < 64) sleep_ms(1);  // (almost) nothing registered: do not spin
     }
     return nullptr;

@@ -83,6 +83,30 @@ inline std::string programs_dir() {
 
 inline std::string prog(const std::string& name) { return programs_dir() + "/" + name; }
 
+// The repository (DEDUP_PROGRAMS is <repo>/build/programs), for its scripts.
+inline std::string repo_root() {
+    std::string p = programs_dir();
+    for (int i = 0; i < 2; i++) {
+        size_t slash = p.rfind('/');
+        if (slash == std::string::npos) return ".";
+        p = p.substr(0, slash);
+    }
+    return p;
+}
+
+// A shell command's stdout; *status gets its wait status.
+inline std::string capture(const std::string& cmd, int* status) {
+    std::string out;
+    FILE* f = popen(cmd.c_str(), "r");
+    if (!f) return out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    int st = pclose(f);
+    if (status) *status = st;
+    return out;
+}
+
 // Skips the current test when the library or the programs are missing.
 #define DT_REQUIRE_LIB()                                                                  \
     do {                                                                                  \

@@ -8,29 +8,6 @@ using namespace dt;
 
 namespace {
 
-std::string repo_root() {
-    // DEDUP_PROGRAMS is <repo>/build/programs.
-    std::string p = programs_dir();
-    for (int i = 0; i < 2; i++) {
-        size_t slash = p.rfind('/');
-        if (slash == std::string::npos) return ".";
-        p = p.substr(0, slash);
-    }
-    return p;
-}
-
-std::string capture(const std::string& cmd, int* status) {
-    std::string out;
-    FILE* f = popen(cmd.c_str(), "r");
-    if (!f) return out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    int st = pclose(f);
-    if (status) *status = st;
-    return out;
-}
-
 TEST(Sites, SummaryNamesTheFunctionThatMadeTheDuplicates) {
     DT_REQUIRE_LIB();
     TempDir tmp;

@@ -195,12 +195,14 @@ class DedupstatCommandLine(unittest.TestCase):
     def test_help_version_and_usage_errors(self):
         r = run([DEDUPSTAT, "--help"])
         self.assertEqual((r.returncode, r.stderr), (0, ""), describe(r))
-        for opt in ("--json", "--prometheus", "--interval", "-w", "--dir"):
+        for opt in ("--json", "--prometheus", "--interval", "-w", "--dir", "--set", "--unmerge", "--merge"):
             self.assertIn(opt, r.stdout)
         r = run([DEDUPSTAT, "--version"])
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "dedupstat (libdedup) %s" % VERSION), describe(r))
         for args in (["--bogus"], ["--interval"], ["--interval", "0"], ["--interval", "x"], ["abc"],
-                     ["--json", "--prometheus"]):
+                     ["--json", "--prometheus"], ["--set", "sleep_ms=0"], ["1", "--set", "sleep_ms"],
+                     ["1", "--set", "Sleep=1"], ["1", "--unmerge", "--merge"], ["1", "--unmerge", "--json"],
+                     ["--merge"]):
             with self.subTest(args=args):
                 r = run([DEDUPSTAT] + args)
                 self.assertEqual(r.returncode, 2, describe(r))
@@ -285,6 +287,9 @@ class DedupstatLiveFiles(unittest.TestCase):
         # Written through a mapping: mtime from its start, seconds still advancing.
         old_mapped = self.write("libdedup.%d.json" % (self.dead + 2), dict(counters, seconds=58.0), mtime=now - 60)
         holders = [self.hold_lock(p) for p in (ours, other, dead_here)]
+        ctls = {p: p[:-len(".json")] + ".ctl" for p in (ours, unlocked)}  # control files go with live files
+        for ctl in ctls.values():
+            open(ctl, "w").close()
 
         r = self.dedupstat("--json")
         self.assertEqual(r.returncode, 0, describe(r))
@@ -295,8 +300,9 @@ class DedupstatLiveFiles(unittest.TestCase):
         self.assertEqual(procs[(777, 4343)]["bytes_saved"], 1 << 20)
         for path in (ours, other, dead_here, old_live, old_fresh, old_mapped):
             self.assertTrue(os.path.exists(path), path + " must not be removed")
-        for path in (unlocked, old_stale):
+        for path in (unlocked, old_stale, ctls[unlocked]):
             self.assertFalse(os.path.exists(path), path + " is stale and must be removed")
+        self.assertTrue(os.path.exists(ctls[ours]))
 
         r = self.dedupstat()
         self.assertEqual(r.returncode, 0, describe(r))
@@ -400,6 +406,14 @@ class DedupstatOnALiveProcess(unittest.TestCase):
         self.assertEqual(r.returncode, 0, describe(r))
         with open(out) as f:
             check_prometheus(self, f.read())
+
+        # Runtime control: the process answers; another user may not control it.
+        r = run([DEDUPSTAT, str(p.pid), "--set", "sleep_ms=5"])
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "%d: sleep_ms=5 (was 0)" % p.pid), describe(r))
+        if IS_ROOT:
+            r = run(as_nobody(tmp, str(p.pid), "--set", "sleep_ms=0"))
+            self.assertEqual(r.returncode, 1, describe(r))
+            self.assertIn("only the user of process %d (or root) may control it" % p.pid, r.stderr)
 
         if IS_ROOT:  # another user may not read a 0600 file of ours: an error, not zeros
             live = [f for f in glob.glob("/dev/shm/libdedup.*%d.json" % p.pid)
