@@ -5,10 +5,11 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "scanner/config.h"
 #include "scanner/live_file.h"
+#include "scanner/os/clock.h"
 #include "scanner/os/sys.h"
 #include "scanner/state.h"
 #include "scanner/unmerge.h"
@@ -16,13 +17,10 @@
 namespace dedup {
 namespace {
 
-constexpr size_t kFileBytes = 4096;
 constexpr size_t kText = 256;  // byte 0 the state, then the text
 constexpr char kRequest = '?', kDone = '+', kRefused = '-';
 constexpr uintptr_t kWholeSpace = ~uintptr_t(0) & ~uintptr_t(kPageSize - 1);
-
-// The mapped control file; guarded by the mm lock.
-char* g_map = nullptr;
+constexpr uint64_t kLookEveryNs = 100 * 1000000ull, kPendingEveryNs = 50 * 1000000ull;
 
 // Values set at run time (kUnset: config()'s), read by the scanner.
 constexpr uint64_t kUnset = ~0ull;
@@ -33,6 +31,8 @@ std::atomic<uint64_t> g_run{1};
 void control_path(char* out, size_t cap) {
     snprintf(out, cap, "/dev/shm/libdedup.%lu.%ld.ctl", live_file_pidns(), sys::getpid());
 }
+
+// ---- the requests ----------------------------------------------------------------
 
 // run=2: every merged page private now, through the runtime's unmerge path
 // (what prctl(PR_SET_MEMORY_MERGE, 0) runs), then no merging until run=1.
@@ -77,8 +77,10 @@ bool set_pace(const char* key, const char* value, char* answer, size_t cap) {
     return false;
 }
 
-// One request: "unmerge", "merge" or "KEY=VALUE". Lock held.
-bool apply(State& s, char* request, char* answer, size_t cap) {
+// One request: "unmerge", "merge" or "KEY=VALUE". Takes the lock.
+bool apply(char* request, char* answer, size_t cap) {
+    State& s = state();
+    MmLockGuard g(s.lock);
     if (!strcmp(request, "unmerge")) return set_run(s, "2", answer, cap);
     if (!strcmp(request, "merge")) return set_run(s, "1", answer, cap);
     char* eq = strchr(request, '=');
@@ -89,6 +91,60 @@ bool apply(State& s, char* request, char* answer, size_t cap) {
     *eq = 0;
     if (!strcmp(request, "run")) return set_run(s, eq + 1, answer, cap);
     return set_pace(request, eq + 1, answer, cap);
+}
+
+// ---- the request file ------------------------------------------------------------
+
+// The request file last answered or ignored (the scanner thread's alone):
+// it is not looked at again until it changes.
+unsigned long g_seen_ino = 0;
+uint64_t g_seen_mtime = 0;
+uint64_t g_last_look_ns = 0, g_last_pending_ns = 0;
+bool g_waiting = false;  // control_pending() saw one: look at once
+
+uint64_t mtime_ns(const struct stat& st) { return (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec; }
+
+void mark_seen(const struct stat& st) {
+    g_seen_ino = st.st_ino;
+    g_seen_mtime = mtime_ns(st);
+}
+
+// A request file is there that we have not answered (stat: no descriptor).
+bool request_there(struct stat* st) {
+    char path[96];
+    control_path(path, sizeof(path));
+    if (sys::failed(sys::call(SYS_lstat, (long)path, (long)st))) return false;
+    return st->st_ino != g_seen_ino || mtime_ns(*st) != g_seen_mtime;
+}
+
+// Only a file no other user could have written: a regular file of our own
+// effective user, mode 0600 or less.
+bool acceptable(const struct stat& st) {
+    return S_ISREG(st.st_mode) && st.st_uid == (uid_t)sys::call(SYS_geteuid) && !(st.st_mode & 077);
+}
+
+// Reads the request of the file described by seen, applies it, answers.
+void answer_request(const struct stat& seen) {
+    mark_seen(seen);
+    if (!acceptable(seen)) return;  // someone else's: ignored (and not opened)
+    char path[96];
+    control_path(path, sizeof(path));
+    long fd = sys::call(SYS_open, (long)path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (sys::failed(fd)) return;
+    struct stat st;
+    char request[kText], answer[kText];
+    if (!sys::failed(sys::call(SYS_fstat, fd, (long)&st)) && st.st_ino == seen.st_ino && acceptable(st) &&
+        sys::pread((int)fd, request, kText - 1, 0) > 1 && request[0] == kRequest) {
+        request[kText - 1] = 0;
+        char* end = request + 1 + strcspn(request + 1, "\n");
+        *end = 0;
+        bool ok = apply(request + 1, answer, sizeof(answer));
+        sys::call(SYS_pwrite64, fd, (long)answer, (long)strnlen(answer, kText - 2) + 1, 1);  // the text, then
+        char state = ok ? kDone : kRefused;
+        sys::call(SYS_pwrite64, fd, (long)&state, 1, 0);  // its state: whole when it shows
+        if (!sys::failed(sys::call(SYS_fstat, fd, (long)&st))) mark_seen(st);
+    }
+    sys::close((int)fd);
 }
 
 }  // namespace
@@ -107,55 +163,21 @@ ScanPace control_pace() {
 uint64_t control_run() { return g_run.load(std::memory_order_relaxed); }
 
 bool control_pending() {
-    MmLockGuard g(state().lock);
-    return g_map && __atomic_load_n(&g_map[0], __ATOMIC_ACQUIRE) == kRequest;
+    uint64_t now = monotonic_ns();
+    if (now - g_last_pending_ns < kPendingEveryNs) return g_waiting;
+    g_last_pending_ns = now;
+    struct stat st;
+    g_waiting = request_there(&st);
+    return g_waiting;
 }
 
 void control_tick() {
-    State& s = state();
-    MmLockGuard g(s.lock);
-    if (!g_map || __atomic_load_n(&g_map[0], __ATOMIC_ACQUIRE) != kRequest) return;
-    char request[kText], answer[kText];
-    size_t n = 0;
-    for (; n + 1 < kText && g_map[1 + n] && g_map[1 + n] != '\n'; ++n) request[n] = g_map[1 + n];
-    request[n] = 0;
-    bool ok = apply(s, request, answer, sizeof(answer));
-    size_t len = strnlen(answer, kText - 2);
-    memcpy(g_map + 1, answer, len);
-    memset(g_map + 1 + len, 0, kText - 1 - len);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);  // the answer whole before its state shows
-    __atomic_store_n(&g_map[0], ok ? kDone : kRefused, __ATOMIC_RELEASE);
+    uint64_t now = monotonic_ns();
+    if (!g_waiting && now - g_last_look_ns < kLookEveryNs) return;
+    g_last_look_ns = now;
+    g_waiting = false;
+    struct stat st;
+    if (request_there(&st)) answer_request(st);
 }
-
-void control_file_link() {
-    if (g_map) return;
-    char path[96];
-    control_path(path, sizeof(path));
-    sys::call(SYS_unlink, (long)path);  // an earlier process's with our pid (only ours can go: /dev/shm is sticky)
-    long fd = sys::call(SYS_open, (long)path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (sys::failed(fd)) return;  // someone else's file is there: no control, rather than theirs
-    long err = 0;
-    void* m = MAP_FAILED;
-    if (!sys::failed(sys::call(SYS_fchmod, fd, 0600)) && !sys::failed(sys::call(SYS_ftruncate, fd, (long)kFileBytes)))
-        m = sys::mmap(nullptr, kFileBytes, PROT_READ | PROT_WRITE, MAP_SHARED, (int)fd, 0, &err);
-    sys::close((int)fd);
-    if (m == MAP_FAILED) {
-        sys::call(SYS_unlink, (long)path);
-        return;
-    }
-    sys::madvise(m, kFileBytes, MADV_DONTFORK);  // a forked child must not answer for us
-    g_map = static_cast<char*>(m);
-}
-
-void control_file_unlink() {
-    if (!g_map) return;
-    char path[96];
-    control_path(path, sizeof(path));
-    sys::call(SYS_unlink, (long)path);
-    sys::munmap(g_map, kFileBytes);
-    g_map = nullptr;
-}
-
-void control_reset_in_child() { g_map = nullptr; }
 
 }  // namespace dedup

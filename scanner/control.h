@@ -2,25 +2,28 @@
 // `dedupstat PID --set sleep_ms=0|pages_to_scan=N|cpu_percent=N|run=0|1|2`,
 // `--unmerge` (run=2) and `--merge` (run=1).
 //
-// The channel is a control file beside the live file,
-// /dev/shm/libdedup.<pidns>.<pid>.ctl: created by the process, mode 0600,
-// with O_EXCL|O_NOFOLLOW (never a file someone else made or a link), so
-// only its user (or root) can write to it. It is named and removed with the
-// live file (live_file.h), mapped (DONTFORK) and its descriptor closed: no
-// descriptor of ours for the program to trip over.
+// The channel is a request file beside the live file,
+// /dev/shm/libdedup.<pidns>.<pid>.ctl, which dedupstat puts there whole
+// (written under another name, then linked: never seen half written) and
+// removes once answered. The scanner thread looks for it with stat() every
+// 100 ms (in its sleep too), so it takes no descriptor of the program's
+// except while it answers a request: a program at its RLIMIT_NOFILE never
+// loses one to it otherwise. It acts only on a regular file owned by its
+// own effective user, which no other user can read or write (mode 0600):
+// so only that user, or root (dedupstat gives the file to the process's
+// user), can control it, and a file someone else put there is ignored.
 //
-// Protocol (one page): byte 0 is the state, bytes 1..255 the text.
-// dedupstat writes the request text, then '?' at byte 0 (two writes, so that
-// the request is whole when '?' shows). The scanner thread, each wake-up
-// and every 100 ms of its sleep, applies it and writes its answer text,
-// then '+' (done) or '-' (refused) at byte 0.
+// Protocol (256 bytes): byte 0 is the state, then the text. A request reads
+// '?' then "sleep_ms=0", "pages_to_scan=N", "cpu_percent=N", "run=0|1|2",
+// "unmerge" or "merge"; the answer text is written, then '+' (done) or '-'
+// (refused) at byte 0.
 //
-// What can change: the scanner's pace (pages_to_scan, sleep_ms, cpu_percent,
-// with the options' ranges), and KSM's run: 1 merges; 0 stops merging and
-// keeps what is merged; 2 unmerges everything now (through the runtime's
-// unmerge path, as prctl(PR_SET_MEMORY_MERGE, 0) does) and stops merging
-// until run=1. The program's own advice (MADV_MERGEABLE, PR_SET_MEMORY_MERGE)
-// is kept meanwhile, as KSM keeps it. A forked child inherits the settings.
+// What can change: the scanner's pace, with the options' ranges, and KSM's
+// run: 1 merges; 0 stops merging and keeps what is merged; 2 unmerges
+// everything now (through the runtime's unmerge path, as
+// prctl(PR_SET_MEMORY_MERGE, 0) does) and stops merging until run=1. The
+// program's own advice (MADV_MERGEABLE, PR_SET_MEMORY_MERGE) is kept
+// meanwhile, as KSM keeps it. A forked child inherits the settings.
 #pragma once
 #include <stdint.h>
 
@@ -34,16 +37,11 @@ ScanPace control_pace();
 // KSM's run: 1 merging (the default), 0 stopped, 2 unmerged and stopped.
 uint64_t control_run();
 
-// The scanner thread, without the mm lock: applies a waiting request.
+// The scanner thread only (no lock held), each wake-up: answers a request
+// waiting in the request file (looked for at most every 100 ms).
 void control_tick();
-// Whether a request waits (the scanner cuts its sleep short). Takes the lock.
+// The scanner thread, in its sleep: whether a request waits (it then cuts
+// its sleep short). One stat() at most every 50 ms.
 bool control_pending();
-
-// The control file, named and removed with the live file (mm lock held).
-void control_file_link();
-void control_file_unlink();
-// In a forked child: the parent's file is not ours (the mapping is not
-// inherited).
-void control_reset_in_child();
 
 }  // namespace dedup

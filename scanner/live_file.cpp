@@ -6,7 +6,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "scanner/control.h"
 #include "scanner/os/kept_file.h"
 #include "scanner/os/sys.h"
 
@@ -53,7 +52,6 @@ void link_now() {
     snprintf(self, sizeof(self), "/proc/self/fd/%d", f.fd());
     sys::call(SYS_unlink, (long)path);  // a stale file of an earlier process with our pid
     g_live.linked = !sys::failed(sys::call(SYS_linkat, AT_FDCWD, (long)self, AT_FDCWD, (long)path, AT_SYMLINK_FOLLOW));
-    if (g_live.linked) control_file_link();  // the control file comes and goes with it
 }
 
 }  // namespace
@@ -107,7 +105,6 @@ void live_file_remove() {
     live_path(path, sizeof(path));
     sys::call(SYS_unlink, (long)path);
     g_live.linked = false;
-    control_file_unlink();
 }
 
 void live_file_relink() {
@@ -118,7 +115,6 @@ void live_file_reset_in_child() {
     // The mapping is DONTFORK (not in the child); the kept descriptor, which
     // holds the parent's lock, is closed with the other kept files.
     g_live = LiveFile();
-    control_reset_in_child();
 }
 
 }  // namespace dedup

@@ -16,7 +16,6 @@
 //   programs are PID 1 apart.
 // - Removed at exit, at a signal that ends the process, and before an exec
 //   (named again if the exec fails): exec runs no destructor.
-// - The control file (control.h) is named and removed with it.
 // All calls require the mm lock.
 #pragma once
 #include <stddef.h>

@@ -108,11 +108,23 @@ TEST(DedupstatControl, UnmergeMakesEveryPagePrivateUntilMerge) {
     Stats st = wait_live(pid, 5, [](const Stats& s) { return s["pages_sharing"] > 3000; });
     ASSERT_GT(st["pages_sharing"], 3000) << st.text;
     EXPECT_GE(proc_pagemap(pid, addr, len).file, len / 4096 * 9 / 10);
-    // The control file: the process's own, 0600.
-    struct stat cs;
-    ASSERT_EQ(stat(control_file(pid).c_str(), &cs), 0) << control_file(pid);
-    EXPECT_EQ(cs.st_mode & 0777, 0600u);
-    EXPECT_EQ(cs.st_uid, geteuid());
+    // A request file anyone else could have written is ignored: another
+    // user's (root may make one), or ours but writable by others.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        bool others_file = attempt == 0;
+        if (others_file && geteuid() != 0) continue;
+        std::string ctl = control_file(pid);
+        int fd = open(ctl.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+        ASSERT_GE(fd, 0) << ctl;
+        ASSERT_EQ(pwrite(fd, "?unmerge", 9, 0), 9);
+        if (others_file) ASSERT_EQ(fchown(fd, 65534, 65534), 0);
+        else ASSERT_EQ(fchmod(fd, 0622), 0);
+        close(fd);
+        usleep(400 * 1000);
+        EXPECT_EQ(read_file(ctl).substr(0, 8), "?unmerge") << "answered a request file it must ignore";
+        EXPECT_GE(proc_pagemap(pid, addr, len).file, len / 4096 * 9 / 10) << "unmerged on a forged request";
+        unlink(ctl.c_str());
+    }
 
     int status = 0;
     double took = 0;
@@ -139,7 +151,7 @@ TEST(DedupstatControl, UnmergeMakesEveryPagePrivateUntilMerge) {
     c.release();
     Result r = c.finish();
     EXPECT_TRUE(r.ok()) << "the program's contents after unmerge and merge\n" << r.describe();
-    EXPECT_FALSE(file_exists(control_file(pid))) << "the control file goes with the live file";
+    EXPECT_FALSE(file_exists(control_file(pid))) << "dedupstat removes its request files";
 }
 
 }  // namespace
