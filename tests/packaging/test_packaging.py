@@ -318,6 +318,33 @@ class DedupstatLiveFiles(unittest.TestCase):
         self.assertEqual(len(json.loads(r.stdout)), 3, describe(r))
         self.assertFalse(os.path.exists(ours))
 
+    def test_domain_column_when_reports_name_a_domain(self):
+        def live(pid, **extra):
+            d = dict({"seconds": 2.0, "bytes_saved": 1 << 20, "pages_sharing": 256, "pages_registered": 512,
+                      "pid": pid, "comm": "p%d" % pid, "pidns": self.ns}, **extra)
+            return self.write("libdedup.%d.%d.json" % (self.ns, pid), d)
+        paths = [live(5001), live(5002)]
+        holders = [self.hold_lock(p) for p in paths]
+        r = self.dedupstat()
+        self.assertEqual(r.returncode, 0, describe(r))
+        self.assertNotIn("DOMAIN", r.stdout, "no domain column without domains")
+        paths += [live(5003, domain="web"), live(5004, domain="web"), live(5005, domain="batch")]
+        holders += [self.hold_lock(p) for p in paths[2:]]
+        r = self.dedupstat()
+        self.assertEqual(r.returncode, 0, describe(r))
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0].split()[:3], ["PID", "COMMAND", "DOMAIN"], r.stdout)
+        rows = [line.split() for line in lines[1:]]
+        # Grouped by domain (those without one last), a total per domain, then the total.
+        self.assertEqual([row[0] for row in rows],
+                         ["5005", "TOTAL", "5003", "5004", "TOTAL", "5001", "5002", "TOTAL", "TOTAL"], r.stdout)
+        self.assertEqual(rows[4][:5], ["TOTAL", "2", "processes", "web", "2.0"], r.stdout)
+        self.assertEqual(rows[-1][:4], ["TOTAL", "5", "processes", "5.0"], r.stdout)
+        r = self.dedupstat("--prometheus")
+        self.assertIn('libdedup_bytes_saved{pid="5003",comm="p5003",pidns="%d",domain="web"} 1048576' % self.ns,
+                      r.stdout)
+        check_prometheus(self, r.stdout)
+
     def test_interval_refreshes_until_the_process_is_gone(self):
         path = self.write("libdedup.%d.%d.json" % (self.ns, self.sleeper.pid),
                           {"seconds": 2.0, "pid": self.sleeper.pid, "comm": "sleep", "pidns": self.ns})
