@@ -3,11 +3,17 @@
 // environment; a bad value gets one warning naming the variable, the value
 // and the default used.
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 namespace dedup {
 
-enum class Scope { kAll, kAdvised };
+// Enumerations are stored as an int: the index of the value's name in the
+// option's list (config.cpp).
+enum class Scope : int { kAll, kAdvised };
+// DEDUP_SUMMARY: auto (when the process saved or registered enough to be
+// worth telling, reports.h), always, never.
+enum class Summary : int { kAuto, kAlways, kNever };
 
 struct Config {
     bool disable = false;
@@ -23,6 +29,8 @@ struct Config {
     uint64_t stats_interval_ms = 0;       // live log line + stats file refresh; 0 = off
     char log[256] = "stderr";            // stderr | off | a file path
     char stats_file[256] = "";            // JSON written here at exit
+    Summary summary = Summary::kAuto;     // the exit summary: auto | always | never
+    char series_file[256] = "";           // a JSON line appended per DEDUP_STATS_INTERVAL_MS, and at exit
 };
 
 // Parses the environment (envp-style array) into `out`, reporting bad values
@@ -37,5 +45,16 @@ bool parse_uint(const char* s, uint64_t* out);
 
 // The process-wide configuration, parsed from environ on first use.
 const Config& config();
+
+// The effective value of every option as JSON object members
+// ("disable": false, "scope": "all", ...: the variable's name without
+// DEDUP_, lower case), into buf (NUL-terminated). Returns the length, 0 if
+// it does not fit.
+size_t config_to_json(const Config& c, char* buf, size_t cap);
+
+// A value set at run time (dedupstat --set KEY=VALUE) for a number option
+// named as in config_to_json: checked against the option's syntax and range.
+// False with a reason in err otherwise.
+bool config_parse_runtime(const char* key, const char* value, uint64_t* out, char* err, size_t cap);
 
 }  // namespace dedup

@@ -14,20 +14,20 @@ std::atomic<int> g_log_fd{2};
 std::atomic<int> g_warnings{0};
 constexpr int kMaxWarnings = 32;
 
-// Formats one line and writes it whole. Control characters in it (a value
-// from the environment may hold a newline) are escaped, so a line is always
-// one line: nobody can inject one.
-void vlog(const char* fmt, va_list ap) {
-    int fd = g_log_fd.load(std::memory_order_relaxed);
-    if (fd < 0) return;
+// Formats one line into buf (at most 1024 bytes, newline included);
+// returns its length, 0 on error. Control characters in it (a value from the
+// environment may hold a newline) are escaped, so a line is always one line:
+// nobody can inject one.
+size_t format_line(char* buf, size_t cap, const char* fmt, va_list ap) {
     char text[1024];
     int m = vsnprintf(text, sizeof(text), fmt, ap);
-    if (m < 0) return;
-    char buf[1024];  // a line is at most this long, newline included
-    static const char prefix[] = "libdedup: ";
-    size_t n = sizeof(prefix) - 1;
-    memcpy(buf, prefix, n);
-    for (const char* c = text; *c && n + 5 < sizeof(buf); ++c) {
+    if (m < 0) return 0;
+    // The pid tells apart the lines of the processes of one tree (a shell,
+    // its commands) sharing one stderr or DEDUP_LOG.
+    int p = snprintf(buf, cap, "libdedup[%ld]: ", sys::getpid());
+    if (p < 0) return 0;
+    size_t n = (size_t)p;
+    for (const char* c = text; *c && n + 5 < cap; ++c) {
         unsigned char u = (unsigned char)*c;
         if (u >= 0x20 && u != 0x7f) {
             buf[n++] = *c;
@@ -40,13 +40,45 @@ void vlog(const char* fmt, va_list ap) {
         buf[n++] = hex[u & 15];
     }
     buf[n++] = '\n';
+    return n;
+}
+
+void write_line(const char* buf, size_t n) {
+    int fd = g_log_fd.load(std::memory_order_relaxed);
     size_t off = 0;
-    while (off < n) {
+    while (fd >= 0 && off < n) {
         long w = sys::write(fd, buf + off, n - off);
         if (w == -EINTR) continue;
         if (w <= 0) break;
         off += (size_t)w;
     }
+}
+
+void vlog(const char* fmt, va_list ap) {
+    if (g_log_fd.load(std::memory_order_relaxed) < 0) return;
+    char buf[1024];
+    if (size_t n = format_line(buf, sizeof(buf), fmt, ap)) write_line(buf, n);
+}
+
+// The warnings printed so far, by a hash of their text (after the prefix).
+std::atomic<uint64_t> g_warned[kMaxWarnings];
+
+uint64_t text_hash(const char* s, size_t n) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (size_t i = 0; i < n; ++i) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h | 1;  // never 0, the empty slot
+}
+
+// Whether this text was printed before; if not, it is recorded (and true
+// is returned when no slot is left: the cap is reached anyway).
+bool warned_before(uint64_t h) {
+    for (auto& slot : g_warned) {
+        uint64_t seen = slot.load(std::memory_order_relaxed);
+        if (seen == h) return true;
+        if (seen == 0 && slot.compare_exchange_strong(seen, h)) return false;
+        if (seen == h) return true;
+    }
+    return true;
 }
 }  // namespace
 
@@ -78,14 +110,23 @@ void log_line(const char* fmt, ...) {
     va_end(ap);
 }
 
-void log_warning(const char* fmt, ...) {
+void log_vwarning(const char* fmt, va_list ap) {
+    if (g_log_fd.load(std::memory_order_relaxed) < 0) return;
+    char buf[1024];
+    size_t len = format_line(buf, sizeof(buf), fmt, ap);
+    const char* text = strchr(buf, ' ');  // after "libdedup[PID]:": the same in a forked child
+    if (!len || !text || warned_before(text_hash(text, len - (size_t)(text - buf)))) return;
     int n = g_warnings.fetch_add(1, std::memory_order_relaxed);
     if (n >= kMaxWarnings) return;
+    write_line(buf, len);
+    if (n + 1 == kMaxWarnings) log_line("further warnings suppressed");
+}
+
+void log_warning(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vlog(fmt, ap);
+    log_vwarning(fmt, ap);
     va_end(ap);
-    if (n + 1 == kMaxWarnings) log_line("further warnings suppressed");
 }
 
 }  // namespace dedup

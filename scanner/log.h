@@ -18,10 +18,14 @@ bool log_open(const char* spec);
 int log_file_fd();
 void log_set_file_fd(int fd);
 
-// Writes "libdedup: <message>\n" to the log.
+// Writes "libdedup[PID]: <message>\n" to the log.
 void log_line(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
-// Like log_line, but at most `kMaxWarnings` warnings are printed per process.
+// Like log_line, for warnings: a process prints each warning once (the same
+// text again is left out), and at most `kMaxWarnings` of them. Warnings
+// about DEDUP_* values are also left out when the parent process printed
+// them (config.cpp, parent_process.h): once per process tree.
 void log_warning(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_vwarning(const char* fmt, va_list ap);
 
 }  // namespace dedup

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include "scanner/config.h"
+#include "scanner/control.h"
 #include "scanner/lifecycle.h"
 #include "scanner/live_file.h"
 #include "scanner/log.h"
@@ -14,6 +15,7 @@
 #include "scanner/os/kept_file.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
+#include "scanner/report_files.h"
 #include "scanner/scanner_thread.h"
 #include "scanner/sites.h"
 #include "scanner/state.h"
@@ -47,8 +49,31 @@ uint64_t pages_in_scope(State& s) {
 // Every field of the table into rep; the caller holds the lock. Exact VMA
 // count only when asked (it reads /proc/self/maps). walk: the registry may
 // be walked (else it may be half changed, and its page count is used).
+// KSM's counters by KSM's names: ksm_stat's per-process figures and the
+// global ones of /sys/kernel/mm/ksm are one here (the shim is per process).
+void collect_ksm(const State& s, Report* rep) {
+    rep->ksm_merging_pages = s.store.total_refs();
+    rep->ksm_zero_pages = rep->zero_pages;
+    int64_t meta = (int64_t)rep->metadata_bytes;
+    rep->ksm_process_profit = (int64_t)((rep->ksm_merging_pages + rep->ksm_zero_pages) * kPageSize) - meta;
+    rep->general_profit = (int64_t)rep->bytes_saved - meta;
+    rep->ksm_merge_any = s.merge_all;
+    rep->ksm_mergeable = rep->pages_registered > 0;
+}
+
+// The settings in effect: the environment's, with what was changed since.
+void collect_settings(const State& s, Report* rep) {
+    rep->settings = config();
+    rep->settings.vma_reserve = s.vmas.max_map_count() - s.vmas.limit();  // 0 meant max_map_count/8
+    ScanPace pace = control_pace();
+    rep->settings.pages_to_scan = pace.pages_to_scan;
+    rep->settings.sleep_ms = pace.sleep_ms;
+    rep->settings.cpu_percent = pace.cpu_percent;
+    rep->run = control_run();
+}
+
 void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = true) {
-    memset(rep, 0, sizeof(*rep));
+    *rep = Report();
     report_copy_counted(s.stats, rep);
     rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
     rep->pages_registered = walk ? pages_in_scope(s) : s.regions.pages_registered();
@@ -72,6 +97,8 @@ void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = tru
     rep->pid = (uint64_t)sys::getpid();
     rep->pidns = live_file_pidns();
     read_comm(rep->comm, sizeof(rep->comm));
+    collect_ksm(s, rep);
+    collect_settings(s, rep);
 }
 
 // ---- allocation sites ----------------------------------------------------------
@@ -134,12 +161,6 @@ void top_sites(uint64_t* per, Report* rep) {
 
 // ---- files -------------------------------------------------------------------
 
-void stats_path(const char* pattern, char* out, size_t cap) {
-    const char* pp = strstr(pattern, "%p");
-    if (pp) snprintf(out, cap, "%.*s%ld%s", (int)(pp - pattern), pattern, sys::getpid(), pp + 2);
-    else snprintf(out, cap, "%s", pattern);
-}
-
 // The live file is its own module (live_file.h); reports write into it.
 void write_live_file(const Report& rep) {
     char json[8192];
@@ -163,6 +184,33 @@ void log_live_line(const Report& rep, double cpu, uint64_t now) {
              100.0 * (cpu - g_live_last_cpu) / dt, cpu);
     g_live_last_scanned = rep.pages_scanned;
     g_live_last_cpu = cpu;
+}
+
+// DEDUP_SUMMARY=auto: short-lived helpers (shells, launchers, compilers'
+// drivers) would drown the log in empty summaries, and a forked child that
+// never scanned has nothing of its own to say.
+bool summary_due(Summary when, const Report& rep, bool child, bool registered_anything) {
+    if (when != Summary::kAuto) return when == Summary::kAlways;
+    return registered_anything && report_worth_telling(rep) && (!child || rep.pages_scanned);
+}
+
+// The stats file (whose report it is: report_files.h) and a line of the
+// series file. A forked child writes the stats file only at a path of its
+// own (%p), never over its parent's; every process appends to the series
+// (each line names its process).
+void write_report_files(const Config& cfg, const Report& rep) {
+    char path[300];
+    bool child = sys::getpid() != runtime_original_pid();
+    if (cfg.stats_file[0] && (!child || strstr(cfg.stats_file, "%p"))) {
+        report_path(cfg.stats_file, path, sizeof(path));
+        long w = stats_file_write(rep, path);
+        if (w < 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
+    }
+    if (cfg.series_file[0]) {
+        report_path(cfg.series_file, path, sizeof(path));
+        long w = series_append(rep, path);
+        if (w < 0) log_warning("DEDUP_SERIES_FILE='%s' could not be written (%s)", path, strerror((int)-w));
+    }
 }
 
 }  // namespace
@@ -199,11 +247,7 @@ void reports_tick() {
     if (!interval_due) return;
     log_live_line(rep, cpu, now);
     g_interval_last_ns = now;
-    if (cfg.stats_file[0] && sys::getpid() == runtime_original_pid()) {
-        char path[300];
-        stats_path(cfg.stats_file, path, sizeof(path));
-        report_write_file(rep, path);
-    }
+    write_report_files(cfg, rep);
 }
 
 void reports_at_exit(double cpu, bool from_signal) {
@@ -222,19 +266,8 @@ void reports_at_exit(double cpu, bool from_signal) {
     if (per_site && g_site_peak) memcpy(per_site, g_site_peak, sizeof(uint64_t) * kMaxSites);
     top_sites(per_site, &rep);
     bool child = sys::getpid() != runtime_original_pid();
-    // Short-lived helpers (shells, compilers' drivers) would drown the log in
-    // empty summaries: report when something was saved or a lot registered.
-    bool worth = rep.bytes_saved_peak > 0 || rep.registered_bytes_total >= (16u << 20);
-    if (s.registered_anything && worth && (!child || rep.pages_scanned)) report_to_log(rep);
-    if (cfg.stats_file[0]) {
-        char path[300];
-        stats_path(cfg.stats_file, path, sizeof(path));
-        // A forked child writes only to a per-pid path, never over its parent's file.
-        if (!child || strstr(cfg.stats_file, "%p")) {
-            long w = report_write_file(rep, path);
-            if (w != 0) log_warning("DEDUP_STATS_FILE='%s' could not be written (%s)", path, strerror((int)-w));
-        }
-    }
+    if (summary_due(cfg.summary, rep, child, s.registered_anything)) report_to_log(rep);
+    write_report_files(cfg, rep);
 }
 
 }  // namespace dedup

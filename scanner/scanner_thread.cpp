@@ -12,6 +12,7 @@
 
 #include "scanner/batch_scan.h"
 #include "scanner/config.h"
+#include "scanner/control.h"
 #include "scanner/cow_sweep.h"
 #include "scanner/large_alloc.h"
 #include "scanner/log.h"
@@ -99,7 +100,7 @@ void sleep_ms(uint64_t ms) {
             sys::call(SYS_futex, (long)&g_wake, FUTEX_WAIT_PRIVATE, seen, (long)&ts, 0, 0);
         ms -= slice;
         exit_if_alone();
-        if (ms && rewrites_under_way()) return;
+        if (ms && (rewrites_under_way() || control_pending())) return;
     }
 }
 
@@ -127,6 +128,12 @@ void end_of_pass(State& s) {
     s.vmas.recount_if_older(1000 * 1000000ull);
 }
 
+// KSM's pages_skipped: pages the scan passed over without hashing them (not
+// present, merged, or given back as zero and untouched since).
+void note_skipped(State& s, size_t passed, uint64_t hashed) {
+    if (passed > hashed) s.stats.pages_skipped.fetch_add(passed - hashed, std::memory_order_relaxed);
+}
+
 // One lock hold: up to kPagesPerHold pages, across as many (small) regions
 // as that takes. Returns pages looked at; *pass_ended when it reached the end
 // of the last region (the wake-up then ends: a small registry must not be
@@ -148,6 +155,10 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
     // A sweep for copy-on-write breaks runs to its end in this wake-up (it
     // is cheap, and memory is at stake): it counts as one page.
     if (cow_sweep_step(s, limit)) return 1;
+    if (control_run() != 1) {  // stopped by dedupstat (KSM's run=0 or 2): nothing merges
+        *pass_ended = true;
+        return done;
+    }
     for (size_t regions = 0; done < limit && regions < kRegionsPerHold; ++regions) {
         size_t i = s.regions.lower_bound(s.cursor);
         while (i < s.regions.count() && !region_mergeable(s, s.regions[i])) ++i;
@@ -160,8 +171,10 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
         Region& r = s.regions[i];
         uintptr_t from = s.cursor > r.start ? s.cursor : r.start;
         uint64_t breaks = s.stats.cow_breaks.load(std::memory_order_relaxed);
+        uint64_t hashed = s.stats.pages_scanned.load(std::memory_order_relaxed);
         size_t n = scan_batch(s, r, from, limit - done);
         cow_sweep_note_breaks(s, s.stats.cow_breaks.load(std::memory_order_relaxed) - breaks);
+        note_skipped(s, n, s.stats.pages_scanned.load(std::memory_order_relaxed) - hashed);
         s.cursor = from + n * kPageSize;
         done += n;
         if (s.resync_end) resync_protection(s);  // r may move: after the batch
@@ -176,6 +189,13 @@ size_t scan_step(State& s, size_t budget, bool* pass_ended) {
 class CpuPacer {
 public:
     explicit CpuPacer(uint64_t percent) : percent_(percent), last_cpu_(thread_cpu_ns()) {}
+    // Changed at run time (dedupstat --set cpu_percent=N): counts from now.
+    void set_percent(uint64_t percent) {
+        if (percent == percent_) return;
+        percent_ = percent;
+        last_cpu_ = thread_cpu_ns();
+        owed_ns_ = 0;
+    }
     // Milliseconds to sleep now.
     uint64_t owed_ms() {
         uint64_t cpu = thread_cpu_ns();
@@ -199,9 +219,11 @@ void* scanner_main(void*) {
     pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals are for the application's threads
     pthread_setname_np(pthread_self(), "dedup-scan");
     State& s = state();
-    const Config& cfg = config();
-    CpuPacer pacer(cfg.cpu_percent ? cfg.cpu_percent : 100);
+    ScanPace pace = control_pace();  // config()'s, or what dedupstat --set changed since
+    CpuPacer pacer(pace.cpu_percent ? pace.cpu_percent : 100);
     while (!g_stop.load(std::memory_order_acquire)) {
+        pace = control_pace();
+        pacer.set_percent(pace.cpu_percent ? pace.cpu_percent : 100);
         size_t done = 0;
         bool pass_ended = false;
         bool cow_storm;
@@ -210,8 +232,8 @@ void* scanner_main(void*) {
             domain_tick(s);
             cow_storm = cow_sweep_wakeup(s);
         }
-        while (done < cfg.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
-            size_t n = scan_step(s, cfg.pages_to_scan - done, &pass_ended);
+        while (done < pace.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
+            size_t n = scan_step(s, pace.pages_to_scan - done, &pass_ended);
             done += n;
             if (pass_ended || n == 0) break;
             // Let an application thread that waits for the lock have it.
@@ -219,18 +241,21 @@ void* scanner_main(void*) {
         }
         if (g_stop.load(std::memory_order_acquire)) break;
         exit_if_alone();
+        control_tick();
         reports_tick();
         large_trim();  // large blocks' memory free for a second goes back to the kernel
         // The program's own VMAs grew into our budget: give ours back before
         // it reaches the hard limit (where even unmerging needs VMAs).
         relieve_vma_pressure(s);
-        uint64_t paced_ms = cfg.cpu_percent ? pacer.owed_ms() : 0;
+        uint64_t paced_ms = pace.cpu_percent ? pacer.owed_ms() : 0;
         if (cow_storm)
             sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
+        else if (control_run() != 1)
+            sleep_ms(100);  // stopped (dedupstat): copy-on-write sweeps and requests only
         else if (s.stats.budget_bound.load(std::memory_order_relaxed))
-            sleep_ms(cfg.sleep_ms > 250 ? cfg.sleep_ms : 250);  // nothing mergeable within the budget
-        else if (cfg.cpu_percent && paced_ms) sleep_ms(paced_ms);
-        else if (!cfg.cpu_percent && cfg.sleep_ms) sleep_ms(cfg.sleep_ms);
+            sleep_ms(pace.sleep_ms > 250 ? pace.sleep_ms : 250);  // nothing mergeable within the budget
+        else if (pace.cpu_percent && paced_ms) sleep_ms(paced_ms);
+        else if (!pace.cpu_percent && pace.sleep_ms) sleep_ms(pace.sleep_ms);
         else if (pass_ended && done < 64) sleep_ms(1);  // (almost) nothing registered: do not spin
     }
     return nullptr;

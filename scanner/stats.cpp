@@ -23,29 +23,33 @@ constexpr const char* kVersion = DEDUP_VERSION;
 double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
 
 enum Unit { PLAIN, MIB, PAGES_MIB, SECS };
+enum Type { U64, I64, F64 };
 
-#define DEDUP_FIELD_U64(name) false, nullptr, [](const Report& r) -> uint64_t { return r.name; }
-#define DEDUP_FIELD_F64(name) true, [](const Report& r) -> double { return r.name; }, nullptr
-#define DEDUP_FIELD(name, src, type, line, unit, text, meaning) {#name, line, unit, text, DEDUP_FIELD_##type(name)},
+// Every field read as a double too, for the F64 ones.
+#define DEDUP_FIELD(name, src, type, line, unit, text, meaning)                                          \
+    {#name, line, unit, text, type, [](const Report& r) -> double { return (double)r.name; },           \
+     [](const Report& r) -> uint64_t { return (uint64_t)r.name; }},
 // One field of the table, as the JSON and the summary see it.
 struct FieldInit {
     const char* name;
     int line;
     Unit unit;
     const char* text;
-    bool is_double;
+    Type type;
     double (*get_double)(const Report&);
-    uint64_t (*get_u64)(const Report&);
+    uint64_t (*get_u64)(const Report&);  // I64: the bits of the int64_t
 };
 const FieldInit kFields[] = {DEDUP_REPORT_FIELDS(DEDUP_FIELD)};
 #undef DEDUP_FIELD
-#undef DEDUP_FIELD_F64
-#undef DEDUP_FIELD_U64
 
 // The field's value as the summary shows it.
 void format_value(const FieldInit& f, const Report& r, char* out, size_t cap) {
-    if (f.is_double) {
+    if (f.type == F64) {
         snprintf(out, cap, f.unit == SECS ? "%.2f s" : "%.3f", f.get_double(r));
+        return;
+    }
+    if (f.type == I64) {
+        snprintf(out, cap, "%lld", (long long)f.get_u64(r));
         return;
     }
     uint64_t v = f.get_u64(r);
@@ -112,9 +116,13 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
     put("\"");
     for (const FieldInit& f : kFields) {
         put(", \"%s\": ", f.name);
-        if (f.is_double) put("%.3f", f.get_double(r));
+        if (f.type == F64) put("%.3f", f.get_double(r));
+        else if (f.type == I64) put("%lld", (long long)f.get_u64(r));
         else put("%llu", (unsigned long long)f.get_u64(r));
     }
+    put(", \"settings\": {");
+    if (used < cap) used += config_to_json(r.settings, buf + used, cap - used);
+    put("%s\"run\": %llu}", used && buf[used - 1] != '{' ? ", " : "", (unsigned long long)r.run);
     put(", \"sites\": [");
     for (int i = 0; i < r.nsites; ++i) {
         put("%s{\"bytes\": %llu, \"site\": \"", i ? ", " : "", (unsigned long long)r.site_bytes[i]);

@@ -10,12 +10,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "scanner/config.h"
+
 namespace dedup {
 
 // X(name, source, type, summary line, summary text, meaning)
 //   source  COUNTED: a Stats atomic of the same name, counted as it happens;
 //           DERIVED: computed when the report is made (reports.cpp)
-//   type    U64 (a count) or F64
+//   type    U64 (a count), I64 (may be negative) or F64
 //   summary line 1..3 of the summary (0: JSON only); text has one %s, the
 //           value formatted by its unit: PLAIN, MIB (bytes), PAGES_MIB, SECS
 #define DEDUP_REPORT_FIELDS(X)                                                                                        \
@@ -47,7 +49,15 @@ namespace dedup {
     X(pages_merged, COUNTED, U64, 0, PLAIN, "", "pages remapped onto canonical pages, ever")                           \
     X(unmerged_pages, COUNTED, U64, 0, PLAIN, "", "pages made private again on request")                              \
     X(store_rotations, COUNTED, U64, 0, PLAIN, "", "times merged pages moved to a new memfd (fork give-back)")        \
-    X(fork_kept_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages kept only because a forked child may map them")  \
+    X(fork_kept_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages kept only because a forked child may map them")     \
+    /* KSM's counters with KSM's names (/sys/kernel/mm/ksm, /proc/PID/ksm_stat) where they apply */                    \
+    X(pages_skipped, COUNTED, U64, 0, PLAIN, "", "pages the scan passed over unhashed: not present, merged (KSM smart scan)") \
+    X(ksm_merging_pages, DERIVED, U64, 0, PLAIN, "", "pages of the process mapping a canonical page (ksm_stat)")        \
+    X(ksm_zero_pages, DERIVED, U64, 0, PLAIN, "", "zero_pages, by KSM's name (ksm_stat)")                              \
+    X(ksm_process_profit, DERIVED, I64, 0, PLAIN, "", "(ksm_merging_pages + ksm_zero_pages) * 4096 - metadata_bytes")  \
+    X(general_profit, DERIVED, I64, 0, PLAIN, "", "bytes_saved - metadata_bytes (KSM general_profit)")                  \
+    X(ksm_merge_any, DERIVED, U64, 0, PLAIN, "", "1: every registered region may merge (scope all, PR_SET_MEMORY_MERGE)") \
+    X(ksm_mergeable, DERIVED, U64, 0, PLAIN, "", "1: the process has memory that may merge (ksm_stat)")               \
     X(domain_pages_shared_with_others, DERIVED, U64, 0, PLAIN, "", "pages this process maps that other members map too") \
     X(domain_members, DERIVED, U64, 0, PLAIN, "", "processes in the merge domain now")                              \
     X(domain_canonical_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages of the merge domain in use")             \
@@ -80,6 +90,7 @@ struct Stats {
 // A snapshot of every field of the table, plus the top allocation sites.
 struct Report {
 #define DEDUP_REPORT_TYPE_U64 uint64_t
+#define DEDUP_REPORT_TYPE_I64 int64_t
 #define DEDUP_REPORT_TYPE_F64 double
 #define DEDUP_REPORT_MEMBER(name, src, type, line, unit, text, meaning) DEDUP_REPORT_TYPE_##type name;
     DEDUP_REPORT_FIELDS(DEDUP_REPORT_MEMBER)
@@ -91,7 +102,23 @@ struct Report {
     int nsites;
     uint64_t site_bytes[kTopSites];
     char site_text[kTopSites][480];
+    // The effective settings: every option (what the environment said, or
+    // what dedupstat --set changed since), and KSM's run: 1 merging, 2
+    // everything unmerged and merging stopped (dedupstat --unmerge).
+    Config settings;
+    uint64_t run;
 };
+
+// Whether a process has something to tell: it saved at least 1 MiB at its
+// peak, or registered at least 16 MiB in all. Short-lived helpers (shells,
+// launchers, compilers' drivers) have not. Such a process stays quiet at
+// exit (DEDUP_SUMMARY=auto) and leaves the stats file to the program it ran
+// (reports.h).
+constexpr uint64_t kWorthSavedBytes = 1u << 20;
+constexpr uint64_t kWorthRegisteredBytes = 16u << 20;
+inline bool report_worth_telling(const Report& r) {
+    return r.bytes_saved_peak >= kWorthSavedBytes || r.registered_bytes_total >= kWorthRegisteredBytes;
+}
 
 // Copies every COUNTED field from stats into rep.
 void report_copy_counted(const Stats& stats, Report* rep);

@@ -9,10 +9,10 @@ namespace {
 const std::vector<std::string> kSmallDup = {"--copies", "8", "--buf-kib", "512"};
 
 // Every stderr line comes from the shim (the programs write nothing to stderr
-// when they succeed) and starts with "libdedup: ".
+// when they succeed) and starts with "libdedup[PID]: ".
 void expect_only_log_lines(const Result& r) {
     for (auto& l : lines(r.err))
-        EXPECT_EQ(l.rfind("libdedup: ", 0), 0u) << "stderr line without the prefix: '" << l
+        EXPECT_TRUE(is_log_line(l)) << "stderr line without the prefix: '" << l
                                                  << "'\n" << r.describe();
 }
 
@@ -49,7 +49,8 @@ TEST_P(BadEnv, OneLineNamingVariableValueAndDefault) {
     EXPECT_EQ(n, 1) << "want exactly one log line naming " << b.var << " and '" << b.value
                     << "'\n" << r.describe();
     EXPECT_EQ(count_lines_with(r.err, {b.var, b.value, "default"}), 1) << r.describe();
-    EXPECT_EQ(count_lines_with(r.err, {"libdedup: ", b.var, b.value}), 1) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"libdedup[" + std::to_string(r.pid) + "]: ", b.var, b.value}), 1)
+        << r.describe();
     expect_only_log_lines(r);
     expect_clean_stdout(r);
 }
@@ -83,6 +84,30 @@ TEST(BadEnv, AllBadAtOnceOneLineEach) {
         EXPECT_EQ(count_lines_with(r.err, {kv.first, kv.second, "default"}), 1)
             << kv.first << "\n" << r.describe();
     expect_only_log_lines(r);
+}
+
+// A bad value is reported once per process tree: a shell under the shim
+// reports it, the commands it runs with the same value do not; a command
+// given another value reports that one.
+TEST(BadEnv, OncePerProcessTree) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::string p = prog("ncopies") + " --copies 4 --buf-kib 256";
+    Options o = with_lib({"-c", p + "; " + p + "; DEDUP_SLEEP_MS=xyz " + p + "; :"}, {{"DEDUP_SLEEP_MS", "abc"}});
+    Result r = run("/bin/bash", o, tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"DEDUP_SLEEP_MS='abc'", "default"}), 1) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"libdedup[" + std::to_string(r.pid) + "]: DEDUP_SLEEP_MS='abc'"}), 1)
+        << "the shell, first in the tree, reports it\n" << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"DEDUP_SLEEP_MS='xyz'", "default"}), 1) << r.describe();
+    expect_only_log_lines(r);
+    // A child whose log goes elsewhere has its own reader: it reports it there.
+    std::string log = tmp.file("child.log");
+    o.args = {"-c", "DEDUP_LOG=" + log + " " + p + "; :"};
+    r = run("/bin/bash", o, tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(count_lines_with(r.err, {"DEDUP_SLEEP_MS='abc'"}), 1) << r.describe();
+    EXPECT_EQ(count_lines_with(read_file(log), {"DEDUP_SLEEP_MS='abc'"}), 1) << read_file(log);
 }
 
 // Valid values in the documented syntax produce no warning.
@@ -199,6 +224,37 @@ TEST(StatsFile, WrittenAtExitWithAllKeys) {
     expect_clean_stdout(r);
 }
 
+// KSM's counters by KSM's names, and the settings in effect.
+TEST(StatsFile, KsmCountersAndSettings) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    Result r = run(prog("ncopies"), with_lib(kSmallDup, {{"DEDUP_PAGES_TO_SCAN", "4096"}}), tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    Stats st = load_stats(r);
+    ASSERT_TRUE(st.parsed) << st.error << "\n" << st.text;
+    EXPECT_EQ(st["ksm_merging_pages"], st["pages_shared"] + st["pages_sharing"]) << st.text;
+    EXPECT_EQ(st["ksm_zero_pages"], st["zero_pages"]) << st.text;
+    EXPECT_EQ(st["general_profit"], st["bytes_saved"] - st["metadata_bytes"]) << st.text;
+    EXPECT_EQ(st["ksm_process_profit"],
+              (st["ksm_merging_pages"] + st["ksm_zero_pages"]) * 4096 - st["metadata_bytes"]) << st.text;
+    EXPECT_EQ(st["ksm_merge_any"], 1) << st.text;
+    EXPECT_TRUE(st.has("pages_skipped") && st.has("ksm_mergeable")) << st.text;
+    EXPECT_EQ(st["schema"], 1) << st.text;
+    // The settings object: every option's effective value.
+    Stats set;
+    std::string error;
+    ASSERT_TRUE(parse_flat_json(st.s["settings"], &set.n, &set.s, &error)) << error << "\n" << st.s["settings"];
+    EXPECT_EQ(set["pages_to_scan"], 4096) << st.s["settings"];
+    EXPECT_EQ(set["sleep_ms"], 0) << st.s["settings"];
+    EXPECT_EQ(set["min_region"], 65536) << st.s["settings"];
+    EXPECT_GT(set["vma_reserve"], 0) << "the effective reserve, not 0\n" << st.s["settings"];
+    EXPECT_EQ(set.s["scope"], "all");
+    EXPECT_EQ(set.s["summary"], "auto");
+    EXPECT_EQ(set.s["stats_file"], r.stats_path);
+    EXPECT_EQ(set["disable"], 0);
+    EXPECT_EQ(set["run"], 1);
+}
+
 TEST(StatsFile, PagesSharingZeroWhenNothingToMerge) {
     DT_REQUIRE_LIB();
     TempDir tmp;
@@ -243,10 +299,31 @@ TEST(Log, PathReceivesSummaryAndWarnings) {
     std::string log = read_file(path, &ok);
     ASSERT_TRUE(ok) << "no log file " << path;
     EXPECT_FALSE(log.empty());
-    for (auto& l : lines(log)) EXPECT_EQ(l.rfind("libdedup: ", 0), 0u) << "log line: " << l;
+    for (auto& l : lines(log)) EXPECT_EQ(log_pid(l), r.pid) << "log line: " << l;
     EXPECT_EQ(count_lines_with(log, {"DEDUP_PAGES_TO_SCAN", "xyz", "default"}), 1) << log;
     EXPECT_GE(lines(log).size(), 2u) << "want the warning and a summary:\n" << log;
     expect_clean_stdout(r);
+}
+
+// The summary: with DEDUP_SUMMARY=auto only when the process saved at least
+// 1 MiB at its peak (or registered 16 MiB); always and never override.
+TEST(Log, SummaryWhenWorthTellingOrAsAsked) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    auto summaries = [&](const std::string& program, std::vector<std::string> args, const char* when) {
+        Options o = with_lib(std::move(args), {{"DEDUP_SUMMARY", when}});
+        Result r = run(program, o, tmp);
+        EXPECT_TRUE(r.ok()) << r.describe();
+        expect_only_log_lines(r);
+        return count_lines_with(r.err, {"summary after"});
+    };
+    const std::vector<std::string> small = {"--copies", "2", "--buf-kib", "256"};  // saves 256 KiB
+    EXPECT_EQ(summaries(prog("ncopies"), kSmallDup, "auto"), 1);  // saves 3.5 MiB
+    EXPECT_EQ(summaries(prog("ncopies"), small, "auto"), 0);
+    EXPECT_EQ(summaries(prog("ncopies"), small, "always"), 1);
+    EXPECT_EQ(summaries("/bin/true", {}, "always"), 1);
+    EXPECT_EQ(summaries("/bin/true", {}, "auto"), 0);
+    EXPECT_EQ(summaries(prog("ncopies"), kSmallDup, "never"), 0);
 }
 
 }  // namespace

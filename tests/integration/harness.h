@@ -83,6 +83,30 @@ inline std::string programs_dir() {
 
 inline std::string prog(const std::string& name) { return programs_dir() + "/" + name; }
 
+// The repository (DEDUP_PROGRAMS is <repo>/build/programs), for its scripts.
+inline std::string repo_root() {
+    std::string p = programs_dir();
+    for (int i = 0; i < 2; i++) {
+        size_t slash = p.rfind('/');
+        if (slash == std::string::npos) return ".";
+        p = p.substr(0, slash);
+    }
+    return p;
+}
+
+// A shell command's stdout; *status gets its wait status.
+inline std::string capture(const std::string& cmd, int* status) {
+    std::string out;
+    FILE* f = popen(cmd.c_str(), "r");
+    if (!f) return out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    int st = pclose(f);
+    if (status) *status = st;
+    return out;
+}
+
 // Skips the current test when the library or the programs are missing.
 #define DT_REQUIRE_LIB()                                                                  \
     do {                                                                                  \
@@ -554,6 +578,23 @@ inline PagemapCounts proc_pagemap(pid_t pid, uintptr_t addr, size_t len) {
     }
     return c;
 }
+
+// ---- log lines ----------------------------------------------------------
+
+// The length of a log line's "libdedup[PID]: " prefix, 0 if it has none.
+inline size_t log_prefix_len(const std::string& l) {
+    static const std::string head = "libdedup[";
+    if (l.compare(0, head.size(), head) != 0) return 0;
+    size_t i = head.size(), digits = 0;
+    while (i < l.size() && isdigit((unsigned char)l[i])) ++i, ++digits;
+    if (!digits || l.compare(i, 3, "]: ") != 0) return 0;
+    return i + 3;
+}
+inline bool is_log_line(const std::string& l) { return log_prefix_len(l) > 0; }
+// A log line's message (what follows the prefix); "" if it is not one.
+inline std::string log_message(const std::string& l) { return l.substr(log_prefix_len(l) ? log_prefix_len(l) : l.size()); }
+// The pid in a log line's prefix, -1 if it is not one.
+inline long log_pid(const std::string& l) { return is_log_line(l) ? atol(l.c_str() + 9) : -1; }
 
 inline int count_lines_with(const std::string& text, const std::vector<std::string>& needles) {
     int n = 0;

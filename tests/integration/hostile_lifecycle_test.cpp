@@ -687,16 +687,16 @@ TEST_P(HostileLifecycleLogInjection, NewlineInAValueCannotForgeALogLine) {
     std::string text = read_file(log);
     EXPECT_GE(count_lines_with(text, {inj.var}), 1) << "no line names " << inj.var << "\n" << text;
     for (auto& l : lines(text)) {
-        EXPECT_NE(l.find("libdedup: INJECTED"), 0u) << "forged line in the log:\n" << text;
+        EXPECT_NE(log_message(l).find("INJECTED"), 0u) << "forged line in the log:\n" << text;
         EXPECT_NE(l.find("INJECTED"), 0u) << "forged line in the log:\n" << text;
-        EXPECT_EQ(l.rfind("libdedup: ", 0), 0u) << "line without the prefix: '" << l << "'\n" << text;
+        EXPECT_TRUE(is_log_line(l)) << "line without the prefix: '" << l << "'\n" << text;
     }
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Vars, HostileLifecycleLogInjection,
-    testing::Values(Injection{"DEDUP_PAGES_TO_SCAN", "12x\nlibdedup: INJECTED summary after 0.0 s: saved 0.0 MiB"},
-                    Injection{"DEDUP_STATS_FILE", "@TMP@/no-such-dir\nlibdedup: INJECTED by a path/stats.json"}),
+    testing::Values(Injection{"DEDUP_PAGES_TO_SCAN", "12x\nlibdedup[1]: INJECTED summary after 0.0 s: saved 0.0 MiB"},
+                    Injection{"DEDUP_STATS_FILE", "@TMP@/no-such-dir\nlibdedup[1]: INJECTED by a path/stats.json"}),
     [](const testing::TestParamInfo<Injection>& i) { return std::string(i.param.var); });
 
 // A set-user-ID root program (and a set-group-ID one) run by nobody, with

@@ -8,29 +8,6 @@ using namespace dt;
 
 namespace {
 
-std::string repo_root() {
-    // DEDUP_PROGRAMS is <repo>/build/programs.
-    std::string p = programs_dir();
-    for (int i = 0; i < 2; i++) {
-        size_t slash = p.rfind('/');
-        if (slash == std::string::npos) return ".";
-        p = p.substr(0, slash);
-    }
-    return p;
-}
-
-std::string capture(const std::string& cmd, int* status) {
-    std::string out;
-    FILE* f = popen(cmd.c_str(), "r");
-    if (!f) return out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    int st = pclose(f);
-    if (status) *status = st;
-    return out;
-}
-
 TEST(Sites, SummaryNamesTheFunctionThatMadeTheDuplicates) {
     DT_REQUIRE_LIB();
     TempDir tmp;
@@ -120,11 +97,61 @@ TEST(PlotProcess, DrawsAProcessSavingOverTimeFromItsLiveLines) {
     // A log without live lines is refused with a message, not an empty picture.
     std::string empty = tmp.file("empty.log");
     FILE* f = fopen(empty.c_str(), "w");
-    fputs("libdedup: summary after 1.0 s\n", f);
+    fputs("libdedup[42]: summary after 1.0 s\n", f);
     fclose(f);
     out = capture(repo_root() + "/scripts/plot-process " + empty + " " + tmp.file("x.png") + " 2>&1", &status);
     EXPECT_NE(WEXITSTATUS(status), 0);
     EXPECT_NE(out.find("no 'live:' lines"), std::string::npos) << out;
+}
+
+// DEDUP_SERIES_FILE: one JSON report per line, every DEDUP_STATS_INTERVAL_MS
+// and at exit; plot-process draws it.
+TEST(PlotProcess, DrawsTheSeriesFile) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::string series = tmp.file("series.%p.jsonl"), png = tmp.file("saving.png");
+    Options o = with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}, {"DEDUP_SERIES_FILE", series},
+                                 {"DEDUP_STATS_INTERVAL_MS", "100"}});
+    Result r = run(prog("sites"), o, tmp);
+    ASSERT_EQ(r.exit_code, 0) << r.describe();
+    std::string path = tmp.file("series." + std::to_string(r.pid) + ".jsonl");
+    std::vector<std::string> reports = lines(read_file(path));
+    ASSERT_GE(reports.size(), 3u) << "want a line every 100 ms and one at exit\n" << read_file(path);
+    double last_seconds = -1;
+    for (auto& line : reports) {
+        Stats st;
+        ASSERT_TRUE(parse_flat_json(line, &st.n, &st.s, &st.error)) << st.error << "\n" << line;
+        EXPECT_EQ(st["pid"], r.pid);
+        EXPECT_EQ(st.s["comm"], "sites");
+        EXPECT_GE(st["seconds"], last_seconds) << line;
+        last_seconds = st["seconds"];
+    }
+    EXPECT_EQ(reports.back() + "\n", read_file(r.stats_path)) << "the last line is the exit report";
+    EXPECT_GT(load_stats(r)["pages_sharing"], 2000);
+    int status = 0;
+    std::string out = capture(repo_root() + "/scripts/plot-process " + path + " " + png + " 2>&1", &status);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+    std::string img = read_file(png);
+    ASSERT_GT(img.size(), 5000u) << out;
+    EXPECT_EQ(img.compare(0, 8, "\x89PNG\r\n\x1a\n"), 0);
+    out = capture(repo_root() + "/scripts/plot-process --pid 1 " + path + " " + png + " 2>&1", &status);
+    EXPECT_NE(WEXITSTATUS(status), 0);
+    EXPECT_NE(out.find("no lines of process 1"), std::string::npos) << out;
+}
+
+// The series file is created, never through a link.
+TEST(PlotProcess, SeriesFileIsNotFollowedThroughALink) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::string target = tmp.file("target"), link = tmp.file("series.jsonl");
+    FILE* f = fopen(target.c_str(), "w");
+    fputs("precious\n", f);
+    fclose(f);
+    ASSERT_EQ(symlink(target.c_str(), link.c_str()), 0);
+    Result r = run(prog("ncopies"), with_lib({"--copies", "4", "--buf-kib", "256"}, {{"DEDUP_SERIES_FILE", link}}), tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(read_file(target), "precious\n");
+    EXPECT_EQ(count_lines_with(r.err, {"DEDUP_SERIES_FILE", "could not be written"}), 1) << r.describe();
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 //
 // In every case the program must end exactly as without the shim (status 0,
 // not killed), every byte it wrote must read back; where the shim had to
-// degrade, stderr must carry one clear "libdedup: " line naming the problem,
+// degrade, stderr must carry one clear "libdedup[PID]: " line naming the problem,
 // and what could still be merged (zero pages) must still be merged.
 //
 // Not repeated here (already covered): the program itself reaching
@@ -24,12 +24,13 @@ using namespace dt;
 
 namespace {
 
-// "libdedup: ..." lines that are not the exit summary.
+// "libdedup[PID]: ..." lines that are not the exit summary.
 std::vector<std::string> shim_warnings(const std::string& err) {
     std::vector<std::string> w;
     for (auto& l : lines(err)) {
-        if (l.rfind("libdedup: ", 0) != 0) continue;
-        if (l.rfind("libdedup: summary", 0) == 0 || l.rfind("libdedup:  ", 0) == 0) continue;
+        if (!is_log_line(l)) continue;
+        std::string m = log_message(l);
+        if (m.rfind("summary", 0) == 0 || m.rfind("  ", 0) == 0) continue;
         w.push_back(l);
     }
     return w;

@@ -68,17 +68,19 @@ def describe(r):
 def library_variables():
     """The DEDUP_* names of the options table in scanner/config.cpp."""
     with open(os.path.join(REPO, "scanner", "config.cpp")) as f:
-        names = re.findall(r'OPT\("(DEDUP_[A-Z_]+)"', f.read())
+        names = re.findall(r'OPT(?:_ENUM)?\("(DEDUP_[A-Z_]+)"', f.read())
     assert names, "no OPT(...) entries found in scanner/config.cpp"
     return names
 
 
 def stats_keys():
-    """The keys of the stats JSON, from the format string in scanner/stats.cpp."""
-    with open(os.path.join(REPO, "scanner", "stats.cpp")) as f:
-        src = f.read()
-    keys = re.findall(r'\\"([a-z_0-9]+)\\": ', src)
+    """The keys of the stats JSON: the table DEDUP_REPORT_FIELDS in
+    scanner/stats.h, and those scanner/stats.cpp writes itself."""
+    with open(os.path.join(REPO, "scanner", "stats.h")) as f:
+        keys = re.findall(r"^\s*X\((\w+), (?:COUNTED|DERIVED),", f.read(), re.M)
     assert len(keys) > 10, keys
+    with open(os.path.join(REPO, "scanner", "stats.cpp")) as f:
+        keys += re.findall(r'\\"([a-z_0-9]+)\\": ', f.read())
     return [k for k in dict.fromkeys(keys) if k not in ("bytes", "site")]
 
 
@@ -136,7 +138,7 @@ class DedupRunCommandLine(unittest.TestCase):
         cases = [["--bogus", "true"], ["-x", "true"], ["--scope"], ["--scope", "--", "true"],
                  ["--sleep-ms", "--pages", "3", "true"], ["--sleep-ms", "soon", "true"],
                  ["--min-region", "64X", "true"], ["--scope", "some", "true"], ["--sites=1", "true"],
-                 ["--log=", "true"], []]
+                 ["--log=", "true"], ["--summary", "loud", "true"], []]
         for args in cases:
             with self.subTest(args=args):
                 r = run([DEDUP_RUN] + args)
@@ -154,7 +156,9 @@ class DedupRunCommandLine(unittest.TestCase):
                 "--vma-reserve": ("DEDUP_VMA_RESERVE", "1000", "1000"), "--sites": ("DEDUP_SITES", None, "1"),
                 "--interval-ms": ("DEDUP_STATS_INTERVAL_MS", "250", "250"),
                 "--log": ("DEDUP_LOG", "off", "off"),
-                "--stats": ("DEDUP_STATS_FILE", "/nonexistent/s.%p.json", "/nonexistent/s.%p.json")}
+                "--stats": ("DEDUP_STATS_FILE", "/nonexistent/s.%p.json", "/nonexistent/s.%p.json"),
+                "--summary": ("DEDUP_SUMMARY", "never", "never"),
+                "--series": ("DEDUP_SERIES_FILE", "/nonexistent/s.%p.jsonl", "/nonexistent/s.%p.jsonl")}
         self.assertEqual(sorted(v[0] for v in opts.values()), sorted(library_variables()),
                          "a variable of scanner/config.cpp has no dedup-run option here (or the reverse)")
         args = []
@@ -191,12 +195,14 @@ class DedupstatCommandLine(unittest.TestCase):
     def test_help_version_and_usage_errors(self):
         r = run([DEDUPSTAT, "--help"])
         self.assertEqual((r.returncode, r.stderr), (0, ""), describe(r))
-        for opt in ("--json", "--prometheus", "--interval", "-w", "--dir"):
+        for opt in ("--json", "--prometheus", "--interval", "-w", "--dir", "--set", "--unmerge", "--merge"):
             self.assertIn(opt, r.stdout)
         r = run([DEDUPSTAT, "--version"])
         self.assertEqual((r.returncode, r.stdout.strip()), (0, "dedupstat (libdedup) %s" % VERSION), describe(r))
         for args in (["--bogus"], ["--interval"], ["--interval", "0"], ["--interval", "x"], ["abc"],
-                     ["--json", "--prometheus"]):
+                     ["--json", "--prometheus"], ["--set", "sleep_ms=0"], ["1", "--set", "sleep_ms"],
+                     ["1", "--set", "Sleep=1"], ["1", "--unmerge", "--merge"], ["1", "--unmerge", "--json"],
+                     ["--merge"]):
             with self.subTest(args=args):
                 r = run([DEDUPSTAT] + args)
                 self.assertEqual(r.returncode, 2, describe(r))
@@ -281,6 +287,9 @@ class DedupstatLiveFiles(unittest.TestCase):
         # Written through a mapping: mtime from its start, seconds still advancing.
         old_mapped = self.write("libdedup.%d.json" % (self.dead + 2), dict(counters, seconds=58.0), mtime=now - 60)
         holders = [self.hold_lock(p) for p in (ours, other, dead_here)]
+        ctls = {p: p[:-len(".json")] + ".ctl" for p in (ours, unlocked)}  # control files go with live files
+        for ctl in ctls.values():
+            open(ctl, "w").close()
 
         r = self.dedupstat("--json")
         self.assertEqual(r.returncode, 0, describe(r))
@@ -291,8 +300,9 @@ class DedupstatLiveFiles(unittest.TestCase):
         self.assertEqual(procs[(777, 4343)]["bytes_saved"], 1 << 20)
         for path in (ours, other, dead_here, old_live, old_fresh, old_mapped):
             self.assertTrue(os.path.exists(path), path + " must not be removed")
-        for path in (unlocked, old_stale):
+        for path in (unlocked, old_stale, ctls[unlocked]):
             self.assertFalse(os.path.exists(path), path + " is stale and must be removed")
+        self.assertTrue(os.path.exists(ctls[ours]))
 
         r = self.dedupstat()
         self.assertEqual(r.returncode, 0, describe(r))
@@ -307,6 +317,33 @@ class DedupstatLiveFiles(unittest.TestCase):
         r = self.dedupstat("--json")
         self.assertEqual(len(json.loads(r.stdout)), 3, describe(r))
         self.assertFalse(os.path.exists(ours))
+
+    def test_domain_column_when_reports_name_a_domain(self):
+        def live(pid, **extra):
+            d = dict({"seconds": 2.0, "bytes_saved": 1 << 20, "pages_sharing": 256, "pages_registered": 512,
+                      "pid": pid, "comm": "p%d" % pid, "pidns": self.ns}, **extra)
+            return self.write("libdedup.%d.%d.json" % (self.ns, pid), d)
+        paths = [live(5001), live(5002, domain="")]  # "": in no domain
+        holders = [self.hold_lock(p) for p in paths]
+        r = self.dedupstat()
+        self.assertEqual(r.returncode, 0, describe(r))
+        self.assertNotIn("DOMAIN", r.stdout, "no domain column without domains")
+        paths += [live(5003, domain="web"), live(5004, domain="web"), live(5005, domain="batch")]
+        holders += [self.hold_lock(p) for p in paths[2:]]
+        r = self.dedupstat()
+        self.assertEqual(r.returncode, 0, describe(r))
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0].split()[:3], ["PID", "COMMAND", "DOMAIN"], r.stdout)
+        rows = [line.split() for line in lines[1:]]
+        # Grouped by domain (those without one last), a total per domain, then the total.
+        self.assertEqual([row[0] for row in rows],
+                         ["5005", "TOTAL", "5003", "5004", "TOTAL", "5001", "5002", "TOTAL", "TOTAL"], r.stdout)
+        self.assertEqual(rows[4][:5], ["TOTAL", "2", "processes", "web", "2.0"], r.stdout)
+        self.assertEqual(rows[-1][:4], ["TOTAL", "5", "processes", "5.0"], r.stdout)
+        r = self.dedupstat("--prometheus")
+        self.assertIn('libdedup_bytes_saved{pid="5003",comm="p5003",pidns="%d",domain="web"} 1048576' % self.ns,
+                      r.stdout)
+        check_prometheus(self, r.stdout)
 
     def test_interval_refreshes_until_the_process_is_gone(self):
         path = self.write("libdedup.%d.%d.json" % (self.ns, self.sleeper.pid),
@@ -396,6 +433,14 @@ class DedupstatOnALiveProcess(unittest.TestCase):
         self.assertEqual(r.returncode, 0, describe(r))
         with open(out) as f:
             check_prometheus(self, f.read())
+
+        # Runtime control: the process answers; another user may not control it.
+        r = run([DEDUPSTAT, str(p.pid), "--set", "sleep_ms=5"])
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "%d: sleep_ms=5 (was 0)" % p.pid), describe(r))
+        if IS_ROOT:
+            r = run(as_nobody(tmp, str(p.pid), "--set", "sleep_ms=0"))
+            self.assertEqual(r.returncode, 1, describe(r))
+            self.assertIn("only the user of process %d (or root) may control it" % p.pid, r.stderr)
 
         if IS_ROOT:  # another user may not read a 0600 file of ours: an error, not zeros
             live = [f for f in glob.glob("/dev/shm/libdedup.*%d.json" % p.pid)
@@ -548,7 +593,7 @@ class DebianPackage(unittest.TestCase):
         self.assertEqual(r.returncode, 0, describe(r))
         # Every library the package's library needs comes from a package it depends on.
         needed = re.findall(r"\(NEEDED\).*\[(.+)\]", run(["readelf", "-d", os.path.join(x, libpath[1:])]).stdout)
-        self.assertIn("libunwind.so.8", needed)
+        self.assertNotIn("libunwind.so.8", needed)  # dlopen()ed, for DEDUP_SITES=1 only
         for so in needed:
             path = run(["sh", "-c", "ldconfig -p | awk '$1 == \"%s\" && /%s/ {print $NF; exit}'" % (so, ma)]).stdout.strip()
             owner = package_of(path)
@@ -596,7 +641,8 @@ class Documentation(unittest.TestCase):
             self.assertIn("| `%s` |" % var, readme, "README's Configuration table lacks " + var)
             self.assertIn(var, man1, "dedup-run(1) has no option for " + var)
         for key in stats_keys():
-            self.assertIn(key, man7, "libdedup(7) does not explain the stats key " + key)
+            self.assertRegex(man7, r"\b%s\b" % key.replace("_", r"\\?_"),
+                             "libdedup(7) does not explain the stats key " + key)
 
     def test_man_pages_render_without_warnings(self):
         if not shutil.which("man"):

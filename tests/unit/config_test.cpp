@@ -16,6 +16,7 @@
 
 #include "scanner/config.h"
 #include "scanner/log.h"
+#include "tests/unit/log_lines.h"
 
 using namespace dedup;
 
@@ -106,12 +107,15 @@ void expect_defaults(const Config& c) {
     EXPECT_EQ(c.vma_reserve, 0u);
     EXPECT_STREQ(c.log, "stderr");
     EXPECT_STREQ(c.stats_file, "");
+    EXPECT_EQ(c.summary, Summary::kAuto);
+    EXPECT_STREQ(c.series_file, "");
 }
 
 bool same_config(const Config& a, const Config& b) {
     return a.disable == b.disable && a.scope == b.scope && a.min_region == b.min_region &&
            a.malloc_min == b.malloc_min && a.pages_to_scan == b.pages_to_scan && a.sleep_ms == b.sleep_ms &&
-           a.cpu_percent == b.cpu_percent && a.vma_reserve == b.vma_reserve && strcmp(a.log, b.log) == 0 && strcmp(a.stats_file, b.stats_file) == 0;
+           a.cpu_percent == b.cpu_percent && a.vma_reserve == b.vma_reserve && strcmp(a.log, b.log) == 0 && strcmp(a.stats_file, b.stats_file) == 0 &&
+           a.summary == b.summary && strcmp(a.series_file, b.series_file) == 0;
 }
 
 }  // namespace
@@ -204,6 +208,13 @@ TEST(ConfigParse, NumbersAndRangeLimits) {
     EXPECT_EQ(parse_quiet({"DEDUP_VMA_RESERVE=2147483648"}).vma_reserve, 1ull << 31);
 }
 
+TEST(ConfigParse, Summary) {
+    EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=auto"}).summary, Summary::kAuto);
+    EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=always"}).summary, Summary::kAlways);
+    EXPECT_EQ(parse_quiet({"DEDUP_SUMMARY=never"}).summary, Summary::kNever);
+    EXPECT_STREQ(parse_quiet({"DEDUP_SERIES_FILE=/tmp/s.%p.jsonl"}).series_file, "/tmp/s.%p.jsonl");
+}
+
 TEST(ConfigParse, Strings) {
     Config c = parse_quiet({"DEDUP_LOG=off", "DEDUP_STATS_FILE=/tmp/dedup-%p.json"});
     EXPECT_STREQ(c.log, "off");
@@ -255,7 +266,7 @@ TEST_P(ConfigBadValue, KeepsDefaultAndWarnsOnce) {
     ASSERT_FALSE(r.log.empty());
     EXPECT_EQ(r.log.back(), '\n');
     const std::string& l = lines[0];
-    EXPECT_EQ(l.rfind("libdedup: ", 0), 0u) << l;
+    EXPECT_GT(log_prefix_len(l), 0u) << l;
     EXPECT_NE(l.find(b.var), std::string::npos) << l;
     EXPECT_NE(l.find("'" + b.shown), std::string::npos) << l;
     EXPECT_NE(l.find("default"), std::string::npos) << l;
@@ -299,6 +310,9 @@ std::vector<BadCase> bad_cases() {
         {"DEDUP_VMA_RESERVE", "-1", "-1'", "max_map_count/8"},
         {"DEDUP_LOG", long300, long300.substr(0, 40), "stderr"},
         {"DEDUP_STATS_FILE", std::string(256, 'y'), std::string(40, 'y'), "none"},
+        {"DEDUP_SUMMARY", "sometimes", "sometimes'", "auto"},
+        {"DEDUP_SUMMARY", "", "'", "auto"},
+        {"DEDUP_SERIES_FILE", std::string(300, 'z'), std::string(40, 'z'), "none"},
     };
     return v;
 }
@@ -348,6 +362,55 @@ TEST(ConfigParse, ParseResultIndependentOfPreviousContents) {
     EXPECT_EQ(a.sleep_ms, 3u);
 }
 
+TEST(ConfigParse, EnumWarningListsTheChoices) {
+    ParseResult r = parse_in_child({"DEDUP_SUMMARY=loud", "DEDUP_SCOPE=some"});
+    ASSERT_TRUE(r.ok);
+    EXPECT_NE(r.log.find("DEDUP_SUMMARY='loud' is not 'auto', 'always' or 'never'; using default auto"), std::string::npos)
+        << r.log;
+    EXPECT_NE(r.log.find("DEDUP_SCOPE='some' is not 'all' or 'advised'; using default all"), std::string::npos) << r.log;
+}
+
+// ---------------------------------------------------------------- settings as JSON
+
+TEST(ConfigJson, EveryOptionWithItsValue) {
+    Config c = parse_quiet({"DEDUP_SCOPE=advised", "DEDUP_SLEEP_MS=7", "DEDUP_SITES=1", "DEDUP_SUMMARY=never",
+                            "DEDUP_LOG=/tmp/a \"quoted\" \\path"});
+    char buf[2048];
+    size_t n = config_to_json(c, buf, sizeof(buf));
+    ASSERT_GT(n, 0u);
+    std::string j(buf, n);
+    EXPECT_EQ(j.rfind("\"disable\": false, \"scope\": \"advised\", ", 0), 0u) << j;
+    for (const char* want : {"\"min_region\": 65536", "\"sleep_ms\": 7", "\"sites\": true", "\"summary\": \"never\"",
+                             "\"log\": \"/tmp/a \\\"quoted\\\" \\\\path\"", "\"stats_file\": \"\"", "\"series_file\": \"\"",
+                             "\"stats_interval_ms\": 0", "\"vma_reserve\": 0"})
+        EXPECT_NE(j.find(want), std::string::npos) << want << " in " << j;
+    // Too small a buffer: nothing, and in bounds.
+    char small[40];
+    memset(small, 'x', sizeof(small));
+    EXPECT_EQ(config_to_json(c, small, 20), 0u);
+    EXPECT_EQ(small[0], 0);
+    EXPECT_EQ(small[20], 'x');
+}
+
+TEST(ConfigRuntime, NumberSettingsWithTheOptionsRanges) {
+    uint64_t v = 0;
+    char err[160];
+    EXPECT_TRUE(config_parse_runtime("sleep_ms", "0", &v, err, sizeof(err)));
+    EXPECT_EQ(v, 0u);
+    EXPECT_TRUE(config_parse_runtime("pages_to_scan", "100", &v, err, sizeof(err)));
+    EXPECT_EQ(v, 100u);
+    EXPECT_TRUE(config_parse_runtime("cpu_percent", "25", &v, err, sizeof(err)));
+    EXPECT_EQ(v, 25u);
+    EXPECT_FALSE(config_parse_runtime("cpu_percent", "101", &v, err, sizeof(err)));
+    EXPECT_NE(strstr(err, "out of range [0, 100]"), nullptr) << err;
+    EXPECT_FALSE(config_parse_runtime("pages_to_scan", "0", &v, err, sizeof(err)));
+    EXPECT_FALSE(config_parse_runtime("sleep_ms", "soon", &v, err, sizeof(err)));
+    EXPECT_NE(strstr(err, "not a valid number"), nullptr) << err;
+    EXPECT_FALSE(config_parse_runtime("log", "off", &v, err, sizeof(err)));
+    EXPECT_FALSE(config_parse_runtime("bogus", "1", &v, err, sizeof(err)));
+    EXPECT_NE(strstr(err, "no setting bogus"), nullptr) << err;
+}
+
 // ---------------------------------------------------------------- log
 
 TEST(Log, LineHasPrefixAndNewline) {
@@ -360,7 +423,7 @@ TEST(Log, LineHasPrefixAndNewline) {
     log_set_fd(-1);
     log_line("this goes nowhere");
     log_set_fd(old);
-    EXPECT_EQ(read_all(mfd), "libdedup: hello 42 world\n");
+    EXPECT_EQ(read_all(mfd), "libdedup[" + std::to_string(getpid()) + "]: hello 42 world\n");
     close(mfd);
 }
 
@@ -377,8 +440,23 @@ TEST(Log, LongMessageIsTruncatedToOneLine) {
     ASSERT_FALSE(got.empty());
     EXPECT_EQ(got.back(), '\n');
     EXPECT_EQ(split_lines(got).size(), 1u);
-    EXPECT_EQ(got.rfind("libdedup: zzz", 0), 0u);
+    EXPECT_EQ(log_message(got).rfind("zzz", 0), 0u) << got.substr(0, 40);
     EXPECT_LE(got.size(), 1024u);
+}
+
+TEST(Log, AWarningIsPrintedOncePerProcess) {
+    bool ok = false;
+    std::string log = in_child_with_log([] {
+        for (int i = 0; i < 3; ++i) log_warning("cannot open %s", "x");
+        log_warning("cannot open %s", "y");
+        log_line("a line is not a warning");
+        log_line("a line is not a warning");
+    }, &ok);
+    ASSERT_TRUE(ok);
+    auto lines = split_lines(log);
+    ASSERT_EQ(lines.size(), 4u) << log;
+    EXPECT_EQ(log_message(lines[0]), "cannot open x");
+    EXPECT_EQ(log_message(lines[1]), "cannot open y");
 }
 
 TEST(Log, WarningsAreCapped) {
@@ -390,10 +468,10 @@ TEST(Log, WarningsAreCapped) {
     auto lines = split_lines(log);
     size_t warnings = 0, suppressed = 0;
     for (size_t i = 0; i < lines.size(); ++i) {
-        if (lines[i].rfind("libdedup: w", 0) == 0) {
+        if (log_message(lines[i]).rfind("w", 0) == 0) {
             ++warnings;
             EXPECT_EQ(suppressed, 0u) << "warning after the suppression notice";
-        } else if (lines[i] == "libdedup: further warnings suppressed") {
+        } else if (log_message(lines[i]) == "further warnings suppressed") {
             ++suppressed;
         } else {
             ADD_FAILURE() << "unexpected line " << lines[i];

@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "scanner/log.h"
+#include "scanner/report_files.h"
 #include "scanner/stats.h"
+#include "tests/unit/log_lines.h"
 
 using namespace dedup;
 
@@ -182,6 +184,10 @@ Report sample_report() {
     r.vmas_used = 1018;
     r.vma_limit = 1019;
     r.metadata_bytes = 1020;
+    r.ksm_merging_pages = 1022;
+    r.general_profit = -1023;
+    r.run = 2;
+    r.settings.sleep_ms = 1024;
     return r;
 }
 
@@ -193,7 +199,8 @@ const std::map<std::string, std::string> kExpected = {
     {"merge_failures", "1012"},     {"vma_budget_skips", "1013"},      {"merge_runs", "1014"},
     {"pages_merged", "1015"},       {"unmerged_pages", "1016"},        {"registered_bytes_total", "1017"},
     {"scanner_cpu_seconds", "3.250"}, {"vmas_used", "1018"},           {"vma_limit", "1019"},
-    {"metadata_bytes", "1020"},     {"pinned_skips", "1021"},
+    {"metadata_bytes", "1020"},     {"pinned_skips", "1021"},          {"ksm_merging_pages", "1022"},
+    {"general_profit", "-1023"},
 };
 
 std::string read_file(const std::string& path) {
@@ -250,6 +257,14 @@ TEST(StatsJson, ContainsEveryKeyWithItsValue) {
         ASSERT_NE(it, got.end()) << kv.first;
         EXPECT_EQ(it->second, kv.second) << kv.first;
     }
+    // The settings: every option's value, and KSM's run.
+    std::map<std::string, std::string> settings;
+    ASSERT_TRUE(parse_flat_json(got["settings"], &settings)) << got["settings"];
+    EXPECT_EQ(settings["sleep_ms"], "1024");
+    EXPECT_EQ(settings["pages_to_scan"], "2048");
+    EXPECT_EQ(settings["scope"], "all");
+    EXPECT_EQ(settings["run"], "2");
+    EXPECT_EQ(json.rfind("{\"schema\": 1, ", 0), 0u) << json;
 }
 
 TEST(StatsJson, LargeAndZeroValues) {
@@ -400,11 +415,39 @@ TEST(StatsLog, SummaryGoesToTheLog) {
     EXPECT_EQ(lines, 4u + 5u) << log;
     size_t start = 0;
     while (start < log.size()) {
-        EXPECT_EQ(log.compare(start, 10, "libdedup: "), 0) << log.substr(start, 40);
+        EXPECT_GT(log_prefix_len(log, start), 0u) << log.substr(start, 40);
         start = log.find('\n', start) + 1;
     }
     EXPECT_NE(log.find("pages_shared 1004"), std::string::npos) << log;
     EXPECT_NE(log.find("pages_sharing 1005"), std::string::npos) << log;
     EXPECT_NE(log.find("copy-on-write breaks 1009"), std::string::npos) << log;
     EXPECT_NE(log.find("VMA budget (5 pages in the last pass"), std::string::npos) << log;
+}
+
+// Whose report the stats file is (scanner/report_files.h).
+TEST(StatsFileOwner, AProcessWithNothingToTellLeavesAnothersFreshReport) {
+    Report helper{};
+    helper.pid = 100;
+    helper.pidns = 7;
+    helper.registered_bytes_total = 5u << 20;
+    helper.bytes_saved_peak = 4096;  // a launcher gives back a zero page or two
+    const uint64_t started = 100000ull * 1000000000ull;
+    const std::string program = "{\"schema\": 1, \"version\": \"1\", \"comm\": \"prog\", \"pid\": 101, \"pidns\": 7, \"seconds\": 1.0}";
+    const std::string own = "{\"schema\": 1, \"version\": \"1\", \"comm\": \"sh\", \"pid\": 100, \"pidns\": 7}";
+    const std::string other_ns = "{\"schema\": 1, \"comm\": \"sh\", \"pid\": 100, \"pidns\": 8}";
+    auto ours = [&](const Report& r, const std::string& text, uint64_t mtime) {
+        return stats_file_ours_to_write(r, text.data(), text.size(), mtime, started);
+    };
+    EXPECT_FALSE(ours(helper, program, started + 1)) << "the program's fresh report";
+    EXPECT_FALSE(ours(helper, other_ns, started + 1)) << "the same pid in another PID namespace";
+    EXPECT_TRUE(ours(helper, own, started + 1)) << "its own earlier refresh";
+    EXPECT_TRUE(ours(helper, program, started - 3600ull * 1000000000ull)) << "an earlier run's report";
+    EXPECT_TRUE(ours(helper, "not json", started + 1));
+    EXPECT_TRUE(ours(helper, "", started + 1));
+    Report saver = helper;
+    saver.bytes_saved_peak = kWorthSavedBytes;
+    EXPECT_TRUE(ours(saver, program, started + 1)) << "a process with something to tell always writes";
+    Report big = helper;
+    big.registered_bytes_total = kWorthRegisteredBytes;
+    EXPECT_TRUE(ours(big, program, started + 1));
 }
