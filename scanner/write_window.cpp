@@ -124,25 +124,37 @@ __thread uint64_t t_last_fault_seq = ~0ull;
 
 // ---- pins (syscall wrappers) -------------------------------------------------
 
-int rt_kernel_write_pin(uintptr_t buf, size_t len) {
-    if (!buf || !len) return -2;
-    uintptr_t s = buf, e = s + len;
-    if (e < s) e = UINTPTR_MAX;
+namespace {
+int pin_once(uintptr_t s, uintptr_t e) {
     g_active_pins.fetch_add(1);
-    int token = -1;
     for (int i = 0; i < kPinSlots; ++i) {
         uintptr_t expected = 0;
         if (g_pins[i].start.load(std::memory_order_relaxed) == 0 &&
             g_pins[i].start.compare_exchange_strong(expected, s)) {
             g_pins[i].end.store(e);
-            token = i;
-            break;
+            return i;
         }
     }
-    if (token < 0) g_overflow.fetch_add(1);
-    // A window opened before our pin was visible: wait for it to close.
-    while (published_overlaps(s, e)) sched_yield();
-    return token;
+    g_overflow.fetch_add(1);
+    return -1;
+}
+}  // namespace
+
+int rt_kernel_write_pin(uintptr_t buf, size_t len) {
+    if (!buf || !len) return -2;
+    uintptr_t s = buf, e = s + len;
+    if (e < s) e = UINTPTR_MAX;
+    // Pin, then look for a window (the window's side publishes, then looks
+    // for pins: one of the two sees the other). A window opened before our
+    // pin was visible: take the pin back while it is open, or an unmerge
+    // waiting for pins to go and this call waiting for the window to close
+    // would each wait for the other.
+    for (;;) {
+        int token = pin_once(s, e);
+        if (!published_overlaps(s, e)) return token;
+        rt_kernel_write_unpin(token);
+        while (published_overlaps(s, e)) sched_yield();
+    }
 }
 
 void rt_kernel_write_unpin(int token) {
