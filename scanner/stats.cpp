@@ -135,8 +135,13 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
 }
 
 void report_to_log(const Report& r) {
-    log_line("summary after %.1f s: saved %.1f MiB now, %.1f MiB at peak", r.seconds, mib(r.bytes_saved),
-             mib(r.bytes_saved_peak));
+    if (r.domain[0])  // within the process alone little may be saved: say what the domain saves
+        log_line("summary after %.1f s: saved %.1f MiB now, %.1f MiB at peak in this process; %.1f MiB across "
+                 "domain '%s'",
+                 r.seconds, mib(r.bytes_saved), mib(r.bytes_saved_peak), mib(r.domain_pages_saved * 4096), r.domain);
+    else
+        log_line("summary after %.1f s: saved %.1f MiB now, %.1f MiB at peak", r.seconds, mib(r.bytes_saved),
+                 mib(r.bytes_saved_peak));
     for (int line = 1; line <= 3; ++line) log_summary_line(r, line);
     if (r.nsites) log_line("  top allocation sites by duplicate bytes (merged or zero pages, at their peak):");
     for (int i = 0; i < r.nsites; ++i) log_line("  %8.1f MiB  %s", mib(r.site_bytes[i]), r.site_text[i]);
