@@ -370,3 +370,52 @@ TEST(Domain, AdvisedScopeSharesOnlyMergeableMemoryAcrossMembers) {
     EXPECT_GT(sa["domain_pages_shared_with_others"], 32 * 256 * 9 / 10) << sa.text;
     EXPECT_EQ(sp["pages_shared"] + sp["pages_sharing"], 0) << sp.text;
 }
+
+// Members killed again and again at random moments (merging, holding the
+// domain's lock, filling a canonical page) while new ones join: the members
+// that live through it lose nothing and are never blocked, and when all
+// are gone the domain's memory is gone too.
+TEST(Domain, MembersKilledAtRandomWhileOthersJoinLoseNothing) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::string dom = domain_name("churn");
+    long shmem_before = meminfo_kb("Shmem");
+    auto member = [&](int seed) {
+        return new Child(prog("domain_worker"),
+                         worker(dom, {"--shared-mib", "24", "--own-mib", "1", "--own-seed", std::to_string(seed),
+                                      "--hold", "--wait-ms", "15000"}, true),
+                         tmp);
+    };
+    std::unique_ptr<Child> anchor(member(100));  // lives through it all
+    ASSERT_TRUE(anchor->wait_ready("filled", 60000)) << anchor->out_so_far();
+    std::vector<std::unique_ptr<Child>> churn;
+    for (int i = 0; i < 3; i++) churn.emplace_back(member(i + 1));
+    unsigned rnd = 12345;
+    int killed = 0;
+    for (double t0 = now_s(); now_s() - t0 < 6.0;) {
+        usleep(50 * 1000 + (rnd = rnd * 1103515245 + 12345) % (150 * 1000));
+        size_t k = (rnd >> 8) % churn.size();
+        kill(churn[k]->pid(), SIGKILL);
+        churn[k]->finish();
+        ++killed;
+        churn[k].reset(member(10 + killed));
+    }
+    for (auto& c : churn) ASSERT_TRUE(c->wait_ready("held", 60000)) << c->out_so_far();
+    ASSERT_TRUE(anchor->wait_ready("held", 60000)) << anchor->out_so_far();
+    info(std::to_string(killed) + " members killed while merging");
+    std::vector<Result> rs;
+    rs.push_back(anchor->finish());
+    for (auto& c : churn) rs.push_back(c->finish());
+    for (auto& r : rs) {
+        EXPECT_EQ(r.exit_code, 0) << r.describe();
+        EXPECT_EQ(r.num("mismatches"), 0) << r.describe();
+        EXPECT_EQ(r.num("final_mismatches"), 0) << r.describe();
+        EXPECT_GE(r.num("merge_wait_ms"), 0) << "a survivor did not merge\n" << r.describe();
+    }
+    Stats st = load_stats(rs.front());
+    ASSERT_TRUE(st.parsed) << st.error;
+    EXPECT_GT(st["domain_pages_shared_with_others"], 0) << st.text;
+    long now = 0;
+    EXPECT_TRUE(shmem_back_to(shmem_before, 1024, &now))
+        << "Shmem " << now << " kB after every member ended, " << shmem_before << " kB before";
+}
