@@ -57,6 +57,18 @@ bool shmem_back_to(long before_kb, long slack_kb, long* now_kb) {
     return false;
 }
 
+// The device and inode of the domain memfd a process maps ("" if none).
+std::string domain_inode(pid_t pid) {
+    std::string maps = read_file("/proc/" + std::to_string(pid) + "/maps");
+    size_t p = maps.find("libdedup-domain");
+    if (p == std::string::npos) return std::string();
+    size_t line = maps.rfind('\n', p) + 1;
+    std::istringstream is(maps.substr(line, p - line));
+    std::string range, perms, off, dev, ino;
+    is >> range >> perms >> off >> dev >> ino;
+    return dev + ":" + ino;
+}
+
 }  // namespace
 
 // The measure: 8 independent processes, each holding the same
@@ -253,16 +265,6 @@ TEST(Domain, TwoUsersWithTheSameNameNeverShareAPage) {
     ASSERT_TRUE(r.wait_ready("held", 60000)) << r.out_so_far();
     // Whatever each merged, it is with itself: their data is the same, but
     // neither maps the other's canonical pages.
-    auto domain_inode = [](pid_t pid) {
-        std::string maps = read_file("/proc/" + std::to_string(pid) + "/maps");
-        size_t p = maps.find("libdedup-domain");
-        if (p == std::string::npos) return std::string();
-        size_t line = maps.rfind('\n', p) + 1;
-        std::istringstream is(maps.substr(line, p - line));
-        std::string range, perms, off, dev, ino;
-        is >> range >> perms >> off >> dev >> ino;
-        return dev + ":" + ino;
-    };
     std::string in = domain_inode(n.pid()), ir = domain_inode(r.pid());
     EXPECT_FALSE(in.empty());
     EXPECT_FALSE(ir.empty());
@@ -418,4 +420,40 @@ TEST(Domain, MembersKilledAtRandomWhileOthersJoinLoseNothing) {
     long now = 0;
     EXPECT_TRUE(shmem_back_to(shmem_before, 1024, &now))
         << "Shmem " << now << " kB after every member ended, " << shmem_before << " kB before";
+}
+
+// The member that listens for newcomers is killed: another member takes the
+// name over, and a process that starts later joins the same domain and
+// shares with the survivors.
+TEST(Domain, ANewcomerAfterTheListenerDiedJoinsTheSurvivors) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    std::string dom = domain_name("takeover");
+    auto member = [&](int seed) {
+        return new Child(prog("domain_worker"),
+                         worker(dom, {"--shared-mib", "16", "--own-mib", "1", "--own-seed", std::to_string(seed),
+                                      "--hold", "--wait-ms", "10000"}, true),
+                         tmp);
+    };
+    std::unique_ptr<Child> listener(member(1));
+    ASSERT_TRUE(listener->wait_ready("filled", 60000));
+    std::unique_ptr<Child> survivor(member(2));
+    ASSERT_TRUE(survivor->wait_ready("held", 60000)) << survivor->out_so_far();
+    std::string ino = domain_inode(survivor->pid());
+    ASSERT_FALSE(ino.empty());
+    kill(listener->pid(), SIGKILL);
+    listener->finish();
+    usleep(200 * 1000);  // the survivor takes the name over within 20 ms
+    std::unique_ptr<Child> newcomer(member(3));
+    ASSERT_TRUE(newcomer->wait_ready("held", 60000)) << newcomer->out_so_far();
+    EXPECT_EQ(domain_inode(newcomer->pid()), ino) << "the newcomer founded a second domain";
+    Result rn = newcomer->finish(), rs = survivor->finish();
+    for (Result* r : {&rn, &rs}) {
+        EXPECT_EQ(r->exit_code, 0) << r->describe();
+        EXPECT_EQ(r->num("final_mismatches"), 0) << r->describe();
+        EXPECT_GE(r->num("merge_wait_ms"), 0) << r->describe();
+    }
+    Stats st = load_stats(rn);
+    ASSERT_TRUE(st.parsed) << st.error;
+    EXPECT_GT(st["domain_pages_shared_with_others"], 16 * 256 / 2) << st.text;
 }
