@@ -36,7 +36,8 @@ NextSymbol<SyscallFn> next_syscall("syscall");
 long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2], a[3], a[4], a[5]); }
 
 // What the call writes into before it returns, as its libc wrapper pins it
-// (kernel_writes.cpp, fds.cpp, proc_mem.cpp, ioctl.cpp, aio.cpp).
+// (reads.cpp, ipc.cpp, waits.cpp, file_status.cpp, queries.cpp, fds.cpp,
+// proc_mem.cpp, ioctl.cpp, aio.cpp).
 void kernel_writes(PinSet& ps, long nr, const long* a) {
     auto p = [](long v) { return (const void*)v; };
     auto sockaddr = [&](long addr, long alen) {
