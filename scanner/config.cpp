@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "scanner/json_text.h"
 #include "scanner/log.h"
 #include "scanner/parent_process.h"
 
@@ -161,16 +162,6 @@ void json_key(const char* name, char* out, size_t cap) {
     out[i] = 0;
 }
 
-// A JSON string's characters (quotes and backslashes escaped, control
-// characters dropped).
-void put_escaped(char* buf, size_t cap, size_t* used, const char* text) {
-    for (const char* c = text; *c && *used + 8 < cap; ++c) {
-        if ((unsigned char)*c < 0x20) continue;
-        if (*c == '"' || *c == '\\') buf[(*used)++] = '\\';
-        buf[(*used)++] = *c;
-    }
-}
-
 }  // namespace
 
 bool parse_uint(const char* s, uint64_t* out) {
@@ -266,7 +257,7 @@ size_t config_to_json(const Config& c, char* buf, size_t cap) {
             case Kind::kUint: put("%llu", (unsigned long long)*reinterpret_cast<const uint64_t*>(base)); break;
             case Kind::kString:
                 put("\"");
-                if (used < cap) put_escaped(buf, cap, &used, base);
+                if (used < cap) json_put_escaped(buf, cap, &used, base);
                 put("\"");
                 break;
         }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "scanner/json_text.h"
 #include "scanner/log.h"
 #include "scanner/os/sys.h"
 
@@ -80,16 +81,6 @@ void log_summary_line(const Report& r, int line) {
     if (used) log_line("  %s", buf);
 }
 
-// A JSON string's characters (quotes and backslashes escaped, control
-// characters dropped).
-void put_escaped(char* buf, size_t cap, size_t* used, const char* text) {
-    for (const char* c = text; *c && *used + 8 < cap; ++c) {
-        if ((unsigned char)*c < 0x20) continue;
-        if (*c == '"' || *c == '\\') buf[(*used)++] = '\\';
-        buf[(*used)++] = *c;
-    }
-}
-
 }  // namespace
 
 void report_copy_counted(const Stats& stats, Report* rep) {
@@ -110,9 +101,9 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
         used = n < 0 ? cap : used + (size_t)n;
     };
     put("{\"schema\": %d, \"version\": \"%s\", \"comm\": \"", kReportSchema, kVersion);
-    put_escaped(buf, cap, &used, r.comm);
+    json_put_escaped(buf, cap, &used, r.comm);
     put("\", \"domain\": \"");
-    put_escaped(buf, cap, &used, r.domain);
+    json_put_escaped(buf, cap, &used, r.domain);
     put("\"");
     for (const FieldInit& f : kFields) {
         put(", \"%s\": ", f.name);
@@ -126,7 +117,7 @@ size_t report_to_json(const Report& r, char* buf, size_t cap) {
     put(", \"sites\": [");
     for (int i = 0; i < r.nsites; ++i) {
         put("%s{\"bytes\": %llu, \"site\": \"", i ? ", " : "", (unsigned long long)r.site_bytes[i]);
-        put_escaped(buf, cap, &used, r.site_text[i]);
+        json_put_escaped(buf, cap, &used, r.site_text[i]);
         put("\"}");
     }
     put("]}\n");
