@@ -4,9 +4,10 @@
 // libc wrapper, with syscall()'s convention (-1 and errno); the calls that
 // write into a buffer pin it as their wrappers do; io_uring's three calls,
 // io_submit, and the calls that open, duplicate and close descriptors tell
-// the runtime's tracking of kernel writers (kernel_writers.cpp); every other
-// number goes to glibc's syscall() unchanged. A `syscall` instruction in the
-// program's own code stays out of reach (README, limitations).
+// the runtime's tracking of kernel writers (scanner/kernel_writers.cpp and
+// kw_*.cpp); every other number goes to glibc's syscall() unchanged. A
+// `syscall` instruction in the program's own code stays out of reach
+// (README, limitations).
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
