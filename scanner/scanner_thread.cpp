@@ -72,7 +72,10 @@ void domain_tick(State& s) {
     // filled again since).
     bool all = now - last_full_ns > 10000 * 1000000ull;
     if (all) last_full_ns = now;
+    size_t slots_known = s.index.size() - s.index.candidates();
     learn_domain_slots(s, all);
+    // New content to merge onto: pages backed off as unique may hold it.
+    if (s.index.size() - s.index.candidates() > slots_known) scan_look_at_everything(s);
 }
 
 // Whether the program started rewriting merged memory while the scanner
