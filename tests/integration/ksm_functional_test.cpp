@@ -43,15 +43,16 @@ TEST(KsmFunctional, test_unmerge_zero_pages) {
     Result r = run_case("test_unmerge_zero_pages", tmp);
     ASSERT_TRUE(r.ok()) << r.describe();
     EXPECT_EQ(r.num("madv_unmergeable"), 0);
-    // the zero pages were freed (non-present) or merged
-    EXPECT_GE(r.num("zero_nonpresent") + r.num("zero_file"), 500) << r.describe();
+    // the zero pages were freed (non-present) or merged: the program waited
+    // for 95% of the 512 (asking for more here made the test race the scanner)
+    EXPECT_GE(r.num("zero_nonpresent") + r.num("zero_file"), 512 * 95 / 100) << r.describe();
     expect_no_dup_pfns(r, "touched_dup_pfns");
     EXPECT_EQ(r.num("touched_file_pages"), 0);
     EXPECT_EQ(r.num("mismatches"), 0);
     Stats st = load_stats(r);
     ASSERT_TRUE(st.parsed) << st.error << "\n" << st.text;
     EXPECT_EQ(st["bytes_saved"], (st["pages_sharing"] + st["zero_pages"]) * 4096) << st.text;
-    EXPECT_GE(st["bytes_saved_peak"], 500 * 4096.0) << "zero pages never counted as saved\n"
+    EXPECT_GE(st["bytes_saved_peak"], 512 * 95 / 100 * 4096.0) << "zero pages never counted as saved\n"
                                                     << st.text;
 }
 
