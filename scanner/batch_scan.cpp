@@ -34,6 +34,7 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
     PageIndex::Entry* e = s.index.find(h);
     if (!same_fingerprint(m, h)) {  // first look, or changed since: volatile (back-off level 0)
         if (m.hash32) ++s.stats.pass_volatile;
+        else ++s.stats.pass_first_looks;
         m.hash32 = fingerprint_of(h);
         return a;
     }

@@ -81,6 +81,7 @@ struct Stats {
     uint64_t pass_budget_skips = 0;
     uint64_t pass_start_merge_runs = 0;
     uint64_t pass_zero_freed = 0;  // zero pages given back in this pass
+    uint64_t pass_first_looks = 0;  // pages hashed for the first time (or since forgotten) in this pass
     // A pass merged nothing (and gave back no zero page) because the VMA
     // budget was spent: the scanner slows down instead of trying every page
     // again at full speed.
