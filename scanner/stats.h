@@ -51,7 +51,7 @@ namespace dedup {
     X(store_rotations, COUNTED, U64, 0, PLAIN, "", "times merged pages moved to a new memfd (fork give-back)")        \
     X(fork_kept_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages kept only because a forked child may map them")     \
     /* KSM's counters with KSM's names (/sys/kernel/mm/ksm, /proc/PID/ksm_stat) where they apply */                    \
-    X(pages_skipped, COUNTED, U64, 0, PLAIN, "", "pages the scan passed over unhashed: not present, merged (KSM smart scan)") \
+    X(pages_skipped, COUNTED, U64, 0, PLAIN, "", "pages the scan passed over unhashed: not present, merged, backed off (KSM smart scan)") \
     X(ksm_merging_pages, DERIVED, U64, 0, PLAIN, "", "pages of the process mapping a canonical page (ksm_stat)")        \
     X(ksm_zero_pages, DERIVED, U64, 0, PLAIN, "", "zero_pages, by KSM's name (ksm_stat)")                              \
     X(ksm_process_profit, DERIVED, I64, 0, PLAIN, "", "(ksm_merging_pages + ksm_zero_pages) * 4096 - metadata_bytes")  \
