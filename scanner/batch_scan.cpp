@@ -18,11 +18,6 @@ struct Action {
     Region* cand_region = nullptr;
 };
 
-uint32_t hash32(uint64_t h) {
-    uint32_t v = (uint32_t)h;
-    return v ? v : 1;
-}
-
 void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
 
 // Decides what to do with a present private page whose hash is h. Has side
@@ -37,9 +32,10 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
         return a;
     }
     PageIndex::Entry* e = s.index.find(h);
-    if (m.hash32 != hash32(h)) {  // first look, or changed since: volatile
+    if (!same_fingerprint(m, h)) {  // first look, or changed since: volatile (back-off level 0)
         if (m.hash32) ++s.stats.pass_volatile;
-        m.hash32 = hash32(h);
+        else ++s.stats.pass_first_looks;
+        m.hash32 = fingerprint_of(h);
         return a;
     }
     if (h == s.zero_hash && !in_file_vma(m.state)) {
@@ -52,7 +48,7 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
             Region* cr = s.regions.find(c);
             if (cr && region_mergeable(s, *cr)) {
                 PageMeta& cm = cr->at(c);
-                if (!has_slot(cm.state) && !is_zero_freed(cm.state) && cm.hash32 == hash32(h)) {
+                if (!has_slot(cm.state) && !is_zero_freed(cm.state) && same_fingerprint(cm, h)) {
                     a.kind = Act::kPair;
                     a.cand = c;
                     a.cand_region = cr;
@@ -68,6 +64,10 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
     }
     s.index.put(h, PageIndex::candidate_value(addr));
     ++s.stats.pass_unshared;
+    // Unchanged and unique again: looked at half as often. Not a zero page
+    // (one in a memfd VMA cannot be given back, but stays cheap to find),
+    // nor any page that was ever merged.
+    if (m.state == 0 && h != s.zero_hash) backoff_climb(m);
     return a;
 }
 
@@ -78,7 +78,7 @@ bool likely_action(State& s, const PageMeta& m, uint64_t h) {
     uint32_t slot;
     if (find_canonical(s, h, &slot)) return true;
     PageIndex::Entry* e = s.index.find(h);
-    if (m.hash32 != hash32(h)) return false;
+    if (!same_fingerprint(m, h)) return false;
     return h == s.zero_hash || (e && PageIndex::is_candidate(e->value()));
 }
 
@@ -138,6 +138,35 @@ bool duplicate_canonical(State& s, const PageMeta& m, uint64_t* h) {
     return *h && find_canonical(s, *h, &other) && other < mine;
 }
 
+// Backing off unique pages (KSM's smart scan). A page found unchanged and
+// unique (it became a candidate and nothing paired with it) climbs one
+// back-off level, up to kMaxBackoff; at level L it is hashed only in its
+// look passes (page_meta.h: the passes whose number is a multiple of 2^L)
+// and passed over unhashed in the others. A look that finds another
+// fingerprint puts it back to level 0 (the volatile rule in choose()), and
+// so does anything that forgets the hash (a merge, a zero page given back
+// or touched again, a copy-on-write break, advice).
+//
+// Two pages are both looked at in every look pass of the one at the higher
+// level: a unique page that gains a duplicate later pairs with it at its
+// next look, at most kBackoffPeriod passes after the duplicate was first
+// seen stable. A page equal to a canonical page made in this process is
+// looked at within kBackoffPeriod passes too. Content that another member
+// of a merge domain published is looked for sooner: the scanner looks at
+// every page for a full pass after learning new domain slots
+// (scan_look_at_everything).
+uint64_t g_look_at_everything_until = 0;  // pass number
+
+uint64_t current_pass(const State& s) { return s.stats.full_scans.load(std::memory_order_relaxed); }
+
+// Whether this pass may pass over the page unhashed: private content never
+// merged (not zero-freed, no slot, not in a memfd VMA), looked at before,
+// backed off, and this is not one of its look passes.
+bool backed_off(const PageMeta& m, uint64_t pass) {
+    if (m.state != 0 || backoff(m) == 0 || pass < g_look_at_everything_until) return false;
+    return !backoff_look_pass(m, pass);
+}
+
 // Only the scanner thread, under the lock, uses these.
 uint64_t g_hashes[kMaxBatch];
 bool g_looked[kMaxBatch];
@@ -150,6 +179,7 @@ Run g_run;
 // the program writes past it are never write-protected.
 size_t look_at_batch(State& s, Region& r, uintptr_t from, size_t n, const uint64_t* pm) {
     size_t likely_end = 0;
+    uint64_t pass = current_pass(s);
     for (size_t i = 0; i < n; ++i) {
         uintptr_t addr = from + i * kPageSize;
         PageMeta& m = r.at(addr);
@@ -173,7 +203,7 @@ size_t look_at_batch(State& s, Region& r, uintptr_t from, size_t n, const uint64
                 look = false;
             }
         }
-        g_looked[i] = look && present && !file;
+        g_looked[i] = look && present && !file && !backed_off(m, pass);
         if (!g_looked[i]) continue;
         g_hashes[i] = page_hash(page(addr));
         ++s.stats.pages_scanned;
@@ -205,6 +235,8 @@ bool look_at_batch_guarded(State& s, Region& r, uintptr_t from, size_t n, const 
 
 }  // namespace
 
+void scan_look_at_everything(State& s) { g_look_at_everything_until = current_pass(s) + 2; }
+
 bool scan_recover_from_fault() {
     sigjmp_buf* jb = t_read_guard;
     if (!jb) return false;
@@ -215,6 +247,14 @@ bool scan_recover_from_fault() {
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
     size_t n = batch_pages(s, r, from, max_pages);
     if (n == 0) return 0;
+    // Backed-off pages first (unique pages between their look passes):
+    // nothing to hash, nothing to merge, no copy-on-write to notice (they
+    // were never merged). The batch after them starts at the next page that
+    // needs a look.
+    uint64_t pass = current_pass(s);
+    size_t off = 0;
+    while (off < n && backed_off(r.at(from + off * kPageSize), pass)) ++off;
+    if (off) return off;
     uint64_t pm[kMaxBatch];
     // Without pagemap we cannot tell untouched pages (reading them would
     // allocate memory) from present ones: skip.
@@ -233,7 +273,7 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
         if (g_looked[i]) {
             // A page the program changed since the last look: it is writing
             // here, so the batch window closes rather than stand in its way.
-            if (m.hash32 && m.hash32 != hash32(h)) {
+            if (m.hash32 && !same_fingerprint(m, h)) {
                 flush(s, r, run);
                 batch_window_close();
             }

@@ -21,6 +21,12 @@ namespace dedup {
 // inside r), merging what it can. Returns the number of pages looked at.
 size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages);
 
+// Content became canonical that backed-off pages (unique pages looked at only
+// every few passes) may equal but are not scheduled with: slots another member
+// of the merge domain published. Every page is looked at for the rest of this
+// pass and the whole next one.
+void scan_look_at_everything(State& s);
+
 // Called by the SIGSEGV (and SIGBUS) handler first: if this thread is the
 // scanner reading the program's pages outside a window, jumps back out of
 // the read (the batch is skipped) and does not return; else false.

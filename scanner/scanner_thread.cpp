@@ -72,7 +72,10 @@ void domain_tick(State& s) {
     // filled again since).
     bool all = now - last_full_ns > 10000 * 1000000ull;
     if (all) last_full_ns = now;
+    size_t slots_known = s.index.size() - s.index.candidates();
     learn_domain_slots(s, all);
+    // New content to merge onto: pages backed off as unique may hold it.
+    if (s.index.size() - s.index.candidates() > slots_known) scan_look_at_everything(s);
 }
 
 // Whether the program started rewriting merged memory while the scanner
@@ -109,9 +112,33 @@ void wake_scanner() {
     sys::call(SYS_futex, (long)&g_wake, FUTEX_WAKE_PRIVATE, 1, 0, 0, 0);
 }
 
+// Consecutive quiet passes: passes in which every page hashed was as at its
+// last look (none new, none changed), nothing merged, no zero page was given
+// back and no merged page was written. On memory like that another pass at
+// once finds nothing either: at the end of a quiet pass the scanner rests
+// (quiet_rest_ms), even at DEDUP_SLEEP_MS=0, instead of spinning a core on
+// passes of backed-off pages. The first pass that sees a change ends it.
+uint32_t g_quiet_passes = 0;
+uint64_t g_pass_start_breaks = 0;
+constexpr uint64_t kMaxQuietRestMs = 64;
+
+// 1 ms after the first quiet pass, doubling with each further one, up to
+// kMaxQuietRestMs; 0 after a pass that was not quiet.
+uint64_t quiet_rest_ms() {
+    if (g_quiet_passes == 0) return 0;
+    uint32_t doublings = g_quiet_passes - 1;
+    return doublings >= 6 ? kMaxQuietRestMs : (1ull << doublings);
+}
+
 // End of a full pass over every region: publish the per-pass counters and
 // forget the unstable candidates, as KSM rebuilds its unstable tree.
 void end_of_pass(State& s) {
+    uint64_t breaks = s.stats.cow_breaks.load(std::memory_order_relaxed);
+    bool quiet = s.stats.pass_volatile == 0 && s.stats.pass_first_looks == 0 && s.stats.pass_zero_freed == 0 &&
+                 s.stats.merge_runs.load(std::memory_order_relaxed) == s.stats.pass_start_merge_runs &&
+                 breaks == g_pass_start_breaks;
+    g_quiet_passes = quiet ? g_quiet_passes + 1 : 0;
+    g_pass_start_breaks = breaks;
     s.stats.full_scans.fetch_add(1, std::memory_order_relaxed);
     s.stats.pages_volatile.store(s.stats.pass_volatile, std::memory_order_relaxed);
     s.stats.pages_unshared.store(s.stats.pass_unshared, std::memory_order_relaxed);
@@ -122,6 +149,7 @@ void end_of_pass(State& s) {
                                std::memory_order_relaxed);
     s.stats.pass_start_merge_runs = runs;
     s.stats.pass_volatile = s.stats.pass_unshared = s.stats.pass_budget_skips = s.stats.pass_zero_freed = 0;
+    s.stats.pass_first_looks = 0;
     s.index.drop_candidates();
     // Exact VMA count for the budget; /proc/self/maps is not cheap, so at
     // most once a second when passes are short.
@@ -248,12 +276,15 @@ void* scanner_main(void*) {
         // it reaches the hard limit (where even unmerging needs VMAs).
         relieve_vma_pressure(s);
         uint64_t paced_ms = pace.cpu_percent ? pacer.owed_ms() : 0;
+        uint64_t rest_ms = pass_ended ? quiet_rest_ms() : 0;
         if (cow_storm)
             sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
         else if (control_run() != 1)
             sleep_ms(100);  // stopped (dedupstat): copy-on-write sweeps and requests only
         else if (s.stats.budget_bound.load(std::memory_order_relaxed))
             sleep_ms(pace.sleep_ms > 250 ? pace.sleep_ms : 250);  // nothing mergeable within the budget
+        else if (rest_ms && rest_ms >= (pace.cpu_percent ? paced_ms : pace.sleep_ms))
+            sleep_ms(rest_ms);  // a quiet pass: nothing to find at once
         else if (pace.cpu_percent && paced_ms) sleep_ms(paced_ms);
         else if (!pace.cpu_percent && pace.sleep_ms) sleep_ms(pace.sleep_ms);
         else if (pass_ended && done < 64) sleep_ms(1);  // (almost) nothing registered: do not spin

@@ -51,7 +51,7 @@ namespace dedup {
     X(store_rotations, COUNTED, U64, 0, PLAIN, "", "times merged pages moved to a new memfd (fork give-back)")        \
     X(fork_kept_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages kept only because a forked child may map them")     \
     /* KSM's counters with KSM's names (/sys/kernel/mm/ksm, /proc/PID/ksm_stat) where they apply */                    \
-    X(pages_skipped, COUNTED, U64, 0, PLAIN, "", "pages the scan passed over unhashed: not present, merged (KSM smart scan)") \
+    X(pages_skipped, COUNTED, U64, 0, PLAIN, "", "pages the scan passed over unhashed: not present, merged, backed off (KSM smart scan)") \
     X(ksm_merging_pages, DERIVED, U64, 0, PLAIN, "", "pages of the process mapping a canonical page (ksm_stat)")        \
     X(ksm_zero_pages, DERIVED, U64, 0, PLAIN, "", "zero_pages, by KSM's name (ksm_stat)")                              \
     X(ksm_process_profit, DERIVED, I64, 0, PLAIN, "", "(ksm_merging_pages + ksm_zero_pages) * 4096 - metadata_bytes")  \
@@ -81,6 +81,7 @@ struct Stats {
     uint64_t pass_budget_skips = 0;
     uint64_t pass_start_merge_runs = 0;
     uint64_t pass_zero_freed = 0;  // zero pages given back in this pass
+    uint64_t pass_first_looks = 0;  // pages hashed for the first time (or since forgotten) in this pass
     // A pass merged nothing (and gave back no zero page) because the VMA
     // budget was spent: the scanner slows down instead of trying every page
     // again at full speed.

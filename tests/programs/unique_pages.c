@@ -3,8 +3,14 @@
  * watching its pagemap, and prints only deterministic output (identical with
  * and without the shim).
  *
- *   unique_pages [--mib M] [--hold-ms H]
+ *   unique_pages [--mib M] [--hold-ms H] [--churn-mib C]
+ *
+ * --churn-mib C: a thread also keeps rewriting C MiB of its own (every page
+ * with new unique content, then 1 ms of sleep), so that every scanner pass
+ * finds changed pages (the output does not depend on it).
  */
+#include <pthread.h>
+
 #include "dtest.h"
 
 static uint64_t fnv(uint64_t h, const unsigned char *p, size_t n)
@@ -16,11 +22,37 @@ static uint64_t fnv(uint64_t h, const unsigned char *p, size_t n)
     return h;
 }
 
+static unsigned char *g_churn;
+static size_t g_churn_len;
+static volatile int g_stop;
+
+static void *churner(void *arg)
+{
+    (void)arg;
+    uint64_t stamp = 1;
+    while (!g_stop) {
+        for (size_t off = 0; off < g_churn_len; off += DT_PAGE, stamp++)
+            dt_fill_random(g_churn + off, 64, stamp);
+        dt_sleep_ms(1);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     size_t mib = (size_t)dt_arg_long(argc, argv, "--mib", 16);
     double hold = (double)dt_arg_long(argc, argv, "--hold-ms", 1000);
     size_t total = mib << 20;
+    g_churn_len = (size_t)dt_arg_long(argc, argv, "--churn-mib", 0) << 20;
+    pthread_t churn_thread;
+    if (g_churn_len) {
+        g_churn = mmap(NULL, g_churn_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (g_churn == MAP_FAILED)
+            dt_die("mmap churn");
+        dt_fill_random(g_churn, g_churn_len, 999);
+        if (pthread_create(&churn_thread, NULL, churner, NULL) != 0)
+            dt_die("pthread_create");
+    }
     enum { NM = 4 };
     size_t msz = 256 * 1024 + 100;
 
@@ -50,6 +82,10 @@ int main(int argc, char **argv)
             bad += dt_check_random(m[i], msz, 2000 + i);
         rounds++;
     } while (dt_now_ms() - t0 < hold);
+    if (g_churn_len) {
+        g_stop = 1;
+        pthread_join(churn_thread, NULL);
+    }
 
     uint64_t h = 0xcbf29ce484222325ULL;
     h = fnv(h, region, total);
