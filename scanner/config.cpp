@@ -219,6 +219,12 @@ void config_parse(const char* const* envp, Config* out) {
     }
 }
 
+bool config_says_disabled(const char* const* envp) {
+    const char* v = env_lookup(envp, "DEDUP_DISABLE");
+    bool on = false;
+    return v && parse_bool(v, &on) && on;
+}
+
 const Config& config() {
     static Config cfg;
     static std::atomic<int> state{0};  // 0 = unparsed, 1 = parsing, 2 = ready

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "scanner/config.h"
 #include "scanner/large_alloc.h"
@@ -135,6 +136,15 @@ bool init_now() {
         g_init.store(kDisabled, std::memory_order_release);
         return false;
     }
+    // DEDUP_DISABLE=1: a pass-through after one look at the environment.
+    // Every process of a container or service with the variable set pays
+    // for what happens here, so nothing else does: no other option is
+    // parsed and no log file opened.
+    if (config_says_disabled(environ)) {
+        t_initialising = false;
+        g_init.store(kDisabled, std::memory_order_release);
+        return false;
+    }
     // The log destination first, so that warnings about other options land there.
     const Config& cfg = config();  // opens DEDUP_LOG, then parses the rest of the environment
     if (cfg.disable) {
@@ -142,13 +152,13 @@ bool init_now() {
         g_init.store(kDisabled, std::memory_order_release);
         return false;
     }
+    // What only scanning needs (the zero page's hash, the THP mode, the VMA
+    // budget: two files and /proc/self/maps read) waits for the first
+    // registration or report (runtime_prepare_scanning): most processes a
+    // shell or a build starts never register anything.
     State& s = state();
     s.merge_all = cfg.scope == Scope::kAll;
     sites_set_enabled(cfg.sites);
-    static char zero[kPageSize];
-    s.zero_hash = page_hash(zero);
-    s.thp_always = thp_enabled_always();
-    s.vmas.init(cfg.vma_reserve);
     s.start_ns = monotonic_ns();
     g_original_pid = sys::getpid();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
@@ -186,6 +196,19 @@ bool runtime_initialised() { return g_init.load(std::memory_order_acquire) == kR
 
 long runtime_original_pid() { return g_original_pid; }
 
+// Once, before the first scan and before a report reads the VMA budget:
+// what init_now leaves for later. Under the mm lock.
+void runtime_prepare_scanning() {
+    static std::atomic<bool> prepared{false};
+    if (prepared.load(std::memory_order_acquire)) return;
+    State& s = state();
+    static char zero[kPageSize];
+    s.zero_hash = page_hash(zero);
+    s.thp_always = thp_enabled_always();
+    s.vmas.init(config().vma_reserve);
+    prepared.store(true, std::memory_order_release);
+}
+
 void runtime_after_register() {
     fault_handler_install();
     // The shim's descriptors are had now, while the program is likely to
@@ -194,6 +217,7 @@ void runtime_after_register() {
     if (!g_descriptors_had.load(std::memory_order_relaxed)) {
         State& s = state();
         MmLockGuard g(s.lock);
+        runtime_prepare_scanning();
         join_domain(s);
         bool had = s.store.ensure_ready() & open_pagemap() & open_maps() &
                    kept_files().status.ensure("/proc/self/status", O_RDONLY) & reports_open_live_file();

@@ -15,6 +15,10 @@ bool runtime_initialised();
 // opens the kept files while the program has descriptors to spare, and
 // starts the scanner thread.
 void runtime_after_register();
+// What the scanner and the reports need and a process that never registers
+// does not (the zero page's hash, the THP mode, the VMA budget): read once,
+// at the first registration or report. Under the mm lock.
+void runtime_prepare_scanning();
 // At exit: stops the scanner, writes the summary and the stats file. Safe
 // from a signal handler that interrupted the shim on this thread (exit()
 // from a SIGTERM handler that landed inside an interposed mmap).

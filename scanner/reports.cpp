@@ -73,6 +73,7 @@ void collect_settings(const State& s, Report* rep) {
 }
 
 void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = true) {
+    runtime_prepare_scanning();  // the VMA budget, if nothing was registered yet
     *rep = Report();
     report_copy_counted(s.stats, rep);
     rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
