@@ -57,6 +57,11 @@ __thread bool t_initialising = false;
 std::atomic<bool> g_child_needs_scanner{false};
 long g_original_pid = 0;
 std::atomic<bool> g_descriptors_had{false};  // reset in a forked child
+// Whether anything was registered or advised (runtime_after_register ran,
+// here or in the parent before fork): before that there is no scanner, no
+// live file, no domain, and nothing to report unless a file or the summary
+// was asked for.
+std::atomic<bool> g_activated{false};
 
 // Whether fork_prepare took the lock (not when this thread held it already:
 // _Fork from a signal handler that interrupted the shim).
@@ -210,6 +215,7 @@ void runtime_prepare_scanning() {
 }
 
 void runtime_after_register() {
+    g_activated.store(true, std::memory_order_relaxed);
     fault_handler_install();
     // The shim's descriptors are had now, while the program is likely to
     // have some to spare, rather than first by the scanner later, when it
@@ -231,6 +237,9 @@ std::atomic<bool> g_reported{false};
 
 void report_once(bool from_signal) {
     if (!runtime_initialised() || g_reported.exchange(true)) return;
+    // Most processes a shell or a build starts register nothing: they exit
+    // without the report's reads of /proc (maps, comm, the pid namespace).
+    if (!g_activated.load(std::memory_order_relaxed) && !reports_wanted_without_registration()) return;
     double cpu = scanner_cpu_seconds();
     scanner_stop();
     reports_at_exit(cpu, from_signal);

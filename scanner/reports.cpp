@@ -251,6 +251,11 @@ void reports_tick() {
     write_report_files(cfg, rep);
 }
 
+bool reports_wanted_without_registration() {
+    const Config& cfg = config();
+    return cfg.stats_file[0] || cfg.series_file[0] || cfg.summary == Summary::kAlways;
+}
+
 void reports_at_exit(double cpu, bool from_signal) {
     State& s = state();
     const Config& cfg = config();
