@@ -199,6 +199,8 @@ bool runtime_ready() {
 
 bool runtime_initialised() { return g_init.load(std::memory_order_acquire) == kReady; }
 
+bool runtime_disabled() { return g_init.load(std::memory_order_acquire) == kDisabled; }
+
 long runtime_original_pid() { return g_original_pid; }
 
 // Once, before the first scan and before a report reads the VMA budget:

@@ -11,6 +11,9 @@ bool runtime_ready();
 // Whether initialisation has finished and the runtime is on (never
 // initialises).
 bool runtime_initialised();
+// Whether initialisation found the runtime off (DEDUP_DISABLE=1, AT_SECURE):
+// final once true.
+bool runtime_disabled();
 // After a registration, without the mm lock: installs the fault handler,
 // opens the kept files while the program has descriptors to spare, and
 // starts the scanner thread.
