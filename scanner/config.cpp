@@ -59,8 +59,10 @@ const Option kOptions[] = {
 const char* env_lookup(const char* const* envp, const char* name) {
     if (!envp) return nullptr;
     size_t n = strlen(name);
+    // The first letter before strncmp: the options are looked up one by one
+    // at every start, and few variables start with a D.
     for (const char* const* e = envp; *e; ++e)
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+        if ((*e)[0] == name[0] && strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
     return nullptr;
 }
 
