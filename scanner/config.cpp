@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "scanner/json_text.h"
 #include "scanner/log.h"
 #include "scanner/parent_process.h"
 
@@ -163,16 +164,6 @@ void json_key(const char* name, char* out, size_t cap) {
     out[i] = 0;
 }
 
-// A JSON string's characters (quotes and backslashes escaped, control
-// characters dropped).
-void put_escaped(char* buf, size_t cap, size_t* used, const char* text) {
-    for (const char* c = text; *c && *used + 8 < cap; ++c) {
-        if ((unsigned char)*c < 0x20) continue;
-        if (*c == '"' || *c == '\\') buf[(*used)++] = '\\';
-        buf[(*used)++] = *c;
-    }
-}
-
 }  // namespace
 
 bool parse_uint(const char* s, uint64_t* out) {
@@ -255,35 +246,25 @@ const Config& config() {
 namespace dedup {
 
 size_t config_to_json(const Config& c, char* buf, size_t cap) {
-    size_t used = 0;
-    auto put = [&](const char* fmt, auto... args) {
-        if (used >= cap) return;
-        int n = snprintf(buf + used, cap - used, fmt, args...);
-        used = n < 0 ? cap : used + (size_t)n;
-    };
-    if (cap) buf[0] = 0;
+    JsonOut out(buf, cap);
     for (const Option& o : kOptions) {
         const char* base = reinterpret_cast<const char*>(&c) + o.offset;
         char key[40];
         json_key(o.name, key, sizeof(key));
-        put("%s\"%s\": ", used ? ", " : "", key);
+        out.put("%s\"%s\": ", out.used() ? ", " : "", key);
         switch (o.kind) {
-            case Kind::kBool: put("%s", *reinterpret_cast<const bool*>(base) ? "true" : "false"); break;
-            case Kind::kEnum: put("\"%s\"", o.names[*reinterpret_cast<const int*>(base)]); break;
+            case Kind::kBool: out.put("%s", *reinterpret_cast<const bool*>(base) ? "true" : "false"); break;
+            case Kind::kEnum: out.put("\"%s\"", o.names[*reinterpret_cast<const int*>(base)]); break;
             case Kind::kSize:
-            case Kind::kUint: put("%llu", (unsigned long long)*reinterpret_cast<const uint64_t*>(base)); break;
+            case Kind::kUint: out.put("%llu", (unsigned long long)*reinterpret_cast<const uint64_t*>(base)); break;
             case Kind::kString:
-                put("\"");
-                if (used < cap) put_escaped(buf, cap, &used, base);
-                put("\"");
+                out.put("\"");
+                out.escaped(base);
+                out.put("\"");
                 break;
         }
     }
-    if (used >= cap) {
-        if (cap) buf[0] = 0;
-        return 0;
-    }
-    return used;
+    return out.finish();
 }
 
 bool config_parse_runtime(const char* key, const char* value, uint64_t* out, char* err, size_t cap) {

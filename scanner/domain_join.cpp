@@ -26,6 +26,40 @@ void socket_name(struct sockaddr_un* a, socklen_t* len, const char* name) {
     *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n);
 }
 
+// A socket bound and listening on the domain's name (non-blocking: the
+// scanner's housekeeping accepts), or -1 when somebody holds the name.
+int listen_on_name(const char* name) {
+    long sock = sys::call(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (sys::failed(sock)) return -1;
+    struct sockaddr_un addr;
+    socklen_t alen;
+    socket_name(&addr, &alen, name);
+    if (sys::failed(sys::call(SYS_bind, sock, (long)&addr, alen)) || sys::failed(sys::call(SYS_listen, sock, 64))) {
+        sys::close((int)sock);
+        return -1;
+    }
+    return (int)sock;
+}
+
+// The one message of the handover: a magic number, and the domain's memfd
+// as SCM_RIGHTS (filled by the sender, by the kernel on receipt).
+struct FdMessage {
+    uint64_t magic;
+    struct iovec iov;
+    alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+    struct msghdr msg;
+    explicit FdMessage(uint64_t m) : magic(m) {
+        iov = {&magic, sizeof(magic)};
+        memset(ctl, 0, sizeof(ctl));
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl;
+        msg.msg_controllen = sizeof(ctl);
+    }
+    FdMessage(const FdMessage&) = delete;  // iov and msg point into it
+};
+
 bool peer_is_us(int sock) {
     struct ucred cred;
     socklen_t len = sizeof(cred);
@@ -86,18 +120,10 @@ bool Domain::connect_and_receive(int* memfd) {
         // then it merges alone.
         struct timeval tv = {0, 300 * 1000};
         sys::call(SYS_setsockopt, sock, SOL_SOCKET, SO_RCVTIMEO, (long)&tv, sizeof(tv));
-        uint64_t magic = 0;
-        struct iovec iov = {&magic, sizeof(magic)};
-        alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-        struct msghdr msg;
-        memset(&msg, 0, sizeof(msg));
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctl;
-        msg.msg_controllen = sizeof(ctl);
-        long n = sys::call(SYS_recvmsg, sock, (long)&msg, MSG_CMSG_CLOEXEC);
-        struct cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
-        ok = c && c->cmsg_type == SCM_RIGHTS && magic == kMagic;
+        FdMessage m(0);
+        long n = sys::call(SYS_recvmsg, sock, (long)&m.msg, MSG_CMSG_CLOEXEC);
+        struct cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&m.msg) : nullptr;
+        ok = c && c->cmsg_type == SCM_RIGHTS && m.magic == kMagic;
         if (ok) memcpy(memfd, CMSG_DATA(c), sizeof(int));
     }
     sys::close((int)sock);
@@ -106,15 +132,8 @@ bool Domain::connect_and_receive(int* memfd) {
 
 // *memfd = -2 when the domain's memory cannot be created (said).
 bool Domain::create_and_listen(int* memfd) {
-    long sock = sys::call(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (sys::failed(sock)) return false;
-    struct sockaddr_un addr;
-    socklen_t alen;
-    socket_name(&addr, &alen, name_);
-    if (sys::failed(sys::call(SYS_bind, sock, (long)&addr, alen)) || sys::failed(sys::call(SYS_listen, sock, 64))) {
-        sys::close((int)sock);
-        return false;
-    }
+    int sock = listen_on_name(name_);
+    if (sock < 0) return false;
     long fd = sys::call(SYS_memfd_create, (long)"libdedup-domain", MFD_CLOEXEC);
     long err = fd;
     if (!sys::failed(fd)) err = sys::call(SYS_fchmod, fd, 0600);
@@ -203,37 +222,21 @@ void Domain::accept_newcomers() {
         long c = sys::call(SYS_accept4, listen_fd_, 0, 0, SOCK_CLOEXEC);
         if (sys::failed(c)) return;
         if (peer_is_us((int)c)) {
-            uint64_t magic = kMagic;
-            struct iovec iov = {&magic, sizeof(magic)};
-            alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
-            memset(ctl, 0, sizeof(ctl));
-            struct msghdr msg;
-            memset(&msg, 0, sizeof(msg));
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = ctl;
-            msg.msg_controllen = sizeof(ctl);
-            struct cmsghdr* h = CMSG_FIRSTHDR(&msg);
+            FdMessage m(kMagic);
+            struct cmsghdr* h = CMSG_FIRSTHDR(&m.msg);
             h->cmsg_level = SOL_SOCKET;
             h->cmsg_type = SCM_RIGHTS;
             h->cmsg_len = CMSG_LEN(sizeof(int));
             memcpy(CMSG_DATA(h), &memfd_, sizeof(int));
-            sys::call(SYS_sendmsg, c, (long)&msg, MSG_NOSIGNAL);
+            sys::call(SYS_sendmsg, c, (long)&m.msg, MSG_NOSIGNAL);
         }
         sys::close((int)c);
     }
 }
 
 void Domain::take_over_name() {
-    long sock = sys::call(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (sys::failed(sock)) return;
-    struct sockaddr_un addr;
-    socklen_t alen;
-    socket_name(&addr, &alen, name_);
-    if (!sys::failed(sys::call(SYS_bind, sock, (long)&addr, alen)) && !sys::failed(sys::call(SYS_listen, sock, 64)))
-        listen_fd_ = park_fd((int)sock);
-    else
-        sys::close((int)sock);
+    int sock = listen_on_name(name_);
+    if (sock >= 0) listen_fd_ = park_fd(sock);
 }
 
 // ---- descriptors ----------------------------------------------------------------------

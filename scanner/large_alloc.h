@@ -233,6 +233,17 @@ private:
 
     void* dedicated_alloc(size_t size, size_t align);
     void dedicated_free(void* p);
+
+    // trim(): the work picked under the lock and done outside it.
+    struct TrimWork;
+    // Under the lock: free ranges untouched for min_age_ms, to give back (busy
+    // meanwhile) or, whole arenas, to unmap (dying meanwhile).
+    void trim_pick(uint32_t now, uint32_t min_age_ms, TrimWork& w);
+    // Under the lock, the work done: ranges are free again (clean if given
+    // back), arenas unmapped are forgotten (their metadata to meta[], for
+    // meta_free outside the lock), the others are arenas again. Returns how
+    // many went to meta[].
+    int trim_settle(uint32_t now, const TrimWork& w, void** meta, size_t* meta_len);
     bool aligned_insert(uintptr_t p);
     bool aligned_contains(uintptr_t p) const;
     void aligned_erase(uintptr_t p);

@@ -11,8 +11,10 @@
 //   allocator.cpp     malloc and friends
 //   signals.cpp       sigaction, sigprocmask
 //   write_window.cpp  pins for syscalls the kernel writes through
-//   kernel_writers.cpp  kernel writers a pin cannot hold off: io_uring, AIO,
-//                     userfaultfd, /proc/self/mem, leaving everything alone
+//   kernel_writers.cpp  kernel writers a pin cannot hold off: leaving
+//                     everything alone; kw_uring*.cpp io_uring, kw_aio.cpp AIO,
+//                     kw_devices.cpp userfaultfd and devices, kw_proc_mem.cpp
+//                     /proc/self/mem
 //   descriptors.cpp   the shim's own file descriptors
 #pragma once
 #include <signal.h>
@@ -112,7 +114,7 @@ private:
 // merges again. 0 or -errno.
 long rt_leave_alone(const void* addr, size_t len);
 
-// ---- kernel writers the shim cannot hold off (kernel_writers.cpp) -------------
+// ---- kernel writers the shim cannot hold off (kernel_writers.cpp, kw_*.cpp) ----
 // The whole process, from now on: every merged page becomes the program's
 // own memory again and nothing merges any more (an io_uring SQPOLL thread, a
 // ring set up out of the shim's sight, provided-buffer rings, RDMA: kernel

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "scanner/json_text.h"
 #include "scanner/log.h"
 #include "scanner/os/sys.h"
 
@@ -80,16 +81,6 @@ void log_summary_line(const Report& r, int line) {
     if (used) log_line("  %s", buf);
 }
 
-// A JSON string's characters (quotes and backslashes escaped, control
-// characters dropped).
-void put_escaped(char* buf, size_t cap, size_t* used, const char* text) {
-    for (const char* c = text; *c && *used + 8 < cap; ++c) {
-        if ((unsigned char)*c < 0x20) continue;
-        if (*c == '"' || *c == '\\') buf[(*used)++] = '\\';
-        buf[(*used)++] = *c;
-    }
-}
-
 }  // namespace
 
 void report_copy_counted(const Stats& stats, Report* rep) {
@@ -103,35 +94,29 @@ void report_copy_counted(const Stats& stats, Report* rep) {
 }
 
 size_t report_to_json(const Report& r, char* buf, size_t cap) {
-    size_t used = 0;
-    auto put = [&](const char* fmt, auto... args) {
-        if (used >= cap) return;
-        int n = snprintf(buf + used, cap - used, fmt, args...);
-        used = n < 0 ? cap : used + (size_t)n;
-    };
-    put("{\"schema\": %d, \"version\": \"%s\", \"comm\": \"", kReportSchema, kVersion);
-    put_escaped(buf, cap, &used, r.comm);
-    put("\", \"domain\": \"");
-    put_escaped(buf, cap, &used, r.domain);
-    put("\"");
+    JsonOut out(buf, cap);
+    out.put("{\"schema\": %d, \"version\": \"%s\", \"comm\": \"", kReportSchema, kVersion);
+    out.escaped(r.comm);
+    out.put("\", \"domain\": \"");
+    out.escaped(r.domain);
+    out.put("\"");
     for (const FieldInit& f : kFields) {
-        put(", \"%s\": ", f.name);
-        if (f.type == F64) put("%.3f", f.get_double(r));
-        else if (f.type == I64) put("%lld", (long long)f.get_u64(r));
-        else put("%llu", (unsigned long long)f.get_u64(r));
+        out.put(", \"%s\": ", f.name);
+        if (f.type == F64) out.put("%.3f", f.get_double(r));
+        else if (f.type == I64) out.put("%lld", (long long)f.get_u64(r));
+        else out.put("%llu", (unsigned long long)f.get_u64(r));
     }
-    put(", \"settings\": {");
-    if (used < cap) used += config_to_json(r.settings, buf + used, cap - used);
-    put("%s\"run\": %llu}", used && buf[used - 1] != '{' ? ", " : "", (unsigned long long)r.run);
-    put(", \"sites\": [");
+    out.put(", \"settings\": {");
+    out.advance(config_to_json(r.settings, out.end(), out.room()));
+    out.put("%s\"run\": %llu}", out.last() != '{' ? ", " : "", (unsigned long long)r.run);
+    out.put(", \"sites\": [");
     for (int i = 0; i < r.nsites; ++i) {
-        put("%s{\"bytes\": %llu, \"site\": \"", i ? ", " : "", (unsigned long long)r.site_bytes[i]);
-        put_escaped(buf, cap, &used, r.site_text[i]);
-        put("\"}");
+        out.put("%s{\"bytes\": %llu, \"site\": \"", i ? ", " : "", (unsigned long long)r.site_bytes[i]);
+        out.escaped(r.site_text[i]);
+        out.put("\"}");
     }
-    put("]}\n");
-    if (used >= cap) return 0;
-    return used;
+    out.put("]}\n");
+    return out.finish();
 }
 
 void report_to_log(const Report& r) {

@@ -9,7 +9,7 @@
 // The runtime also follows which descriptors are rings (io_uring) or open on
 // this process's memory (/proc/self/mem): closing and duplicating tell it
 // (rt_note_closed, rt_note_dup). The fstat family pins the buffer it fills
-// (kernel_writes.cpp has the rest of that family).
+// (file_status.cpp has the rest of that family).
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>

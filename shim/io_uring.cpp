@@ -4,7 +4,7 @@
 // (queue_init*), submission and reaping (submit*, get_events, wait_cqes,
 // __io_uring_get_cqe...), buffer registration and teardown. The raw
 // io_uring_setup/enter/register it also exports go where syscall()'s
-// numbers go. Everything is decided by the runtime (kernel_writers.cpp): the
+// numbers go. Everything is decided by the runtime (kw_uring*.cpp): the
 // SQEs about to be submitted are read from the ring, their buffers pinned
 // until their completions are seen, registered buffers left alone, and a
 // ring polled by a kernel thread (SQPOLL) leaves the process alone.

@@ -47,6 +47,20 @@ namespace {
 
 bool has_mode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
 
+// The optional mode argument of an open whose last named parameter is
+// flags (read only when flags say it was passed, as glibc does).
+#define OPEN_MODE(flags)                                     \
+    ({                                                       \
+        mode_t mode_ = 0;                                    \
+        if (has_mode(flags)) {                               \
+            va_list ap_;                                     \
+            va_start(ap_, flags);                            \
+            mode_ = va_arg(ap_, mode_t);                     \
+            va_end(ap_);                                     \
+        }                                                    \
+        mode_;                                               \
+    })
+
 int opened(int fd, const char* path, int flags) {
     if (fd >= 0) {
         int saved = errno;
@@ -62,49 +76,25 @@ int opened(int fd, const char* path, int flags) {
 
 NEXT(open, int, const char*, int, ...);
 EXPORT int open(const char* path, int flags, ...) {
-    mode_t mode = 0;
-    if (has_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    mode_t mode = OPEN_MODE(flags);
     return opened(next_open.get()(path, flags, mode), path, flags);
 }
 
 NEXT(open64, int, const char*, int, ...);
 EXPORT int open64(const char* path, int flags, ...) {
-    mode_t mode = 0;
-    if (has_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    mode_t mode = OPEN_MODE(flags);
     return opened(next_open64.get()(path, flags, mode), path, flags);
 }
 
 NEXT(openat, int, int, const char*, int, ...);
 EXPORT int openat(int dirfd, const char* path, int flags, ...) {
-    mode_t mode = 0;
-    if (has_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    mode_t mode = OPEN_MODE(flags);
     return opened(next_openat.get()(dirfd, path, flags, mode), path, flags);
 }
 
 NEXT(openat64, int, int, const char*, int, ...);
 EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
-    mode_t mode = 0;
-    if (has_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    mode_t mode = OPEN_MODE(flags);
     return opened(next_openat64.get()(dirfd, path, flags, mode), path, flags);
 }
 
