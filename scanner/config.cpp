@@ -60,8 +60,10 @@ const Option kOptions[] = {
 const char* env_lookup(const char* const* envp, const char* name) {
     if (!envp) return nullptr;
     size_t n = strlen(name);
+    // The first letter before strncmp: the options are looked up one by one
+    // at every start, and few variables start with a D.
     for (const char* const* e = envp; *e; ++e)
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+        if ((*e)[0] == name[0] && strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
     return nullptr;
 }
 
@@ -208,6 +210,12 @@ void config_parse(const char* const* envp, Config* out) {
         if (strcmp(o.name, "DEDUP_LOG") == 0) continue;
         if (const char* v = env_lookup(envp, o.name)) apply(o, v, out, envp);
     }
+}
+
+bool config_says_disabled(const char* const* envp) {
+    const char* v = env_lookup(envp, "DEDUP_DISABLE");
+    bool on = false;
+    return v && parse_bool(v, &on) && on;
 }
 
 const Config& config() {

@@ -46,6 +46,12 @@ bool parse_uint(const char* s, uint64_t* out);
 // The process-wide configuration, parsed from environ on first use.
 const Config& config();
 
+// Whether DEDUP_DISABLE in envp is a valid true value: the one look the
+// runtime takes at the environment of a disabled process (no other option
+// is parsed, no log opened). An invalid value is false here and gets its
+// warning from the full parse.
+bool config_says_disabled(const char* const* envp);
+
 // The effective value of every option as JSON object members
 // ("disable": false, "scope": "all", ...: the variable's name without
 // DEDUP_, lower case), into buf (NUL-terminated). Returns the length, 0 if

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "scanner/config.h"
 #include "scanner/large_alloc.h"
@@ -56,6 +57,11 @@ __thread bool t_initialising = false;
 std::atomic<bool> g_child_needs_scanner{false};
 long g_original_pid = 0;
 std::atomic<bool> g_descriptors_had{false};  // reset in a forked child
+// Whether anything was registered or advised (runtime_after_register ran,
+// here or in the parent before fork): before that there is no scanner, no
+// live file, no domain, and nothing to report unless a file or the summary
+// was asked for.
+std::atomic<bool> g_activated{false};
 
 // Whether fork_prepare took the lock (not when this thread held it already:
 // _Fork from a signal handler that interrupted the shim).
@@ -135,6 +141,15 @@ bool init_now() {
         g_init.store(kDisabled, std::memory_order_release);
         return false;
     }
+    // DEDUP_DISABLE=1: a pass-through after one look at the environment.
+    // Every process of a container or service with the variable set pays
+    // for what happens here, so nothing else does: no other option is
+    // parsed and no log file opened.
+    if (config_says_disabled(environ)) {
+        t_initialising = false;
+        g_init.store(kDisabled, std::memory_order_release);
+        return false;
+    }
     // The log destination first, so that warnings about other options land there.
     const Config& cfg = config();  // opens DEDUP_LOG, then parses the rest of the environment
     if (cfg.disable) {
@@ -142,13 +157,13 @@ bool init_now() {
         g_init.store(kDisabled, std::memory_order_release);
         return false;
     }
+    // What only scanning needs (the zero page's hash, the THP mode, the VMA
+    // budget: two files and /proc/self/maps read) waits for the first
+    // registration or report (runtime_prepare_scanning): most processes a
+    // shell or a build starts never register anything.
     State& s = state();
     s.merge_all = cfg.scope == Scope::kAll;
     sites_set_enabled(cfg.sites);
-    static char zero[kPageSize];
-    s.zero_hash = page_hash(zero);
-    s.thp_always = thp_enabled_always();
-    s.vmas.init(cfg.vma_reserve);
     s.start_ns = monotonic_ns();
     g_original_pid = sys::getpid();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
@@ -184,9 +199,25 @@ bool runtime_ready() {
 
 bool runtime_initialised() { return g_init.load(std::memory_order_acquire) == kReady; }
 
+bool runtime_disabled() { return g_init.load(std::memory_order_acquire) == kDisabled; }
+
 long runtime_original_pid() { return g_original_pid; }
 
+// Once, before the first scan and before a report reads the VMA budget:
+// what init_now leaves for later. Under the mm lock.
+void runtime_prepare_scanning() {
+    static std::atomic<bool> prepared{false};
+    if (prepared.load(std::memory_order_acquire)) return;
+    State& s = state();
+    static char zero[kPageSize];
+    s.zero_hash = page_hash(zero);
+    s.thp_always = thp_enabled_always();
+    s.vmas.init(config().vma_reserve);
+    prepared.store(true, std::memory_order_release);
+}
+
 void runtime_after_register() {
+    g_activated.store(true, std::memory_order_relaxed);
     fault_handler_install();
     // The shim's descriptors are had now, while the program is likely to
     // have some to spare, rather than first by the scanner later, when it
@@ -194,6 +225,7 @@ void runtime_after_register() {
     if (!g_descriptors_had.load(std::memory_order_relaxed)) {
         State& s = state();
         MmLockGuard g(s.lock);
+        runtime_prepare_scanning();
         join_domain(s);
         bool had = s.store.ensure_ready() & open_pagemap() & open_maps() &
                    kept_files().status.ensure("/proc/self/status", O_RDONLY) & reports_open_live_file();
@@ -207,6 +239,9 @@ std::atomic<bool> g_reported{false};
 
 void report_once(bool from_signal) {
     if (!runtime_initialised() || g_reported.exchange(true)) return;
+    // Most processes a shell or a build starts register nothing: they exit
+    // without the report's reads of /proc (maps, comm, the pid namespace).
+    if (!g_activated.load(std::memory_order_relaxed) && !reports_wanted_without_registration()) return;
     double cpu = scanner_cpu_seconds();
     scanner_stop();
     reports_at_exit(cpu, from_signal);

@@ -11,10 +11,17 @@ bool runtime_ready();
 // Whether initialisation has finished and the runtime is on (never
 // initialises).
 bool runtime_initialised();
+// Whether initialisation found the runtime off (DEDUP_DISABLE=1, AT_SECURE):
+// final once true.
+bool runtime_disabled();
 // After a registration, without the mm lock: installs the fault handler,
 // opens the kept files while the program has descriptors to spare, and
 // starts the scanner thread.
 void runtime_after_register();
+// What the scanner and the reports need and a process that never registers
+// does not (the zero page's hash, the THP mode, the VMA budget): read once,
+// at the first registration or report. Under the mm lock.
+void runtime_prepare_scanning();
 // At exit: stops the scanner, writes the summary and the stats file. Safe
 // from a signal handler that interrupted the shim on this thread (exit()
 // from a SIGTERM handler that landed inside an interposed mmap).

@@ -73,6 +73,7 @@ void collect_settings(const State& s, Report* rep) {
 }
 
 void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = true) {
+    runtime_prepare_scanning();  // the VMA budget, if nothing was registered yet
     *rep = Report();
     report_copy_counted(s.stats, rep);
     rep->seconds = (double)(monotonic_ns() - s.start_ns) / 1e9;
@@ -248,6 +249,11 @@ void reports_tick() {
     log_live_line(rep, cpu, now);
     g_interval_last_ns = now;
     write_report_files(cfg, rep);
+}
+
+bool reports_wanted_without_registration() {
+    const Config& cfg = config();
+    return cfg.stats_file[0] || cfg.series_file[0] || cfg.summary == Summary::kAlways;
 }
 
 void reports_at_exit(double cpu, bool from_signal) {

@@ -19,6 +19,9 @@ void reports_tick();
 // shim), the registry may be half changed: the report is made from the
 // counters alone.
 void reports_at_exit(double scanner_cpu, bool from_signal);
+// Whether the exit report is wanted even from a process that never
+// registered anything: a stats or series file, or DEDUP_SUMMARY=always.
+bool reports_wanted_without_registration();
 // In a forked child: the parent's live file is not ours.
 void reports_reset_in_child();
 

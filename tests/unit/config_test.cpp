@@ -168,6 +168,35 @@ TEST(ConfigParse, DisableFalseForms) {
     }
 }
 
+// The runtime's one look at a disabled process's environment agrees with
+// the full parse on every form, and is false for what the parse warns about.
+TEST(ConfigParse, SaysDisabledAgreesWithTheParse) {
+    struct Case {
+        std::vector<std::string> env;
+        bool disabled;
+    };
+    const Case cases[] = {
+        {{"DEDUP_DISABLE=1"}, true},
+        {{"PATH=/bin", "DEDUP_DISABLEX=1", "DEDUP_DISABLE=yes"}, true},
+        {{"DEDUP_DISABLE=On"}, true},
+        {{"DEDUP_DISABLE=0"}, false},
+        {{"DEDUP_DISABLE="}, false},
+        {{"DEDUP_DISABLE=maybe"}, false},
+        {{"DEDUP_DISABLE"}, false},
+        {{"XDEDUP_DISABLE=1", "DISPLAY=:0"}, false},
+        {{}, false},
+    };
+    for (const Case& c : cases) {
+        std::vector<const char*> envp;
+        for (const std::string& e : c.env) envp.push_back(e.c_str());
+        envp.push_back(nullptr);
+        std::string shown;
+        for (const std::string& e : c.env) shown += "'" + e + "' ";
+        EXPECT_EQ(config_says_disabled(envp.data()), c.disabled) << shown;
+    }
+    EXPECT_FALSE(config_says_disabled(nullptr));
+}
+
 TEST(ConfigParse, Scope) {
     EXPECT_EQ(parse_quiet({"DEDUP_SCOPE=all"}).scope, Scope::kAll);
     EXPECT_EQ(parse_quiet({"DEDUP_SCOPE=advised"}).scope, Scope::kAdvised);
