@@ -69,10 +69,8 @@ void ring_fds_closed(unsigned first, unsigned last);
 // ---- what a request writes into (kw_uring_sqe.cpp) ----------------------------------
 
 // Up to four ranges; a fifth joins the nearest.
-struct Ranges {
-    uintptr_t lo[4], hi[4];
-    int n = 0;
-    void add(uint64_t p, uint64_t len);
+struct Ranges : WriteRanges {
+    void add(uint64_t p, uint64_t len) { WriteRanges::add((uintptr_t)p, (size_t)len); }
     void add_iovecs(uint64_t iov, uint64_t cnt);  // the buffers of an iovec array
 };
 

@@ -11,25 +11,6 @@
 namespace dedup {
 namespace uring {
 
-void Ranges::add(uint64_t p, uint64_t len) {
-    if (!p || !len) return;
-    uintptr_t s = (uintptr_t)p, e = s + (uintptr_t)len;
-    if (e < s) e = UINTPTR_MAX;
-    if (n < 4) {
-        lo[n] = s;
-        hi[n++] = e;
-        return;
-    }
-    int best = 0;
-    uintptr_t best_gap = UINTPTR_MAX;
-    for (int i = 0; i < n; ++i) {
-        uintptr_t gap = s > hi[i] ? s - hi[i] : (lo[i] > e ? lo[i] - e : 0);
-        if (gap < best_gap) best_gap = gap, best = i;
-    }
-    if (s < lo[best]) lo[best] = s;
-    if (e > hi[best]) hi[best] = e;
-}
-
 void Ranges::add_iovecs(uint64_t iov, uint64_t cnt) {
     struct iovec v[64];
     if (cnt > 1024) cnt = 1024;

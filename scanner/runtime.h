@@ -95,6 +95,32 @@ int rt_sigmask(RtSigmaskFn next, int how, const sigset_t* set, sigset_t* old);
 // write-protect window opens over it (the call would fail with EFAULT).
 int rt_kernel_write_pin(uintptr_t buf, size_t len);
 void rt_kernel_write_unpin(int token);
+// Up to four ranges one call writes into (pinned, or left alone, together).
+// A fifth widens the nearest: the pin then covers a gap too, which only
+// holds merges off it for the call.
+struct WriteRanges {
+    static constexpr int kMax = 4;
+    uintptr_t lo[kMax], hi[kMax];
+    int n = 0;
+    void add(uintptr_t start, size_t len) {
+        if (!start || !len) return;
+        uintptr_t s = start, e = s + len;
+        if (e < s) e = UINTPTR_MAX;
+        if (n < kMax) {
+            lo[n] = s;
+            hi[n++] = e;
+            return;
+        }
+        int best = 0;
+        uintptr_t best_gap = UINTPTR_MAX;
+        for (int i = 0; i < n; ++i) {
+            uintptr_t gap = s > hi[i] ? s - hi[i] : (lo[i] > e ? lo[i] - e : 0);
+            if (gap < best_gap) best_gap = gap, best = i;
+        }
+        if (s < lo[best]) lo[best] = s;
+        if (e > hi[best]) hi[best] = e;
+    }
+};
 class KernelWritePin {
 public:
     KernelWritePin(const void* buf, size_t len) : token_(rt_kernel_write_pin((uintptr_t)buf, len)) {}

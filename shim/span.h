@@ -46,24 +46,7 @@ public:
     PinSet(const PinSet&) = delete;
     PinSet& operator=(const PinSet&) = delete;
 
-    void add(const void* p, size_t n) {
-        if (!p || !n) return;
-        uintptr_t s = (uintptr_t)p, e = s + n;
-        if (e < s) e = UINTPTR_MAX;
-        if (n_ < kMax) {
-            lo_[n_] = s;
-            hi_[n_++] = e;
-            return;
-        }
-        int best = 0;
-        uintptr_t best_gap = UINTPTR_MAX;
-        for (int i = 0; i < n_; ++i) {
-            uintptr_t gap = s > hi_[i] ? s - hi_[i] : (lo_[i] > e ? lo_[i] - e : 0);
-            if (gap < best_gap) best_gap = gap, best = i;
-        }
-        if (s < lo_[best]) lo_[best] = s;
-        if (e > hi_[best]) hi_[best] = e;
-    }
+    void add(const void* p, size_t n) { r_.add((uintptr_t)p, n); }
     void add(const Span& s) { add(s.start(), s.len()); }
     // The buffers of an iovec array, as one range (they are usually close).
     void add(const struct iovec* iov, long cnt) {
@@ -82,14 +65,12 @@ public:
     }
     // Takes the pins; call once, after every add().
     void pin() {
-        for (int i = 0; i < n_; ++i) tok_[ntok_++] = rt_kernel_write_pin(lo_[i], hi_[i] - lo_[i]);
+        for (int i = 0; i < r_.n; ++i) tok_[ntok_++] = rt_kernel_write_pin(r_.lo[i], r_.hi[i] - r_.lo[i]);
     }
 
 private:
-    static constexpr int kMax = 4;
-    uintptr_t lo_[kMax], hi_[kMax];
-    int n_ = 0;
-    int tok_[kMax];
+    WriteRanges r_;
+    int tok_[WriteRanges::kMax];
     int ntok_ = 0;
 };
 
