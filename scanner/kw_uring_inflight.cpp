@@ -106,9 +106,9 @@ void scan_cqes(const View& v, Drops& d) {
     while (c->seen != tail) {
         unsigned i = c->seen;
         const Cqe* cqe = (const Cqe*)(v.cqes + ((size_t)(i & v.cq_mask) << v.cqe_shift));
-        uint64_t ud = __atomic_load_n(&cqe->user_data, __ATOMIC_RELAXED);
-        uint32_t fl = __atomic_load_n(&cqe->flags, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        // Acquire loads: the tail is read again only after the entry was.
+        uint64_t ud = __atomic_load_n(&cqe->user_data, __ATOMIC_ACQUIRE);
+        uint32_t fl = __atomic_load_n(&cqe->flags, __ATOMIC_ACQUIRE);
         // Read before the kernel could reuse the slot?
         if (load_acquire(v.cq_ktail) - i > entries) {
             c->lost = true;
