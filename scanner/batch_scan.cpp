@@ -2,6 +2,7 @@
 
 #include <setjmp.h>
 
+#include "scanner/large_bss.h"
 #include "scanner/merge.h"
 #include "scanner/os/proc.h"
 #include "scanner/registration.h"
@@ -168,9 +169,9 @@ bool backed_off(const PageMeta& m, uint64_t pass) {
 }
 
 // Only the scanner thread, under the lock, uses these.
-uint64_t g_hashes[kMaxBatch];
+DEDUP_LARGE_BSS uint64_t g_hashes[kMaxBatch];
 bool g_looked[kMaxBatch];
-Run g_run;
+DEDUP_LARGE_BSS Run g_run;
 
 // The bookkeeping and the hashes of the whole batch, before any window opens:
 // copy-on-write breaks and zero pages touched since they were given back are

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "scanner/kernel_writers.h"
+#include "scanner/large_bss.h"
 #include "scanner/os/sys.h"
 #include "scanner/runtime.h"
 
@@ -20,7 +21,7 @@ using kw::SpinGuard;
 using kw::SpinLock;
 
 constexpr int kFdBits = 1 << 16;
-std::atomic<uint64_t> g_mem_fds[kFdBits / 64];
+DEDUP_LARGE_BSS std::atomic<uint64_t> g_mem_fds[kFdBits / 64];
 std::atomic<int> g_mem_fd_count{0};
 SpinLock g_fd_lock;
 

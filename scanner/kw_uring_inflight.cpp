@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "scanner/kw_uring.h"
+#include "scanner/large_bss.h"
 #include "scanner/log.h"
 #include "scanner/runtime.h"
 
@@ -41,7 +42,7 @@ struct Cursor {
     unsigned seen = 0;  // CQ index the shim has looked at up to
     bool lost = false;  // CQEs were overwritten before the shim saw them
 };
-Cursor g_cursors[kMaxRings];
+DEDUP_LARGE_BSS Cursor g_cursors[kMaxRings];
 std::atomic<uint32_t> g_gen{0};
 
 // Requires g_ring_lock.
@@ -60,7 +61,7 @@ Cursor* cursor_of(uintptr_t key, bool create, const View* v) {
 
 // Requires g_ring_lock: collects the pins of requests no longer in flight.
 struct Drops {
-    int tok[kMaxInflight * 4];
+    int tok[kMaxInflight * 4] = {};
     int n = 0;
     void take(Inflight& e) {
         for (int& t : e.pins) {
@@ -75,7 +76,7 @@ struct Drops {
         n = 0;
     }
 };
-Drops g_drops;  // used under g_ring_lock only
+DEDUP_LARGE_BSS Drops g_drops;  // used under g_ring_lock only
 
 // Requires g_ring_lock: a completion with user_data ud on ring key.
 void complete(uintptr_t key, uint64_t ud, Drops& d) {

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include "scanner/large_bss.h"
 #include "scanner/os/sys.h"
 #include "scanner/registration.h"
 #include "scanner/runtime.h"
@@ -28,7 +29,7 @@ long runtime_unmap(void* addr, size_t len) { return unmap_and_forget(addr, len);
 long runtime_discard(void* addr, size_t len) { return rt_madvise(addr, len, MADV_DONTNEED); }
 
 std::atomic<int> g_built{0};  // 0 no, 1 being built, 2 built
-alignas(LargeHeap) unsigned char g_storage[sizeof(LargeHeap)];
+DEDUP_LARGE_BSS alignas(LargeHeap) unsigned char g_storage[sizeof(LargeHeap)];
 
 LargeHeap* built_heap() {
     return g_built.load(std::memory_order_acquire) == 2 ? reinterpret_cast<LargeHeap*>(g_storage) : nullptr;

@@ -12,19 +12,21 @@
 
 #include "scanner/config.h"
 #include "scanner/large_alloc.h"
+#include "scanner/large_bss.h"
+#include "scanner/live_file.h"
 #include "scanner/merge.h"
 #include "scanner/os/clock.h"
 #include "scanner/os/kept_file.h"
 #include "scanner/os/linux_compat.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
-#include "scanner/live_file.h"
 #include "scanner/reports.h"
 #include "scanner/runtime.h"
 #include "scanner/scanner_thread.h"
 #include "scanner/signals.h"
 #include "scanner/sites.h"
 #include "scanner/state.h"
+#include "scanner/write_window.h"
 
 namespace dedup {
 
@@ -131,31 +133,33 @@ void join_domain(State& s) {
     if (s.domain.join(name)) s.store.use_domain(&s.domain);
 }
 
+// Off for good: a pass-through from here on, with no window ever opened.
+bool stay_off() {
+    write_windows_never_open();
+    t_initialising = false;
+    g_init.store(kDisabled, std::memory_order_release);
+    return false;
+}
+
 bool init_now() {
     t_initialising = true;
     // A set-user-ID, set-group-ID or file-capability program (AT_SECURE):
     // off altogether, as with DEDUP_DISABLE=1. Such a program must take no
     // file name, and no setting, from the environment of whoever started it.
     if (getauxval(AT_SECURE)) {
-        t_initialising = false;
-        g_init.store(kDisabled, std::memory_order_release);
-        return false;
+        return stay_off();
     }
     // DEDUP_DISABLE=1: a pass-through after one look at the environment.
     // Every process of a container or service with the variable set pays
     // for what happens here, so nothing else does: no other option is
     // parsed and no log file opened.
     if (config_says_disabled(environ)) {
-        t_initialising = false;
-        g_init.store(kDisabled, std::memory_order_release);
-        return false;
+        return stay_off();
     }
     // The log destination first, so that warnings about other options land there.
     const Config& cfg = config();  // opens DEDUP_LOG, then parses the rest of the environment
     if (cfg.disable) {
-        t_initialising = false;
-        g_init.store(kDisabled, std::memory_order_release);
-        return false;
+        return stay_off();
     }
     // What only scanning needs (the zero page's hash, the THP mode, the VMA
     // budget: two files and /proc/self/maps read) waits for the first
@@ -209,7 +213,7 @@ void runtime_prepare_scanning() {
     static std::atomic<bool> prepared{false};
     if (prepared.load(std::memory_order_acquire)) return;
     State& s = state();
-    static char zero[kPageSize];
+    DEDUP_LARGE_BSS static char zero[kPageSize];
     s.zero_hash = page_hash(zero);
     s.thp_always = thp_enabled_always();
     s.vmas.init(config().vma_reserve);

@@ -47,7 +47,7 @@ struct Run {
     uint32_t first_slot = 0;     // kToSlot: pages go to first_slot, first_slot+1, ...
     uintptr_t cand = 0;          // kPair: the earlier run with the same content
     Region* cand_region = nullptr;
-    uint64_t hashes[kMaxBatch];  // the pages' hashes when looked at
+    uint64_t hashes[kMaxBatch] = {};  // the pages' hashes when looked at (= {}: a constant initialiser, no start-up code)
 };
 // Executes a run (steps 1-5); counts what it did in s.stats.
 void merge_run(State& s, Region& r, const Run& run);

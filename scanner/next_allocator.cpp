@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "scanner/large_alloc.h"
+#include "scanner/large_bss.h"
 
 extern "C" {
 void* __libc_malloc(size_t);
@@ -21,7 +22,7 @@ namespace dedup {
 namespace next_detail {
 NextAllocator g_next;
 std::atomic<int> g_state{0};
-alignas(64) unsigned char g_boot[kBootBytes];
+DEDUP_LARGE_BSS alignas(64) unsigned char g_boot[kBootBytes];
 }  // namespace next_detail
 
 namespace {

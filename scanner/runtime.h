@@ -94,6 +94,9 @@ int rt_sigmask(RtSigmaskFn next, int how, const sigset_t* set, sigset_t* old);
 // Pins [buf, buf+len) for the duration of a call such as read(2), so that no
 // write-protect window opens over it (the call would fail with EFAULT).
 int rt_kernel_write_pin(uintptr_t buf, size_t len);
+// False when no window will ever open in this process (the runtime is off
+// for good): a wrapper then need not read the program's memory to pin it.
+bool rt_windows_may_open();
 void rt_kernel_write_unpin(int token);
 // Up to four ranges one call writes into (pinned, or left alone, together).
 // A fifth widens the nearest: the pin then covers a gap too, which only

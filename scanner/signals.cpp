@@ -7,6 +7,7 @@
 #include <ucontext.h>
 
 #include "scanner/batch_scan.h"
+#include "scanner/large_bss.h"
 #include "scanner/lifecycle.h"
 #include "scanner/os/sys.h"
 #include "scanner/runtime.h"
@@ -22,7 +23,7 @@ constexpr int kMaxSig = 65;
 // The application's disposition of every signal the shim may catch, and
 // whether the shim's handler is the one installed. Written under a tiny spin
 // flag; read by the handlers under the same flag (never torn).
-struct sigaction g_app[kMaxSig];
+DEDUP_LARGE_BSS struct sigaction g_app[kMaxSig];
 bool g_ours[kMaxSig];
 std::atomic<int> g_app_busy{0};
 std::atomic<bool> g_installed{false};

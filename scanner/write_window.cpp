@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 
+#include "scanner/large_bss.h"
 #include "scanner/log.h"
 #include "scanner/os/clock.h"
 #include "scanner/os/proc.h"
@@ -29,7 +30,7 @@ struct Pin {
     std::atomic<uintptr_t> start{0};
     std::atomic<uintptr_t> end{0};
 };
-Pin g_pins[kPinSlots];
+DEDUP_LARGE_BSS Pin g_pins[kPinSlots];
 std::atomic<int> g_active_pins{0};  // pins in use (the window's fast path)
 std::atomic<int> g_overflow{0};     // wrappers running unpinned because the table was full
 
@@ -125,6 +126,8 @@ __thread uint64_t t_last_fault_seq = ~0ull;
 // ---- pins (syscall wrappers) -------------------------------------------------
 
 namespace {
+std::atomic<bool> g_never_open{false};
+
 int pin_once(uintptr_t s, uintptr_t e) {
     g_active_pins.fetch_add(1);
     for (int i = 0; i < kPinSlots; ++i) {
@@ -141,7 +144,7 @@ int pin_once(uintptr_t s, uintptr_t e) {
 }  // namespace
 
 int rt_kernel_write_pin(uintptr_t buf, size_t len) {
-    if (!buf || !len) return -2;
+    if (!buf || !len || g_never_open.load(std::memory_order_relaxed)) return -2;
     uintptr_t s = buf, e = s + len;
     if (e < s) e = UINTPTR_MAX;
     // Pin, then look for a window (the window's side publishes, then looks
@@ -156,6 +159,9 @@ int rt_kernel_write_pin(uintptr_t buf, size_t len) {
         while (published_overlaps(s, e)) sched_yield();
     }
 }
+
+void write_windows_never_open() { g_never_open.store(true, std::memory_order_relaxed); }
+bool rt_windows_may_open() { return !g_never_open.load(std::memory_order_relaxed); }
 
 void rt_kernel_write_unpin(int token) {
     if (token == -2) return;

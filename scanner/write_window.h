@@ -97,4 +97,9 @@ private:
 // is not the shim's (a guard page, a genuine crash): false.
 bool window_explains_write_fault(uintptr_t addr);
 
+// The runtime is off for good in this process (DEDUP_DISABLE): no window will
+// ever open, so the syscall wrappers' pins are skipped (and the pin table,
+// never touched, costs no page).
+void write_windows_never_open();
+
 }  // namespace dedup

@@ -25,21 +25,11 @@ EXPORT ssize_t recv(int fd, void* buf, size_t n, int flags) {
     return next_recv.get()(fd, buf, n, flags);
 }
 
-namespace {
-// A sockaddr and its length, written back (the length read without faulting:
-// a bad pointer is the kernel's EFAULT to report, not a crash in the shim).
-void add_sockaddr(PinSet& ps, const void* addr, const socklen_t* alen) {
-    socklen_t n = 0;
-    if (addr && alen && dedup::rt_read_user(&n, alen, sizeof n)) ps.add(addr, n);
-    ps.add(alen, sizeof *alen);
-}
-}  // namespace
-
 NEXT(recvfrom, ssize_t, int, void*, size_t, int, struct sockaddr*, socklen_t*);
 EXPORT ssize_t recvfrom(int fd, void* buf, size_t n, int flags, struct sockaddr* addr, socklen_t* alen) {
     PinSet ps;
     ps.add(buf, n);
-    add_sockaddr(ps, addr, alen);
+    ps.add_sockaddr(addr, alen);
     ps.pin();
     return next_recvfrom.get()(fd, buf, n, flags, addr, alen);
 }
@@ -78,7 +68,7 @@ EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int fl
                               socklen_t* alen) {
     PinSet ps;
     ps.add(buf, n);
-    add_sockaddr(ps, addr, alen);
+    ps.add_sockaddr(addr, alen);
     ps.pin();
     return next_recvfrom_chk.get()(fd, buf, n, buflen, flags, addr, alen);
 }
@@ -86,7 +76,7 @@ EXPORT ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int fl
 NEXT(accept, int, int, struct sockaddr*, socklen_t*);
 EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* alen) {
     PinSet ps;
-    add_sockaddr(ps, addr, alen);
+    ps.add_sockaddr(addr, alen);
     ps.pin();
     return next_accept.get()(fd, addr, alen);
 }
@@ -94,7 +84,7 @@ EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* alen) {
 NEXT(accept4, int, int, struct sockaddr*, socklen_t*, int);
 EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
     PinSet ps;
-    add_sockaddr(ps, addr, alen);
+    ps.add_sockaddr(addr, alen);
     ps.pin();
     return next_accept4.get()(fd, addr, alen, flags);
 }
@@ -102,7 +92,7 @@ EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* alen, int flags) {
 NEXT(getsockname, int, int, struct sockaddr*, socklen_t*);
 EXPORT int getsockname(int fd, struct sockaddr* addr, socklen_t* alen) {
     PinSet ps;
-    add_sockaddr(ps, addr, alen);
+    ps.add_sockaddr(addr, alen);
     ps.pin();
     return next_getsockname.get()(fd, addr, alen);
 }
@@ -110,7 +100,7 @@ EXPORT int getsockname(int fd, struct sockaddr* addr, socklen_t* alen) {
 NEXT(getpeername, int, int, struct sockaddr*, socklen_t*);
 EXPORT int getpeername(int fd, struct sockaddr* addr, socklen_t* alen) {
     PinSet ps;
-    add_sockaddr(ps, addr, alen);
+    ps.add_sockaddr(addr, alen);
     ps.pin();
     return next_getpeername.get()(fd, addr, alen);
 }
@@ -118,7 +108,7 @@ EXPORT int getpeername(int fd, struct sockaddr* addr, socklen_t* alen) {
 NEXT(getsockopt, int, int, int, int, void*, socklen_t*);
 EXPORT int getsockopt(int fd, int level, int name, void* val, socklen_t* len) {
     PinSet ps;
-    add_sockaddr(ps, val, len);
+    ps.add_sockaddr(val, len);
     ps.pin();
     return next_getsockopt.get()(fd, level, name, val, len);
 }

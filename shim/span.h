@@ -63,6 +63,15 @@ public:
         add(m->msg_control, m->msg_controllen);
         add(m->msg_iov, (long)m->msg_iovlen);
     }
+    // A sockaddr and its length, both written back. The length is read
+    // without faulting (a bad pointer is the kernel's EFAULT to report, not a
+    // crash in the shim), and not at all when no window can ever open.
+    void add_sockaddr(const void* addr, const socklen_t* alen) {
+        if (!rt_windows_may_open()) return;
+        socklen_t n = 0;
+        if (addr && alen && rt_read_user(&n, alen, sizeof n)) add(addr, n);
+        add(alen, sizeof *alen);
+    }
     // Takes the pins; call once, after every add().
     void pin() {
         for (int i = 0; i < r_.n; ++i) tok_[ntok_++] = rt_kernel_write_pin(r_.lo[i], r_.hi[i] - r_.lo[i]);

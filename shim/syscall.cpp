@@ -40,12 +40,6 @@ long raw(long nr, const long* a) { return next_syscall.get()(nr, a[0], a[1], a[2
 // family a function (pin_*): each adds what its calls write to ps and says
 // whether nr was one of its own.
 
-// A sockaddr and its length, written back (the length read without faulting).
-void add_sockaddr(PinSet& ps, long addr, long alen) {
-    socklen_t n = 0;
-    if (addr && alen && rt_read_user(&n, p_of(alen), sizeof n)) ps.add(p_of(addr), n);
-    ps.add(p_of(alen), sizeof(socklen_t));
-}
 
 // Reads and receives into a buffer, and copies between processes.
 bool pin_reads(PinSet& ps, long nr, const long* a) {
@@ -64,7 +58,7 @@ bool pin_reads(PinSet& ps, long nr, const long* a) {
             break;
         case SYS_recvfrom:
             ps.add(p_of(a[1]), (size_t)a[2]);
-            add_sockaddr(ps, a[4], a[5]);
+            ps.add_sockaddr(p_of(a[4]), (const socklen_t*)p_of(a[5]));
             break;
         case SYS_recvmsg:
             ps.add((const struct msghdr*)a[1]);
@@ -169,10 +163,10 @@ bool pin_sockets_and_pipes(PinSet& ps, long nr, const long* a) {
         case SYS_accept4:
         case SYS_getsockname:
         case SYS_getpeername:
-            add_sockaddr(ps, a[1], a[2]);
+            ps.add_sockaddr(p_of(a[1]), (const socklen_t*)p_of(a[2]));
             break;
         case SYS_getsockopt:
-            add_sockaddr(ps, a[3], a[4]);
+            ps.add_sockaddr(p_of(a[3]), (const socklen_t*)p_of(a[4]));
             break;
         case SYS_socketpair:
             ps.add(p_of(a[3]), 2 * sizeof(int));

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include "scanner/large_bss.h"
 #include "scanner/os/kept_file.h"
 #include "scanner/os/sys.h"
 
@@ -48,7 +49,7 @@ const char* skip_field(const char* p, const char* end) {  // past the field and 
 // in 64 KiB pieces; false if it could not be read. The buffer is static, not
 // on the stack (program threads with small stacks call in): callers hold the
 // mm lock.
-char g_line_buf[65536];
+DEDUP_LARGE_BSS char g_line_buf[65536];
 template <typename F>
 bool for_each_line(KeptFile& f, F&& line) {
     char* buf = g_line_buf;
