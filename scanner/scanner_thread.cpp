@@ -241,6 +241,18 @@ private:
     uint64_t owed_ns_ = 0;
 };
 
+// A process that is young and has registered little is most often about to
+// exit (an interpreter running a short script, a compiler pass): its first
+// pass waits until it is kYoungNs old, or has registered kYoungBytes, so that
+// it does not pay for scanning memory it is about to give back. (A forked
+// child is as old as its parent.)
+constexpr uint64_t kYoungNs = 100 * 1000000ull;
+constexpr uint64_t kYoungBytes = 64ull << 20;
+bool young(const State& s) {
+    return monotonic_ns() - s.start_ns < kYoungNs &&
+           s.stats.registered_bytes_total.load(std::memory_order_relaxed) < kYoungBytes;
+}
+
 void* scanner_main(void*) {
     sigset_t all;
     sigfillset(&all);
@@ -260,7 +272,8 @@ void* scanner_main(void*) {
             domain_tick(s);
             cow_storm = cow_sweep_wakeup(s);
         }
-        while (done < pace.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
+        bool wait_for_age = young(s);  // the rest of the loop (reports, requests) runs as usual
+        while (!wait_for_age && done < pace.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
             size_t n = scan_step(s, pace.pages_to_scan - done, &pass_ended);
             done += n;
             if (pass_ended || n == 0) break;
@@ -277,7 +290,9 @@ void* scanner_main(void*) {
         relieve_vma_pressure(s);
         uint64_t paced_ms = pace.cpu_percent ? pacer.owed_ms() : 0;
         uint64_t rest_ms = pass_ended ? quiet_rest_ms() : 0;
-        if (cow_storm)
+        if (wait_for_age)
+            sleep_ms(10);
+        else if (cow_storm)
             sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
         else if (control_run() != 1)
             sleep_ms(100);  // stopped (dedupstat): copy-on-write sweeps and requests only
