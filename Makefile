@@ -36,8 +36,8 @@ UNIT_SRCS    := $(wildcard tests/unit/*.cpp)
 INTEG_SRCS   := $(wildcard tests/integration/*.cpp)
 PROG_SRCS    := $(wildcard tests/programs/*.c) $(wildcard tests/programs/*.cpp)
 PROGS        := $(patsubst tests/programs/%,$(BUILD)/programs/%,$(basename $(PROG_SRCS)))
-BENCH_SRCS   := $(wildcard bench/*.c) $(wildcard bench/*.cpp)
-BENCH_PROGS  := $(patsubst bench/%,$(BUILD)/bench/%,$(basename $(BENCH_SRCS)))
+BENCH_SRCS   := $(filter-out bench/empty_preload.c,$(wildcard bench/*.c) $(wildcard bench/*.cpp))
+BENCH_PROGS  := $(patsubst bench/%,$(BUILD)/bench/%,$(basename $(BENCH_SRCS))) $(BUILD)/bench/empty_preload.so
 
 .PHONY: all lib deps test test-all unit integration sanitize bench demo clean programs test-apps \
         dist install uninstall deb test-packaging FORCE
@@ -86,6 +86,10 @@ $(BUILD)/programs/%: tests/programs/%.c $(wildcard tests/programs/*.h)
 $(BUILD)/programs/%: tests/programs/%.cpp $(wildcard tests/programs/*.h)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread $< -o $@
+
+$(BUILD)/bench/empty_preload.so: bench/empty_preload.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -shared -fPIC $< -o $@
 
 $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
