@@ -91,7 +91,7 @@ $(BUILD)/bench/empty_preload.so: bench/empty_preload.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -shared -fPIC $< -o $@
 
-$(BUILD)/bench/%: bench/%.c
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -pthread $< -o $@
 

@@ -34,26 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 #define PAGE 4096u
 #define WORDS (PAGE / sizeof(uint64_t))
-
-static volatile sig_atomic_t stop_hold;
-static void on_signal(int sig) { (void)sig; stop_hold = 1; }
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 /* Page i of the data set named by key: distinct for every (key, i). */
 static void fill(uint64_t *p, uint64_t pages, uint64_t key)
@@ -111,12 +95,7 @@ int main(int argc, char **argv)
         }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    end_hold_on_signals();
 
     const uint64_t shared_key = 0x5ead0000ull, own_key = 0x0e0e000000000000ull + own_seed;
     uint64_t shared_pages = shared_len / PAGE, own_pages = own_len / PAGE;

@@ -45,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 #define PAGE 4096u
 #define WORDS (PAGE / sizeof(uint64_t))
 
@@ -79,24 +81,6 @@ static struct {
     .seed = 1,
     .churn_frac = 0.5,
 };
-
-static volatile sig_atomic_t stop_hold;
-static void on_signal(int sig) { (void)sig; stop_hold = 1; }
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static inline uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 static inline uint64_t h3(uint64_t a, uint64_t b, uint64_t c)
 {
@@ -312,12 +296,7 @@ int main(int argc, char **argv)
     parse_args(argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    end_hold_on_signals();
 
     /* Dry pass: exact counts and ideal saving. */
     uint64_t nzero = 0, npool = 0, nuniq = 0, distinct = 0;
