@@ -70,7 +70,7 @@ $(BUILD)/libdedup-broken.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	    -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
 
 # Unit tests link the scanner (no interposition) straight into the test binary.
-$(BUILD)/unit_tests: $(UNIT_SRCS) $(SCANNER_SRCS) $(LIB_HDRS)
+$(BUILD)/unit_tests: $(UNIT_SRCS) $(wildcard tests/unit/*.h) $(SCANNER_SRCS) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(UNIT_SRCS) $(SCANNER_SRCS) \
 	    -o $@ -lgtest -lgtest_main -ldl

@@ -16,8 +16,9 @@
 #include "scanner/os/kept_file.h"
 #include "scanner/os/proc.h"
 #include "scanner/runtime.h"
-#include "scanner/unmerge.h"
 #include "scanner/state.h"
+#include "scanner/unmerge.h"
+#include "tests/unit/scan_fixture.h"
 
 using namespace dedup;
 
@@ -59,25 +60,12 @@ uint64_t touch(uintptr_t addr) {
     return sum;
 }
 
-struct MergeFixture : testing::Test {
-    std::unique_ptr<State> sp;
+struct MergeFixture : ScanFixture {
     std::vector<std::pair<void*, size_t>> maps;
 
-    State& s() { return *sp; }
-
-    void SetUp() override {
-        sp.reset(new State);
-        s().merge_all = true;
-        static char zero[kPg];
-        s().zero_hash = page_hash(zero);
-        s().vmas.init(0);
-    }
     void TearDown() override {
         for (auto& m : maps) munmap(m.first, m.second);
-        s().regions.clear();
-        s().index.clear();
-        s().store.shutdown_for_test();
-        kept_files().pagemap.close();
+        ScanFixture::TearDown();
     }
 
     uintptr_t map_region(size_t pages, uint32_t flags = 0, bool reg = true) {
@@ -95,16 +83,7 @@ struct MergeFixture : testing::Test {
     // One scanner look over the whole region [start, start+pages).
     size_t scan(uintptr_t start, size_t pages) {
         MmLockGuard g(s().lock);
-        Region* r = s().regions.find(start);
-        EXPECT_NE(r, nullptr);
-        if (!r) return 0;
-        size_t done = 0;
-        while (done < pages) {
-            size_t n = scan_batch(s(), *r, start + done * kPg, pages - done);
-            if (n == 0) break;
-            done += n;
-        }
-        return done;
+        return scan_range(start, pages);
     }
     void end_pass() {
         MmLockGuard g(s().lock);

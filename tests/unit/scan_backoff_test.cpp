@@ -15,6 +15,7 @@
 #include "scanner/os/kept_file.h"
 #include "scanner/page_meta.h"
 #include "scanner/state.h"
+#include "tests/unit/scan_fixture.h"
 
 using namespace dedup;
 
@@ -110,26 +111,13 @@ void fill_unique(void* page, unsigned pattern) {
     memcpy(c, &pattern, sizeof pattern);  // no two patterns alike
 }
 
-struct BackoffScan : testing::Test {
-    std::unique_ptr<State> sp;
+struct BackoffScan : ScanFixture {
     uintptr_t base = 0;
     size_t pages = 0;
 
-    State& s() { return *sp; }
-
-    void SetUp() override {
-        sp.reset(new State);
-        s().merge_all = true;
-        static char zero[kPg];
-        s().zero_hash = page_hash(zero);
-        s().vmas.init(0);
-    }
     void TearDown() override {
         if (base) munmap((void*)base, pages * kPg);
-        s().regions.clear();
-        s().index.clear();
-        s().store.shutdown_for_test();
-        kept_files().pagemap.close();
+        ScanFixture::TearDown();
     }
     void map_unique(size_t n) {
         pages = n;
@@ -148,15 +136,7 @@ struct BackoffScan : testing::Test {
     uint64_t pass() {
         MmLockGuard g(s().lock);
         uint64_t before = s().stats.pages_scanned.load();
-        Region* r = s().regions.find(base);
-        EXPECT_NE(r, nullptr);
-        size_t done = 0;
-        while (r && done < pages) {
-            size_t n = scan_batch(s(), *r, base + done * kPg, pages - done);
-            if (n == 0) break;
-            done += n;
-        }
-        EXPECT_EQ(done, pages);
+        EXPECT_EQ(scan_range(base, pages), pages);
         s().index.drop_candidates();
         s().stats.full_scans.fetch_add(1);
         return s().stats.pages_scanned.load() - before;
