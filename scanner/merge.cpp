@@ -85,7 +85,18 @@ struct BatchWindow {
     uintptr_t limit = 0;
     WriteWindow window;
 };
-BatchWindow g_batch;
+// Never destroyed (the union's destructor does nothing): exit() runs static
+// destructors before the library's destructor stops the scanner, so
+// ~WriteWindow would close a window of the batch in flight from the exiting
+// thread, restoring protection and unpublishing it under the scanner. Every
+// batch closes it at its end anyway.
+union BatchWindowKeeper {
+    BatchWindow b;
+    constexpr BatchWindowKeeper() : b() {}
+    ~BatchWindowKeeper() {}
+};
+BatchWindowKeeper g_batch_keeper;
+BatchWindow& g_batch = g_batch_keeper.b;
 
 // Counts why a window over [a, b) did not open; a protection the program
 // changed behind the shim's back is taken into the registry after the batch.

@@ -23,32 +23,34 @@ long current_tid() {
 void reset_current_tid() { t_tid = 0; }
 
 void MmLock::lock() {
+    const int me = (int)current_tid();
     int c = 0;
-    if (!word_.compare_exchange_strong(c, 1, std::memory_order_acquire)) {
-        waiters_.fetch_add(1, std::memory_order_relaxed);
-        if (c != 2) c = word_.exchange(2, std::memory_order_acquire);
-        while (c != 0) {
-            futex_wait(&word_, 2);
-            c = word_.exchange(2, std::memory_order_acquire);
+    if (word_.compare_exchange_strong(c, me, std::memory_order_acquire)) return;
+    waiters_.fetch_add(1, std::memory_order_relaxed);
+    for (;;) {
+        if (c == 0) {
+            // Taken with the sleepers flag: others may still sleep on it.
+            if (word_.compare_exchange_weak(c, me | kSleepers, std::memory_order_acquire)) break;
+            continue;
         }
-        waiters_.fetch_sub(1, std::memory_order_relaxed);
+        if (!(c & kSleepers) && !word_.compare_exchange_weak(c, c | kSleepers, std::memory_order_relaxed)) continue;
+        futex_wait(&word_, c | kSleepers);
+        c = word_.load(std::memory_order_relaxed);
     }
-    owner_.store(current_tid(), std::memory_order_relaxed);
+    waiters_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void MmLock::unlock() {
-    owner_.store(0, std::memory_order_relaxed);
-    if (word_.exchange(0, std::memory_order_release) == 2) futex_wake(&word_, 1);
+    if (word_.exchange(0, std::memory_order_release) & kSleepers) futex_wake(&word_, 1);
 }
 
 bool MmLock::held_by_me() const {
-    return owner_.load(std::memory_order_relaxed) == current_tid();
+    return (word_.load(std::memory_order_relaxed) & ~kSleepers) == current_tid();
 }
 
 void MmLock::reset_after_fork() {
     word_.store(0);
     waiters_.store(0);
-    owner_.store(0);
 }
 
 }  // namespace dedup

@@ -24,9 +24,15 @@ public:
     void reset_after_fork();
 
 private:
-    std::atomic<int> word_{0};  // 0 free, 1 locked, 2 locked with waiters
+    // The owner's tid is the lock word itself (0 free; tid, or tid|kSleepers
+    // when a thread may sleep on it), so "held" and "held by whom" change in
+    // one atomic step: with a separate owner field a signal landing between
+    // taking the word and recording the owner (or between clearing the owner
+    // and freeing the word) made held_by_me() false while this thread held
+    // the lock, and a handler calling exit() waited for it forever.
+    static constexpr int kSleepers = 1 << 30;  // tids stay below 2^22 (PID_MAX_LIMIT)
+    std::atomic<int> word_{0};
     std::atomic<int> waiters_{0};
-    std::atomic<long> owner_{0};
 };
 
 // Calling thread's tid, cached in initial-exec TLS (signal-safe).

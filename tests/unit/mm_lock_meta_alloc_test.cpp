@@ -1,8 +1,12 @@
 // MmLock (the futex lock) and meta_alloc (the shim's own metadata memory).
 #include <gtest/gtest.h>
 
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -87,6 +91,79 @@ TEST(MmLock, ResetAfterForkFreesTheLock) {
     l.lock();  // would hang if still held
     EXPECT_TRUE(l.held_by_me());
     l.unlock();
+}
+
+namespace {
+MmLock* g_sig_lock;
+std::atomic<long> g_sig_handled{0};
+std::atomic<bool> g_sig_stop{false};
+
+// What the exit path does (scanner_stop, reports_at_exit) when exit() is
+// called from a signal handler: take the lock unless this thread holds it.
+void exit_path_like_handler(int) {
+    if (!g_sig_lock->held_by_me()) {
+        g_sig_lock->lock();
+        g_sig_lock->unlock();
+    }
+    g_sig_handled.fetch_add(1);
+}
+
+void* lock_unlock_loop(void*) {
+    while (!g_sig_stop.load(std::memory_order_relaxed)) {
+        g_sig_lock->lock();
+        g_sig_lock->unlock();
+    }
+    return nullptr;
+}
+
+double now_s() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+}  // namespace
+
+// A signal may land at any instruction of lock() and unlock(). held_by_me()
+// must be true wherever the lock is held: when "held" and "owner" were two
+// words, a handler landing between them waited for its own lock forever
+// (exit() from a SIGTERM handler hung in scanner_stop, about one run in 500
+// of hostile_life_sigexit). The thread loops lock/unlock; each signal's
+// handler does what the exit path does.
+TEST(MmLock, HeldByMeHoldsAtEveryInstructionForASignalHandler) {
+#if defined(__SANITIZE_THREAD__)
+    GTEST_SKIP() << "TSan defers asynchronous signals to its own safe points";
+#endif
+    static MmLock l;  // static: a thread stuck in the handler must not outlive it
+    g_sig_lock = &l;
+    g_sig_handled = 0;
+    g_sig_stop = false;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = exit_path_like_handler;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, nullptr, lock_unlock_loop, nullptr), 0);
+    const long kSignals = 2000;  // the two-word lock failed within the first few
+    bool stuck = false;
+    for (long i = 0; i < kSignals && !stuck; ++i) {
+        long before = g_sig_handled.load();
+        pthread_kill(t, SIGUSR1);
+        double t0 = now_s();
+        while (g_sig_handled.load() == before && !stuck) {
+            stuck = now_s() - t0 > 2.0;
+            sched_yield();
+        }
+    }
+    g_sig_stop = true;
+    if (stuck) {
+        pthread_detach(t);  // waits in its handler for ever
+    } else {
+        pthread_join(t, nullptr);
+        sigaction(SIGUSR1, &old, nullptr);
+    }
+    EXPECT_FALSE(stuck) << "a handler waited for the lock its own thread holds, after "
+                        << g_sig_handled.load() << " signals";
 }
 
 TEST(MetaAlloc, ZeroFilledPageRounded) {
