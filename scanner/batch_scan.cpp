@@ -21,6 +21,17 @@ struct Action {
 
 void* page(uintptr_t a) { return reinterpret_cast<void*>(a); }
 
+// A zero page looked at for the first time (not one that changed since its
+// last look, nor one touched again after it was given back), once a stable
+// zero page was given back in this process: given back at once, as a page
+// equal to a canonical page is merged at its first look. Kernel KSM does the
+// same with its default use_zero_pages=0, where zero content is a node of its
+// stable tree. In the scattered bench layout the zero pages otherwise waited
+// a whole extra pass over 196,000 fragmented VMAs (a sixth of the CPU to 99%).
+bool first_look_zero(const State& s, const PageMeta& m, uint64_t h) {
+    return h == s.zero_hash && m.hash32 == 0 && s.zero_given_back && !in_file_vma(m.state);
+}
+
 // Decides what to do with a present private page whose hash is h. Has side
 // effects (remembering the hash, inserting a candidate) only when it returns
 // kNone, so it may be asked again after the pending run was merged.
@@ -30,6 +41,10 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
     if (find_canonical(s, h, &slot)) {
         a.kind = Act::kToSlot;  // equals a canonical page: merge on first look, as KSM's stable tree
         a.slot = slot;
+        return a;
+    }
+    if (first_look_zero(s, m, h)) {
+        a.kind = Act::kZero;
         return a;
     }
     PageIndex::Entry* e = s.index.find(h);
@@ -77,7 +92,7 @@ Action choose(State& s, uintptr_t addr, PageMeta& m, uint64_t h) {
 // has a candidate to pair with. Only bounds the batch window.
 bool likely_action(State& s, const PageMeta& m, uint64_t h) {
     uint32_t slot;
-    if (find_canonical(s, h, &slot)) return true;
+    if (find_canonical(s, h, &slot) || first_look_zero(s, m, h)) return true;
     PageIndex::Entry* e = s.index.find(h);
     if (!same_fingerprint(m, h)) return false;
     return h == s.zero_hash || (e && PageIndex::is_candidate(e->value()));
@@ -199,7 +214,9 @@ size_t look_at_batch(State& s, Region& r, uintptr_t from, size_t n, const uint64
             if (present) {  // read or written since it was given back
                 --s.stats.zero_pages;
                 m.state = 0;
-                m.hash32 = 0;
+                // In use again: not a first look (first_look_zero), so it is
+                // given back again only once it is seen unchanged.
+                m.hash32 = fingerprint_of(~s.zero_hash);
             } else {
                 look = false;
             }

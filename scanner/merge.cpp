@@ -165,6 +165,7 @@ void merge_zero_run(State& s, Region& r, const Run& run) {
         }
         s.stats.zero_pages += k;
         s.stats.pass_zero_freed += k;
+        s.zero_given_back = true;
     } else if (k) {
         ++s.stats.merge_failures;
     }

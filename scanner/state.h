@@ -24,6 +24,10 @@ struct State {
     VmaBudget vmas;
     Stats stats;
     uint64_t zero_hash = 0;
+    // A stable zero page was given back in this process: from then on a zero
+    // page is given back at its first look, as a page equal to a canonical
+    // page merges at its first look (batch_scan.cpp).
+    bool zero_given_back = false;
     uintptr_t cursor = 0;        // next address the scanner looks at
     bool merge_all = true;       // DEDUP_SCOPE=all, or prctl(PR_SET_MEMORY_MERGE, 1)
     bool thp_always = false;     // transparent_hugepage/enabled is "always"
