@@ -26,8 +26,19 @@ void VmaBudget::recount() {
     last_cost_ns_ = last_recount_ns_ - t0;
 }
 
+uint64_t VmaBudget::predicted_cost_ns() const {
+    // What the last count took per VMA, times the VMAs there are now (the
+    // estimate grows with every merge). The last count's own cost would
+    // let the counts of a growing process come ever closer in proportion:
+    // while 196,000 isolated merges were made, counts at 20,000 and 70,000
+    // VMAs allowed a 200 ms count at 190,000 before 99% of the saving, a
+    // twentieth of the scanner's CPU.
+    if (last_count_ == 0 || estimate_ <= last_count_) return last_cost_ns_;
+    return (uint64_t)((double)last_cost_ns_ * (double)estimate_ / (double)last_count_);
+}
+
 bool VmaBudget::recount_if_older(uint64_t min_age_ns, uint64_t cost_factor) {
-    uint64_t age = cost_factor * last_cost_ns_;
+    uint64_t age = cost_factor * predicted_cost_ns();
     if (age < min_age_ns) age = min_age_ns;
     if (monotonic_ns() - last_recount_ns_ < age) return false;
     recount();

@@ -26,7 +26,8 @@ public:
     void hold_off(uint64_t ns);
     void recount();
     // Recounts unless the last count is younger than min_age_ns, or than
-    // kCountCostFactor times what the last count took: reading
+    // kCountCostFactor times what a count would take now (the last count's
+    // cost per VMA times the estimate): reading
     // /proc/self/maps costs about a microsecond a VMA, and a process with
     // 200,000 merged pieces must not spend its scanner on counting them.
     // Returns true if it counted. Where the count decides whether merging
@@ -48,6 +49,7 @@ public:
 
 private:
     bool can_afford_under(uint64_t cost, uint64_t ceiling);
+    uint64_t predicted_cost_ns() const;
 
     uint64_t max_ = 65530, limit_ = 65530 - 8191, estimate_ = 0;
     uint64_t last_count_ = 0;
