@@ -270,7 +270,7 @@ bool read_thread_state(int* threads, bool* leader_zombie) {
 }
 
 bool pidfd_is_self(int pidfd) {
-    constexpr int kSelfThread = -10000, kSelfThreadGroup = -20000;
+    constexpr int kSelfThread = -10000, kSelfThreadGroup = -10001;  // linux/pidfd.h
     if (pidfd == kSelfThread || pidfd == kSelfThreadGroup) return true;
     struct PidfdInfo {  // struct pidfd_info, PIDFD_INFO_SIZE_VER0
         uint64_t mask, cgroupid;
