@@ -272,6 +272,10 @@ private:
     // puts into and takes from its own stripe first, so that threads do not
     // pass the same cache lines back and forth.
     std::atomic<uintptr_t> hot_[kHotStripes][kHotMaxPages + 1][kHotWays];
+    // A bit per stripe and size: a block may wait there. Set after the
+    // block is put (a hint: take and flush read only the slots it names, so
+    // that they do not touch a page of slots per stripe).
+    std::atomic<uint64_t> hot_sizes_[kHotStripes][(kHotMaxPages + 64) / 64];
     std::atomic<bool> hot_any_{false};  // something may have been put since the last flush
     Arena arenas_[kMaxArenas];
 };

@@ -161,6 +161,17 @@ void* LargeHeap::arena_alloc(uint32_t pages, uint32_t align_pages, size_t off, s
         if (r != kNil) {
             uint32_t slot = r >> kPageBits, s = r & (kArenaMaxPages - 1);
             Arena& a = arenas_[slot];
+            if (attempt == 0 && !(a.dirty[start >> 6] >> (start & 63) & 1) &&
+                hot_any_.load(std::memory_order_relaxed)) {
+                // Fresh pages fault on first touch: blocks freed into the
+                // hot cache (of other sizes) go back to the bins first, so
+                // that reused memory serves this (python3's start-up frees
+                // and allocates 64-128 KiB blocks of ever-different sizes).
+                bin_insert(r);
+                lock_.unlock();
+                flush_hot();
+                continue;
+            }
             uint32_t m = a.info[s].head & kLenMask, stamp = a.info[s].stamp;
             uint32_t end = start + pages;
             if (start > s) make_free(slot, s, start - s, stamp);

@@ -21,7 +21,9 @@ void* LargeHeap::hot_take(uint32_t pages) {
     if (!hot_any_.load(std::memory_order_relaxed)) return nullptr;  // (and its pages untouched)
     int own = my_stripe();
     for (int i = 0; i < kHotStripes; ++i) {
-        std::atomic<uintptr_t>* ways = hot_[(own + i) % kHotStripes][pages];
+        int st = (own + i) % kHotStripes;
+        if (!(hot_sizes_[st][pages >> 6].load(std::memory_order_relaxed) >> (pages & 63) & 1)) continue;
+        std::atomic<uintptr_t>* ways = hot_[st][pages];
         for (int w = 0; w < kHotWays; ++w)
             if (ways[w].load(std::memory_order_relaxed))
                 if (uintptr_t p = ways[w].exchange(0, std::memory_order_acquire)) return reinterpret_cast<void*>(p);
@@ -30,12 +32,16 @@ void* LargeHeap::hot_take(uint32_t pages) {
 }
 
 bool LargeHeap::hot_put(uintptr_t p, uint32_t pages) {
-    std::atomic<uintptr_t>* ways = hot_[my_stripe()][pages];
+    int st = my_stripe();
+    std::atomic<uintptr_t>* ways = hot_[st][pages];
     for (int w = 0; w < kHotWays; ++w) {
         uintptr_t expected = 0;
         if (ways[w].compare_exchange_strong(expected, p)) {
-            // After the block is in: a flush that cleared the flag before
-            // this sees the block or the flag.
+            // After the block is in, the size's bit, then the flag: a flush
+            // that cleared either before this sees the block or the flag.
+            std::atomic<uint64_t>& bits = hot_sizes_[st][pages >> 6];
+            uint64_t bit = 1ull << (pages & 63);
+            if (!(bits.load() & bit)) bits.fetch_or(bit);
             if (!hot_any_.load(std::memory_order_relaxed)) hot_any_.store(true);
             return true;
         }
@@ -45,7 +51,7 @@ bool LargeHeap::hot_put(uintptr_t p, uint32_t pages) {
 }
 
 void LargeHeap::flush_hot() {
-    // Nothing put since the last flush: the 33 KiB of slots stay untouched.
+    // Nothing put since the last flush: no slot is read.
     if (!hot_any_.load(std::memory_order_relaxed) || !hot_any_.exchange(false)) return;
     uintptr_t got[64];
     uint32_t got_pages[64];
@@ -63,16 +69,21 @@ void LargeHeap::flush_hot() {
         n = 0;
     };
     for (int st = 0; st < kHotStripes; ++st)
-        for (uint32_t pages = 1; pages <= kHotMaxPages; ++pages)
-            for (int w = 0; w < kHotWays; ++w) {
-                std::atomic<uintptr_t>& slot = hot_[st][pages][w];
-                if (!slot.load(std::memory_order_relaxed)) continue;
-                if (uintptr_t p = slot.exchange(0, std::memory_order_acquire)) {
-                    got[n] = p;
-                    got_pages[n++] = pages;
-                    if (n == 64) put_back();
+        for (uint32_t word = 0; word < (kHotMaxPages + 64) / 64; ++word) {
+            if (!hot_sizes_[st][word].load(std::memory_order_relaxed)) continue;
+            for (uint64_t bits = hot_sizes_[st][word].exchange(0); bits; bits &= bits - 1) {
+                uint32_t pages = (uint32_t)(word * 64 + __builtin_ctzll(bits));
+                for (int w = 0; w < kHotWays; ++w) {
+                    std::atomic<uintptr_t>& slot = hot_[st][pages][w];
+                    if (!slot.load(std::memory_order_relaxed)) continue;
+                    if (uintptr_t p = slot.exchange(0, std::memory_order_acquire)) {
+                        got[n] = p;
+                        got_pages[n++] = pages;
+                        if (n == 64) put_back();
+                    }
                 }
             }
+        }
     if (n) put_back();
 }
 

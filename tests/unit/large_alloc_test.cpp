@@ -374,6 +374,31 @@ TEST(LargeAlloc, OneSizeLoopsGoThroughTheHotCache) {
     h->free(keep);
 }
 
+// Fresh pages fault on first touch: a request that would take them first
+// sends what waits in the hot cache (freed at other sizes) back to the bins,
+// and reuses that memory, as python3's start-up needs.
+TEST(LargeAlloc, OtherSizesReuseHotBlocksBeforeFreshPages) {
+    Heap h;
+    char* keep = static_cast<char*>(h->alloc(64 * KiB, 16, false));
+    char* a = static_cast<char*>(h->alloc(120 * KiB, 16, false));
+    ASSERT_TRUE(keep && a);
+    memset(a, 0xab, 120 * KiB);
+    h->free(a);  // waits in the hot cache
+    char* b = static_cast<char*>(h->alloc(90 * KiB, 16, true));
+    EXPECT_EQ(b, a);  // not the fresh pages after it
+    EXPECT_TRUE(all_zero(b, 90 * KiB));  // calloc cleared the old contents
+    char* c = static_cast<char*>(h->alloc(24 * KiB + 64 * KiB, 16, false));
+    ASSERT_TRUE(c);
+    EXPECT_GE(c, b + 90 * KiB);  // the rest of a, then fresh pages
+    h.expect_consistent();
+    h->free(c);
+    h->free(b);
+    h->free(keep);
+    h->flush_hot();
+    h.expect_consistent();
+    EXPECT_EQ(h->counters().used_bytes, 0u);
+}
+
 TEST(LargeAlloc, ReallocIntoABlockWaitingInTheHotCacheKeepsFreeRangesJoined) {
     Heap h;
     char* a = static_cast<char*>(h->alloc(80 * KiB, 16, false));   // 21 pages
