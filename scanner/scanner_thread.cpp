@@ -31,6 +31,10 @@ namespace {
 
 std::atomic<int> g_started{0};  // 0 no, 1 starting, 2 running
 std::atomic<bool> g_stop{false};
+// scanner_stop() ran: the process is exiting. Never started again, and a
+// pause that ends meanwhile does not clear the stop (it did: a thread in
+// rt_without_scanner could restart the scanner under exit()).
+std::atomic<bool> g_exiting{false};
 // Bumped to wake the scanner from its sleep (stop, pause).
 std::atomic<int> g_wake{0};
 pthread_t g_thread;
@@ -312,7 +316,7 @@ void* scanner_main(void*) {
 __thread bool t_starting = false;
 
 void scanner_ensure_started() {
-    if (g_started.load(std::memory_order_acquire) != 0) return;
+    if (g_started.load(std::memory_order_acquire) != 0 || g_exiting.load(std::memory_order_acquire)) return;
     int expected = 0;
     if (!g_started.compare_exchange_strong(expected, 1)) return;
     pthread_attr_t attr;
@@ -332,6 +336,7 @@ void scanner_ensure_started() {
 
 
 void scanner_stop() {
+    g_exiting.store(true, std::memory_order_release);
     g_stop.store(true, std::memory_order_release);
     wake_scanner();
     // The scanner checks the flag between batches; taking the lock waits for
@@ -373,7 +378,7 @@ bool scanner_pause() {
         int now = threads;
         while (counted && read_thread_state(&now, &zombie) && now >= threads && monotonic_ns() < deadline)
             sched_yield();
-        g_stop.store(false, std::memory_order_release);
+        g_stop.store(g_exiting.load(), std::memory_order_release);
         g_started.store(0, std::memory_order_release);
     }
     g_pausing.store(0);
