@@ -28,7 +28,8 @@ LIB_LIBS     := -nodefaultlibs -lc -lgcc -lgcc_s -pthread -ldl
 START_SRCS   := shim/preload.cpp shim/malloc.cpp shim/fds.cpp shim/reads.cpp shim/signals.cpp \
                 scanner/lifecycle.cpp scanner/config.cpp scanner/allocator.cpp scanner/next_allocator.cpp \
                 shim/proc_mem.cpp scanner/write_window.cpp scanner/descriptors.cpp scanner/signals.cpp \
-                scanner/log.cpp scanner/sites.cpp scanner/kw_proc_mem.cpp scanner/runtime.cpp
+                scanner/log.cpp scanner/sites.cpp scanner/kw_proc_mem.cpp scanner/runtime.cpp \
+                shim/file_status.cpp shim/ipc.cpp
 LIB_OBJS     := $(patsubst %.cpp,$(BUILD)/obj/%.o,$(START_SRCS) \
                   $(filter-out $(START_SRCS),$(SCANNER_SRCS) $(SHIM_SRCS)))
 

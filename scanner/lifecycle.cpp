@@ -236,6 +236,7 @@ void runtime_after_register() {
         g_descriptors_had.store(had, std::memory_order_relaxed);
     }
     scanner_ensure_started();
+    scanner_note_registered();
 }
 
 namespace {

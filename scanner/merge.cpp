@@ -1,3 +1,5 @@
+#include <new>
+
 #include "scanner/merge.h"
 
 #include <string.h>
@@ -85,18 +87,22 @@ struct BatchWindow {
     uintptr_t limit = 0;
     WriteWindow window;
 };
-// Never destroyed (the union's destructor does nothing): exit() runs static
-// destructors before the library's destructor stops the scanner, so
-// ~WriteWindow would close a window of the batch in flight from the exiting
-// thread, restoring protection and unpublishing it under the scanner. Every
-// batch closes it at its end anyway.
-union BatchWindowKeeper {
-    BatchWindow b;
-    constexpr BatchWindowKeeper() : b() {}
-    ~BatchWindowKeeper() {}
-};
-BatchWindowKeeper g_batch_keeper;
-BatchWindow& g_batch = g_batch_keeper.b;
+// Never destroyed: exit() runs static destructors before the library's
+// destructor stops the scanner, so ~WriteWindow would close a window of the
+// batch in flight from the exiting thread, restoring protection and
+// unpublishing it under the scanner. Every batch closes it at its end
+// anyway. Built in place at first use, under the mm lock: a global with a
+// destructor (even an empty one) is registered with atexit at load, in
+// every process, and its code faulted in at exit.
+alignas(BatchWindow) unsigned char g_batch_storage[sizeof(BatchWindow)];
+bool g_batch_built = false;
+BatchWindow& batch_window() {
+    if (__builtin_expect(!g_batch_built, 0)) {
+        new (g_batch_storage) BatchWindow();
+        g_batch_built = true;
+    }
+    return *reinterpret_cast<BatchWindow*>(g_batch_storage);
+}
 
 // Counts why a window over [a, b) did not open; a protection the program
 // changed behind the shim's back is taken into the registry after the batch.
@@ -118,7 +124,7 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
     // moment: every zero page is given back however many VMAs merges hold.
     uint64_t cost = kind == Act::kZero ? 0 : vma_cost(r, start, len);
     bool fits = cost == 0 || s.vmas.can_afford(cost);
-    if (g_batch.r == &r && g_batch.window.covers(start, len) && fits) return &g_batch.window;
+    if (batch_window().r == &r && batch_window().window.covers(start, len) && fits) return &batch_window().window;
     bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : fits;
     if (!afford) {
         s.stats.pass_budget_skips += n;
@@ -128,16 +134,16 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
     // Zero pages inside a huge page are most often a huge page being
     // filled: giving back 4 KiB of it would cost the whole huge page.
     if (splits && kind == Act::kZero) return nullptr;
-    g_batch.window.close();
+    batch_window().window.close();
     uintptr_t end = start + len, window_end = end;
-    if (g_batch.r == &r && !may_be_huge(s, r))
-        while (window_end < g_batch.limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
+    if (batch_window().r == &r && !may_be_huge(s, r))
+        while (window_end < batch_window().limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
     WriteWindow* w = nullptr;
     if (window_end > end) {  // the batch goes on past this run: open the batch window
-        if (g_batch.window.open(start, window_end - start, r.prot)) {
-            w = &g_batch.window;
-        } else if (!g_batch.window.gave_up_for_pin()) {
-            window_failed(s, g_batch.window, start, window_end);
+        if (batch_window().window.open(start, window_end - start, r.prot)) {
+            w = &batch_window().window;
+        } else if (!batch_window().window.gave_up_for_pin()) {
+            window_failed(s, batch_window().window, start, window_end);
             return nullptr;
         }  // else a syscall writes into the rest of the batch: this run alone
     }
@@ -196,7 +202,7 @@ bool map_onto_slots(State& s, Region& r, uintptr_t start, size_t k, uint32_t fir
 void merge_pair_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     Region& cr = *run.cand_region;
-    g_batch.window.close();  // a pair run has a window of its own over both runs
+    batch_window().window.close();  // a pair run has a window of its own over both runs
     if (!s.vmas.can_afford(4)) {
         s.stats.pass_budget_skips += 2 * run.n;
         return;
@@ -244,7 +250,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
 // the other member's pages merge onto them at its next look.
 void merge_publish_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
-    g_batch.window.close();
+    batch_window().window.close();
     if (!s.vmas.can_afford(2)) {
         s.stats.pass_budget_skips += run.n;
         return;
@@ -363,15 +369,15 @@ void merge_run(State& s, Region& r, const Run& run) {
 }
 
 void batch_begin(Region& r, uintptr_t limit) {
-    g_batch.r = &r;
-    g_batch.limit = limit;
+    batch_window().r = &r;
+    batch_window().limit = limit;
 }
 
-void batch_window_close() { g_batch.window.close(); }
+void batch_window_close() { batch_window().window.close(); }
 
 void batch_end() {
-    g_batch.window.close();
-    g_batch.r = nullptr;
+    batch_window().window.close();
+    batch_window().r = nullptr;
 }
 
 void release_slot(State& s, uint32_t slot) { release_slot_ref(s, slot); }

@@ -93,6 +93,27 @@ bool rewrites_under_way() {
     return s.cow_sweep_due;
 }
 
+// A process that is young and has registered little is most often about to
+// exit (an interpreter running a short script, a compiler pass): its first
+// pass waits until it is kYoungNs old, or has registered kYoungBytes, so that
+// it does not pay for scanning memory it is about to give back. (A forked
+// child is as old as its parent.)
+constexpr uint64_t kYoungNs = 100 * 1000000ull;
+constexpr uint64_t kYoungBytes = 64ull << 20;
+bool young(const State& s) {
+    return monotonic_ns() - s.start_ns < kYoungNs &&
+           s.stats.registered_bytes_total.load(std::memory_order_relaxed) < kYoungBytes;
+}
+// Milliseconds until a young process is kYoungNs old (at least 1): it sleeps
+// them at once, rather than looking every 10 ms (each look woke the thread
+// and took the lock: 200-500 us of a python3 -c pass's CPU). Registering
+// kYoungBytes wakes it (scanner_note_registered).
+uint64_t young_left_ms(const State& s) {
+    uint64_t age = monotonic_ns() - s.start_ns;
+    return age >= kYoungNs ? 1 : (kYoungNs - age + 999999) / 1000000;
+}
+std::atomic<bool> g_grown{false};  // kYoungBytes registered: a young wait ends
+
 // Sleeps ms, or until woken (stop, pause), or until the program rewrites
 // merged memory: a futex wait on g_wake, in slices.
 void sleep_ms(uint64_t ms) {
@@ -107,7 +128,7 @@ void sleep_ms(uint64_t ms) {
             sys::call(SYS_futex, (long)&g_wake, FUTEX_WAIT_PRIVATE, seen, (long)&ts, 0, 0);
         ms -= slice;
         exit_if_alone();
-        if (ms && (rewrites_under_way() || control_pending())) return;
+        if (ms && (rewrites_under_way() || control_pending() || g_grown.load(std::memory_order_acquire))) return;
     }
 }
 
@@ -245,18 +266,6 @@ private:
     uint64_t owed_ns_ = 0;
 };
 
-// A process that is young and has registered little is most often about to
-// exit (an interpreter running a short script, a compiler pass): its first
-// pass waits until it is kYoungNs old, or has registered kYoungBytes, so that
-// it does not pay for scanning memory it is about to give back. (A forked
-// child is as old as its parent.)
-constexpr uint64_t kYoungNs = 100 * 1000000ull;
-constexpr uint64_t kYoungBytes = 64ull << 20;
-bool young(const State& s) {
-    return monotonic_ns() - s.start_ns < kYoungNs &&
-           s.stats.registered_bytes_total.load(std::memory_order_relaxed) < kYoungBytes;
-}
-
 void* scanner_main(void*) {
     sigset_t all;
     sigfillset(&all);
@@ -295,7 +304,7 @@ void* scanner_main(void*) {
         uint64_t paced_ms = pace.cpu_percent ? pacer.owed_ms() : 0;
         uint64_t rest_ms = pass_ended ? quiet_rest_ms() : 0;
         if (wait_for_age)
-            sleep_ms(10);
+            sleep_ms(young_left_ms(s));
         else if (cow_storm)
             sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
         else if (control_run() != 1)
@@ -314,6 +323,15 @@ void* scanner_main(void*) {
 }  // namespace
 
 __thread bool t_starting = false;
+
+void scanner_note_registered() {
+    if (g_grown.load(std::memory_order_relaxed) ||
+        state().stats.registered_bytes_total.load(std::memory_order_relaxed) < kYoungBytes)
+        return;
+    g_grown.store(true, std::memory_order_release);
+    wake_scanner();
+}
+
 
 void scanner_ensure_started() {
     if (g_started.load(std::memory_order_acquire) != 0 || g_exiting.load(std::memory_order_acquire)) return;

@@ -9,6 +9,9 @@ namespace dedup {
 // Starts the thread if it is not running (lazily, on first registration).
 // Must be called without the mm lock held. Safe to call often.
 void scanner_ensure_started();
+// After a registration: a young process's thread, waiting to grow up,
+// starts at once once kYoungBytes are registered.
+void scanner_note_registered();
 // Asks the thread to stop after its current batch and waits for that batch.
 void scanner_stop();
 // Stops the thread and waits until it is gone (joined, and out of the

@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "scanner/os/clock.h"
 #include "scanner/scanner_thread.h"
+#include "scanner/state.h"
 
 using namespace dedup;
 
@@ -70,4 +72,30 @@ TEST(ScannerThread, PauseAndResumeAfterStopDoNotRestartIt) {
     ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
     EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no scanner started; 3: pause found none running; "
                                           "4/5: the scanner runs again after the stop";
+}
+
+// A young process's scanner makes no pass until the process is 100 ms old,
+// in one sleep; registering 64 MiB ends the wait at once.
+TEST(ScannerThread, YoungWaitEndsWhenTheProcessGrows) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        State& s = state();
+        s.start_ns = monotonic_ns();  // a process born now
+        scanner_ensure_started();
+        struct timespec ts = {0, 30 * 1000 * 1000};
+        nanosleep(&ts, nullptr);
+        if (s.stats.full_scans.load() != 0) _exit(2);  // scanned while young
+        s.stats.registered_bytes_total += 64ull << 20;
+        scanner_note_registered();
+        while (s.stats.full_scans.load() == 0 && monotonic_ns() - s.start_ns < 95 * 1000000ull) {
+            struct timespec t = {0, 1000 * 1000};
+            nanosleep(&t, nullptr);
+        }
+        _exit(s.stats.full_scans.load() != 0 ? 0 : 3);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "2: a pass while young; 3: no pass before 95 ms after 64 MiB registered";
 }
