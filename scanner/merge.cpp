@@ -1,8 +1,7 @@
-#include <new>
-
 #include "scanner/merge.h"
 
 #include <string.h>
+#include <new>
 #include <sys/mman.h>
 
 #define XXH_INLINE_ALL
@@ -117,6 +116,7 @@ void window_failed(State& s, const WriteWindow& w, uintptr_t a, uintptr_t b) {
 // the batch goes on past the run, or `own`). Checks the VMA budget first.
 // nullptr (counted) if the run cannot be merged now.
 WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act kind, WriteWindow& own) {
+    BatchWindow& batch = batch_window();
     size_t len = n * kPageSize;
     // A merge keeps the VMAs vma_cost() counts. Giving back zero pages keeps
     // none: inside the batch window it splits nothing, and its own window's
@@ -124,7 +124,7 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
     // moment: every zero page is given back however many VMAs merges hold.
     uint64_t cost = kind == Act::kZero ? 0 : vma_cost(r, start, len);
     bool fits = cost == 0 || s.vmas.can_afford(cost);
-    if (batch_window().r == &r && batch_window().window.covers(start, len) && fits) return &batch_window().window;
+    if (batch.r == &r && batch.window.covers(start, len) && fits) return &batch.window;
     bool afford = kind == Act::kZero ? s.vmas.can_afford_briefly(2) : fits;
     if (!afford) {
         s.stats.pass_budget_skips += n;
@@ -134,16 +134,16 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
     // Zero pages inside a huge page are most often a huge page being
     // filled: giving back 4 KiB of it would cost the whole huge page.
     if (splits && kind == Act::kZero) return nullptr;
-    batch_window().window.close();
+    batch.window.close();
     uintptr_t end = start + len, window_end = end;
-    if (batch_window().r == &r && !may_be_huge(s, r))
-        while (window_end < batch_window().limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
+    if (batch.r == &r && !may_be_huge(s, r))
+        while (window_end < batch.limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
     WriteWindow* w = nullptr;
     if (window_end > end) {  // the batch goes on past this run: open the batch window
-        if (batch_window().window.open(start, window_end - start, r.prot)) {
-            w = &batch_window().window;
-        } else if (!batch_window().window.gave_up_for_pin()) {
-            window_failed(s, batch_window().window, start, window_end);
+        if (batch.window.open(start, window_end - start, r.prot)) {
+            w = &batch.window;
+        } else if (!batch.window.gave_up_for_pin()) {
+            window_failed(s, batch.window, start, window_end);
             return nullptr;
         }  // else a syscall writes into the rest of the batch: this run alone
     }
@@ -369,15 +369,17 @@ void merge_run(State& s, Region& r, const Run& run) {
 }
 
 void batch_begin(Region& r, uintptr_t limit) {
-    batch_window().r = &r;
-    batch_window().limit = limit;
+    BatchWindow& batch = batch_window();
+    batch.r = &r;
+    batch.limit = limit;
 }
 
 void batch_window_close() { batch_window().window.close(); }
 
 void batch_end() {
-    batch_window().window.close();
-    batch_window().r = nullptr;
+    BatchWindow& batch = batch_window();
+    batch.window.close();
+    batch.r = nullptr;
 }
 
 void release_slot(State& s, uint32_t slot) { release_slot_ref(s, slot); }

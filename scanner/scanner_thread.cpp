@@ -112,11 +112,12 @@ uint64_t young_left_ms(const State& s) {
     uint64_t age = monotonic_ns() - s.start_ns;
     return age >= kYoungNs ? 1 : (kYoungNs - age + 999999) / 1000000;
 }
-std::atomic<bool> g_grown{false};  // kYoungBytes registered: a young wait ends
+std::atomic<bool> g_grown{false};  // kYoungBytes registered and the scanner woken, once
 
 // Sleeps ms, or until woken (stop, pause), or until the program rewrites
-// merged memory: a futex wait on g_wake, in slices.
-void sleep_ms(uint64_t ms) {
+// merged memory, or (while_young) until the process grew up: a futex wait
+// on g_wake, in slices.
+void sleep_ms(uint64_t ms, bool while_young = false) {
     // Slices of at most 100 ms, so that exit_if_alone runs often enough, and
     // of 5 ms while merged pages exist, so that a rewrite is noticed at once.
     while (ms > 0 && !g_stop.load(std::memory_order_acquire)) {
@@ -128,7 +129,7 @@ void sleep_ms(uint64_t ms) {
             sys::call(SYS_futex, (long)&g_wake, FUTEX_WAIT_PRIVATE, seen, (long)&ts, 0, 0);
         ms -= slice;
         exit_if_alone();
-        if (ms && (rewrites_under_way() || control_pending() || g_grown.load(std::memory_order_acquire))) return;
+        if (ms && (rewrites_under_way() || control_pending() || (while_young && !young(state())))) return;
     }
 }
 
@@ -304,7 +305,7 @@ void* scanner_main(void*) {
         uint64_t paced_ms = pace.cpu_percent ? pacer.owed_ms() : 0;
         uint64_t rest_ms = pass_ended ? quiet_rest_ms() : 0;
         if (wait_for_age)
-            sleep_ms(young_left_ms(s));
+            sleep_ms(young_left_ms(s), true);
         else if (cow_storm)
             sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
         else if (control_run() != 1)
@@ -331,7 +332,6 @@ void scanner_note_registered() {
     g_grown.store(true, std::memory_order_release);
     wake_scanner();
 }
-
 
 void scanner_ensure_started() {
     if (g_started.load(std::memory_order_acquire) != 0 || g_exiting.load(std::memory_order_acquire)) return;
