@@ -20,6 +20,8 @@ enum RegionFlags : uint32_t {
     kRegNohugepage = 1u << 7,
     kRegRandom = 1u << 8,
     kRegSequential = 1u << 9,
+    // The advice the kernel keeps on the VMA too (the others are the shim's own).
+    kRegKernelAdvice = kRegDontfork | kRegDontdump | kRegHugepage | kRegNohugepage | kRegRandom | kRegSequential,
 };
 
 // Per-page metadata lives in blocks shared by every piece of one

@@ -10,6 +10,7 @@
 
 #include "scanner/lifecycle.h"
 #include "scanner/os/linux_compat.h"
+#include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
 #include "scanner/registration.h"
 #include "scanner/state.h"
@@ -40,6 +41,30 @@ long prepare_remap(State& s, uintptr_t old_start, uintptr_t old_end) {
     if (!r || r->end < old_end || !s.regions.isolate(old_start, old_end)) return 0;
     r = s.regions.find(old_start);
     return make_anonymous(s, *r, old_start, old_end, WriteWindow::IfPinned::kWait);
+}
+
+// The kernel refuses (EFAULT) to resize or move a range of several VMAs. An
+// unmerge leaves such a range behind even when no memfd page is left (see
+// rejoin_anonymous). Where the range is registered without a gap, with one
+// protection and the same advice the kernel keeps (so it would be one VMA
+// without the shim), it becomes one anonymous mapping again, for the kernel
+// to be asked again. Ranges the program split itself (holes, protections,
+// advice, mlock) stay as they are: their EFAULT is the kernel's answer.
+bool rejoin_split_range(State& s, uintptr_t start, uintptr_t end) {
+    s.regions.coalesce(start, end);  // records apart for the shim's own flags only
+    if (!s.regions.isolate(start, end)) return false;
+    const Region* first = s.regions.find(start);
+    if (!first) return false;
+    uintptr_t covered = start;
+    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && covered < end; ++i) {
+        const Region& r = s.regions[i];
+        if (r.start != covered || r.prot != first->prot || (r.flags & (kRegExcluded | kRegLeftAlone)) ||
+            (r.flags & kRegKernelAdvice) != (first->flags & kRegKernelAdvice))
+            return false;
+        covered = r.end;
+    }
+    if (covered < end || !kernel_protection_is(start, end - start, first->prot)) return false;
+    return rejoin_anonymous(s, start, end) == 0;
 }
 
 // After the kernel moved or resized [old_start, old_end) to [dst, dst +
@@ -118,6 +143,7 @@ long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* 
         if (c != 0) return c;
     }
     long res = kernel();
+    if (res == -EFAULT && moves_or_grows && old_len && rejoin_split_range(s, old_start, old_end)) res = kernel();
     if (sys::failed(res)) return res;
     uintptr_t dst = (uintptr_t)res;
     if (dst != old_start) forget_range(s, dst, dst + new_rlen);  // whatever was at the target is gone

@@ -55,17 +55,24 @@ void copy_chunk(Region& r, uintptr_t p, size_t len, char* dst) {
     }
 }
 
-// [a, e) of r as anonymous memory, a chunk at a time (see unmerge.h). One
-// scratch mapping for the whole range when the address space allows, so that
-// its pieces become one VMA again; else one per chunk. Returns 0, or -errno
-// with *done the end of what was done: -EAGAIN when it gave up for a syscall
-// writing into the next chunk.
-long rewrite_anonymous(State& s, Region& r, uintptr_t a, uintptr_t e, WriteWindow::IfPinned if_pinned,
-                       uintptr_t* done) {
+// A scratch mapping of len bytes, or nullptr when the address space has no
+// room for one.
+char* scratch_mapping(size_t len) {
+    long err = 0;
+    void* p = sys::mmap(nullptr, len, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, &err);
+    return p == MAP_FAILED ? nullptr : static_cast<char*>(p);
+}
+
+// [a, e) of r as anonymous memory, a chunk at a time (see unmerge.h), each
+// chunk copied through whole + (p - a) when whole (a scratch mapping for the
+// range, so that its pieces become one VMA again) is given, else through a
+// mapping of its own. Returns 0, or -errno with *done the end of what was
+// done: -EAGAIN when it gave up for a syscall writing into the next chunk.
+// The caller unmaps what is left of whole.
+long rewrite_through(State& s, Region& r, uintptr_t a, uintptr_t e, char* whole, WriteWindow::IfPinned if_pinned,
+                     uintptr_t* done) {
     *done = a;
     long err = 0;
-    char* whole = static_cast<char*>(sys::mmap(nullptr, e - a, kRW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, &err));
-    if (whole == MAP_FAILED) whole = nullptr;
     long result = 0;
     uintptr_t p = a;
     while (p < e) {
@@ -102,7 +109,15 @@ long rewrite_anonymous(State& s, Region& r, uintptr_t a, uintptr_t e, WriteWindo
         p += len;
         *done = p;
     }
-    if (whole && p < e) sys::munmap(whole + (p - a), e - p);  // the part not moved into place
+    return result;
+}
+
+// rewrite_through with one scratch mapping for the whole range.
+long rewrite_anonymous(State& s, Region& r, uintptr_t a, uintptr_t e, WriteWindow::IfPinned if_pinned,
+                       uintptr_t* done) {
+    char* whole = scratch_mapping(e - a);
+    long result = rewrite_through(s, r, a, e, whole, if_pinned, done);
+    if (whole && *done < e) sys::munmap(whole + (*done - a), e - *done);  // the part not moved into place
     return result;
 }
 
@@ -157,6 +172,24 @@ long unmerge_range(State& s, uintptr_t start, uintptr_t end, Unmerge how) {
 long make_anonymous(State& s, Region& r, uintptr_t start, uintptr_t end, WriteWindow::IfPinned if_pinned) {
     uintptr_t done;
     return rewrite_anonymous(s, r, start, end, if_pinned, &done);
+}
+
+long rejoin_anonymous(State& s, uintptr_t start, uintptr_t end) {
+    char* whole = scratch_mapping(end - start);
+    if (!whole) return -ENOMEM;
+    uintptr_t done = start;
+    long result = 0;
+    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && done < end && result == 0; ++i) {
+        Region& r = s.regions[i];
+        if (r.start != done || r.end > end) {
+            result = -EINVAL;  // a gap, or a region not isolated: not one registered range
+            break;
+        }
+        result = rewrite_through(s, r, r.start, r.end, whole + (r.start - start), WriteWindow::IfPinned::kWait, &done);
+    }
+    if (result == 0 && done < end) result = -EINVAL;
+    if (done < end) sys::munmap(whole + (done - start), end - done);
+    return result;
 }
 
 long zero_file_pages(State& s, uintptr_t start, uintptr_t end) {

@@ -46,6 +46,15 @@ long unmerge_range(State& s, uintptr_t start, uintptr_t end, Unmerge how);
 // VMAs back. 0 or -errno (-EAGAIN: gave up for a syscall writing into it).
 long make_anonymous(State& s, Region& r, uintptr_t start, uintptr_t end, WriteWindow::IfPinned if_pinned);
 
+// Makes [start, end), which whole regions cover without a gap (isolate
+// first), one anonymous mapping again through one scratch mapping: the
+// pieces that earlier unmerges moved in each from their own scratch mapping
+// are VMAs apart for the kernel (each has its own anon_vma) even when no
+// memfd page is left, and mremap refuses to resize or move several VMAs.
+// 0 or -errno (-EINVAL: not covered; the range may then be partly rewritten,
+// its contents always intact).
+long rejoin_anonymous(State& s, uintptr_t start, uintptr_t end);
+
 // Replaces memfd-backed pages in [start, end) with fresh zero anonymous
 // memory, as MADV_DONTNEED would leave anonymous memory. 0 or -errno.
 long zero_file_pages(State& s, uintptr_t start, uintptr_t end);

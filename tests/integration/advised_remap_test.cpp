@@ -93,6 +93,28 @@ TEST(RemapStress, MunmapMremapWhileScanningNeverCrashesOrLosesData) {
     EXPECT_GE(unmaps, 2);
 }
 
+// An unmerge leaves its range in VMAs the kernel keeps apart (each piece has
+// its own anon_vma), and mremap refuses to resize or move several VMAs
+// (EFAULT: stress-ng --mremap found it). Every mremap answers as without the
+// shim, including the EFAULT of a range the program split itself.
+TEST(RemapSplit, MremapOfAnUnmergedRangeAnswersAsWithoutTheShim) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    Result plain = run(prog("remap_split"), without_lib({}), tmp);
+    ASSERT_TRUE(plain.ok()) << plain.describe();
+    ASSERT_EQ(plain.str("split_by_prog"), "-1:EFAULT") << plain.describe();
+    Result r = run(prog("remap_split"), with_lib({}, {{"DEDUP_SLEEP_MS", "0"}}), tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    for (const char* c : {"grow", "shrink_fixed", "move_fixed", "split_by_prog"}) {
+        EXPECT_EQ(r.str(c), plain.str(c)) << c << "\n" << r.describe();
+        EXPECT_EQ(r.num(std::string(c) + "_bad_bytes"), 0) << c << "\n" << r.describe();
+        // The case is only a case if the first half had merged, so that the
+        // unmerge left it a VMA apart.
+        EXPECT_GE(r.num(std::string("merged_") + c), 0.9 * 1024) << c << "\n" << r.describe();
+        EXPECT_GE(r.num(std::string(c) + "_vmas"), 2) << c << "\n" << r.describe();
+    }
+}
+
 // Case 11: a region that was never writable is never merged and stays
 // read-only; a write to it still kills with SIGSEGV.
 TEST(ReadOnly, NeverWritableRegionNeverMergesAndWriteSegfaults) {
