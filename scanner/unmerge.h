@@ -7,7 +7,8 @@
 // call writing into the chunk makes it give up or wait), copy the chunk into
 // a scratch anonymous mapping, move that piece over the chunk with mremap,
 // re-apply the region's advice, close. The pieces all come from one scratch
-// mapping, so the kernel joins them into one VMA again; a chunk's copy is the
+// mapping, so the kernel joins them into one VMA again (with each other, not
+// with the rest of the program's mapping: see rejoin_anonymous); a chunk's copy is the
 // only extra memory, and canonical pages are freed as their last user goes.
 //
 // Where a system call is writing into a chunk right now, the window must not
