@@ -25,18 +25,6 @@ namespace {
 
 // ---- the numbers -----------------------------------------------------------
 
-// The process's name (/proc/self/comm is the thread-group leader's).
-void read_comm(char* out, size_t cap) {
-    out[0] = 0;
-    long fd = sys::call(SYS_open, (long)"/proc/self/comm", O_RDONLY | O_CLOEXEC);
-    if (sys::failed(fd)) return;
-    long n = sys::call(SYS_read, fd, (long)out, (long)(cap - 1));
-    sys::close((int)fd);
-    if (n <= 0) n = 0;
-    out[n] = 0;
-    if (n && out[n - 1] == '\n') out[n - 1] = 0;
-}
-
 // Pages the scanner may merge: with DEDUP_SCOPE=advised, only advised
 // ranges count as registered (the others are tracked, not registered).
 uint64_t pages_in_scope(State& s) {
@@ -97,7 +85,7 @@ void collect(State& s, Report* rep, double cpu, bool exact_vmas, bool walk = tru
     }
     rep->pid = (uint64_t)sys::getpid();
     rep->pidns = live_file_pidns();
-    read_comm(rep->comm, sizeof(rep->comm));
+    read_process_name(rep->comm, sizeof(rep->comm));  // no descriptor: the scanner writes reports
     collect_ksm(s, rep);
     collect_settings(s, rep);
 }

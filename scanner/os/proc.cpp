@@ -269,6 +269,31 @@ bool read_thread_state(int* threads, bool* leader_zombie) {
     return true;
 }
 
+void read_process_name(char* out, size_t cap) {
+    if (!cap) return;
+    out[0] = 0;
+    KeptFile& status = kept_files().status;
+    if (!status.ensure("/proc/self/status", O_RDONLY)) return;
+    char buf[256];  // "Name:" is the first line
+    long n = status.pread(buf, sizeof(buf) - 1, 0);
+    if (n <= 0) return;
+    buf[n] = 0;
+    if (strncmp(buf, "Name:", 5) != 0) return;
+    const char* c = buf + 5;
+    while (*c == ' ' || *c == '\t') ++c;
+    size_t o = 0;
+    // The kernel escapes a newline and a backslash in the name there.
+    for (; *c && *c != '\n' && o + 1 < cap; ++c) {
+        if (c[0] == '\\' && (c[1] == 'n' || c[1] == '\\')) {
+            out[o++] = c[1] == 'n' ? '\n' : '\\';
+            ++c;
+        } else {
+            out[o++] = *c;
+        }
+    }
+    out[o] = 0;
+}
+
 bool pidfd_is_self(int pidfd) {
     constexpr int kSelfThread = -10000, kSelfThreadGroup = -10001;  // linux/pidfd.h
     if (pidfd == kSelfThread || pidfd == kSelfThreadGroup) return true;

@@ -83,6 +83,12 @@ bool for_each_anon_vma(uintptr_t start, uintptr_t end, F&& fn) {
 // cannot be read.
 bool read_thread_state(int* threads, bool* leader_zombie);
 
+// The process's name (the thread-group leader's comm, as /proc/self/comm
+// has it) from the Name line of the kept /proc/self/status: no descriptor
+// is opened, even for a moment (the program may be at its limit). "" if it
+// cannot be read.
+void read_process_name(char* out, size_t cap);
+
 // Whether pidfd names this process: the PIDFD_SELF sentinels (6.15), or a
 // pidfd whose PIDFD_GET_INFO says our thread group.
 bool pidfd_is_self(int pidfd);
