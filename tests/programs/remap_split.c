@@ -20,25 +20,7 @@
  * mremap), <case>_bad_bytes (contents after), merged_<case> (pages that were
  * merged before the unmerge); exits 1 if a byte differs.
  */
-#include "dtest.h"
-
-/* VMAs of /proc/self/maps that overlap [a, a+len). */
-static int vmas_over(const unsigned char *a, size_t len)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f)
-        dt_die("open maps");
-    char line[512];
-    int n = 0;
-    uintptr_t lo = (uintptr_t)a, hi = lo + len;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long s, e;
-        if (sscanf(line, "%lx-%lx", &s, &e) == 2 && e > lo && s < hi)
-            n++;
-    }
-    fclose(f);
-    return n;
-}
+#include "hostile.h"
 
 static void fill_dup(unsigned char *p, size_t pages)
 {
@@ -64,19 +46,6 @@ static unsigned char *free_address(size_t len)
     return p;
 }
 
-static int shim_loaded(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f)
-        dt_die("open maps");
-    char line[512];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, "libdedup") != NULL;
-    fclose(f);
-    return found;
-}
-
 static void one_case(const char *name, size_t pages, int shim)
 {
     size_t len = pages * DT_PAGE, half = len / 2;
@@ -98,7 +67,7 @@ static void one_case(const char *name, size_t pages, int shim)
     if (split_by_prog && mprotect(p + half, DT_PAGE, PROT_READ) != 0)
         dt_die("mprotect");
     snprintf(key, sizeof key, "%s_vmas", name);
-    dt_out(key, "%d", vmas_over(p, len));
+    dt_out(key, "%ld", h_vmas_in(p, len));
 
     size_t new_len = len;
     void *q;
@@ -130,7 +99,7 @@ static void one_case(const char *name, size_t pages, int shim)
 int main(int argc, char **argv)
 {
     size_t pages = (size_t)dt_arg_long(argc, argv, "--pages", 2048) & ~(size_t)1;
-    int shim = shim_loaded();
+    int shim = h_shim_loaded();
     one_case("grow", pages, shim);
     one_case("shrink_fixed", pages, shim);
     one_case("move_fixed", pages, shim);
