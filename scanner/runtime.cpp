@@ -51,19 +51,21 @@ long prepare_remap(State& s, uintptr_t old_start, uintptr_t old_end) {
 // to be asked again. Ranges the program split itself (holes, protections,
 // advice, mlock) stay as they are: their EFAULT is the kernel's answer.
 bool rejoin_split_range(State& s, uintptr_t start, uintptr_t end) {
-    s.regions.coalesce(start, end);  // records apart for the shim's own flags only
     if (!s.regions.isolate(start, end)) return false;
-    const Region* first = s.regions.find(start);
-    if (!first) return false;
+    size_t first = s.regions.lower_bound(start);
+    if (first == s.regions.count()) return false;
+    // Records may differ in the shim's own flags (advised, unmergeable) only.
+    const int prot = s.regions[first].prot;
+    const uint32_t advice = s.regions[first].flags & kRegKernelAdvice;
     uintptr_t covered = start;
-    for (size_t i = s.regions.lower_bound(start); i < s.regions.count() && covered < end; ++i) {
+    for (size_t i = first; i < s.regions.count() && covered < end; ++i) {
         const Region& r = s.regions[i];
-        if (r.start != covered || r.prot != first->prot || (r.flags & (kRegExcluded | kRegLeftAlone)) ||
-            (r.flags & kRegKernelAdvice) != (first->flags & kRegKernelAdvice))
+        if (r.start != covered || r.prot != prot || (r.flags & (kRegExcluded | kRegLeftAlone)) ||
+            (r.flags & kRegKernelAdvice) != advice)
             return false;
         covered = r.end;
     }
-    if (covered < end || !kernel_protection_is(start, end - start, first->prot)) return false;
+    if (covered < end || !kernel_protection_is(start, end - start, prot)) return false;
     return rejoin_anonymous(s, start, end) == 0;
 }
 
