@@ -25,7 +25,7 @@ TEST(KsmFunctional, test_unmerge) {
     ASSERT_TRUE(r.ok()) << r.describe();
     EXPECT_EQ(r.num("madv_mergeable"), 0);
     EXPECT_EQ(r.num("madv_unmergeable"), 0);
-    // it was merged: all 512 pages map one PFN
+    // it was merged: all 512 pages map one PFN (the program waited for all)
     EXPECT_GE(r.num("merged_file_pages"), 500) << r.describe();
     if (geteuid() == 0) {
         EXPECT_GE(r.num("merged_dup_pfns"), 500) << r.describe();

@@ -15,8 +15,11 @@
 
 #define SIZE (2UL << 20)
 
-/* __mmap_and_merge_range(): fill with val, set prot, MADV_MERGEABLE, wait. */
-static unsigned char *mmap_and_merge_range(unsigned char val, size_t size, int prot, int wait)
+/* __mmap_and_merge_range(): fill with val, set prot, MADV_MERGEABLE, then wait
+ * until wait_frac of the pages look merged (0: no wait). A case that checks
+ * how many pages merged must wait for that many: the scanner goes on merging
+ * after the wait ends, so a lower wait makes the check race it. */
+static unsigned char *mmap_and_merge_range(unsigned char val, size_t size, int prot, double wait_frac)
 {
     unsigned char *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED)
@@ -30,9 +33,9 @@ static unsigned char *mmap_and_merge_range(unsigned char val, size_t size, int p
     dt_out("madv_mergeable", "%d", r);
     if (r)
         dt_fail("MADV_MERGEABLE failed: %s", strerror(errno));
-    if (wait) {
+    if (wait_frac > 0) {
         struct dt_range rg = {map, size};
-        double w = dt_wait_merged(&rg, 1, 0.95, 20000);
+        double w = dt_wait_merged(&rg, 1, wait_frac, 20000);
         dt_out("merge_wait_ms", "%.0f", w);
         if (w < 0)
             dt_fail("no pages got merged (%zu of %zu look merged)", dt_merged_like(map, size),
@@ -75,7 +78,7 @@ static void check_unmerged(const char *tag, unsigned char *map, size_t size)
 
 static void test_unmerge(void)
 {
-    unsigned char *map = mmap_and_merge_range(0xcf, SIZE, PROT_READ | PROT_WRITE, 1);
+    unsigned char *map = mmap_and_merge_range(0xcf, SIZE, PROT_READ | PROT_WRITE, 1.0);
     /* precondition: reading the merged range shows shared PFNs */
     dt_touch_read(map, SIZE);
     dt_out("merged_dup_pfns", "%ld", dt_dup_pfns(map, SIZE));
@@ -96,7 +99,7 @@ static void test_unmerge(void)
 
 static void test_unmerge_zero_pages(void)
 {
-    unsigned char *map = mmap_and_merge_range(0x00, SIZE, PROT_READ | PROT_WRITE, 1);
+    unsigned char *map = mmap_and_merge_range(0x00, SIZE, PROT_READ | PROT_WRITE, 0.95);
     struct dt_pm st;
     dt_pm_scan(map, SIZE, &st, NULL, NULL);
     dt_out("zero_nonpresent", "%zu", st.nonpresent);
@@ -123,7 +126,7 @@ static void test_unmerge_zero_pages(void)
 
 static void test_unmerge_discarded(void)
 {
-    unsigned char *map = mmap_and_merge_range(0xcf, SIZE, PROT_READ | PROT_WRITE, 1);
+    unsigned char *map = mmap_and_merge_range(0xcf, SIZE, PROT_READ | PROT_WRITE, 0.95);
     int r = madvise(map, SIZE / 2, MADV_DONTNEED);
     dt_out("madv_dontneed", "%d", r);
     if (r)
