@@ -45,8 +45,22 @@ TEST(Dedupstat, ReadsTheCountersOfALiveProcess) {
     DT_REQUIRE_LIB();
     std::string tool = repo_root() + "/scripts/dedupstat";
     ASSERT_TRUE(file_exists(tool)) << tool;
-    std::string cmd = "LD_PRELOAD=" + lib() + " DEDUP_SLEEP_MS=1 DEDUP_LOG=off " + prog("sites") + " 2500 & pid=$!; " +
-                      "sleep 2; " + tool + " $pid; echo list; " + tool + "; wait $pid; echo rc=$?; " +
+    TempDir tmp;
+    const std::string in = tmp.file("in"), out_file = tmp.file("out");
+    // The program holds (sites -1) until its stdin closes, so both dedupstat
+    // calls see it alive whatever the load. It was read after a fixed 2 s,
+    // against a hold of 2.5 s from its ready=1 and a live file rewritten
+    // every second: under load it had exited, or its live file did not show
+    // the merge yet. Now: wait for ready=1, then for the live file to show
+    // what is checked (pages_sharing > 2000), 30 s at most.
+    std::string cmd = "mkfifo " + in + " || exit 1; LD_PRELOAD=" + lib() + " DEDUP_SLEEP_MS=1 DEDUP_LOG=off " +
+                      prog("sites") + " -1 < " + in + " > " + out_file + " & pid=$!; exec 3>" + in + "; " +
+                      "n=0; until grep -q '^ready=1' " + out_file + " || ! kill -0 $pid 2>/dev/null || [ $n -ge 300 ]; " +
+                      "do sleep 0.1; n=$((n+1)); done; " +
+                      "n=0; until [ \"$(" + tool + " $pid 2>/dev/null | sed -n 's/^pages_sharing://p')\" -gt 2000 ] 2>/dev/null; do " +
+                      "if [ $n -ge 300 ] || ! kill -0 $pid 2>/dev/null; then echo 'gave up waiting for the live file to show pages_sharing > 2000'; break; fi; " +
+                      "sleep 0.1; n=$((n+1)); done; " +
+                      tool + " $pid; echo list; " + tool + "; exec 3>&-; wait $pid; echo rc=$?; cat " + out_file + "; " +
                       "sleep 0.2; test -e /dev/shm/libdedup.$(stat -Lc %i /proc/self/ns/pid).$pid.json && echo leftover || echo cleaned";
     int status = 0;
     std::string out = capture(cmd, &status);

@@ -5,8 +5,10 @@
  * build_lookup_table() allocates 12 copies of the same 1 MiB table with
  * malloc; make_noise() allocates 2 MiB of unique data. After the scanner has
  * merged them (polling Pss), the program prints ready=1, holds for hold_ms
- * (so dedupstat can read it), verifies the copies and exits. The summary
- * must name build_lookup_table as the top site.
+ * (so dedupstat can read it), verifies the copies and exits. A negative
+ * hold_ms holds until a byte or EOF on stdin instead: a driver that reads
+ * the process from outside lets it go when it is done, however long the
+ * scanner took. The summary must name build_lookup_table as the top site.
  */
 #include "dtest.h"
 
@@ -45,7 +47,13 @@ int main(int argc, char **argv)
     long before = pss_kb();
     for (int i = 0; i < 200 && pss_kb() > before - 8 * 1024; i++) usleep(50 * 1000);
     dt_out("ready", "1");
-    usleep((useconds_t)hold_ms * 1000);
+    if (hold_ms < 0) {
+        char c;
+        while (read(0, &c, 1) < 0 && errno == EINTR) {
+        }
+    } else {
+        usleep((useconds_t)hold_ms * 1000);
+    }
     for (int i = 1; i < 12; i++)
         if (memcmp(t[0], t[i], 1 << 20)) { fprintf(stderr, "FAIL: copy %d differs\n", i); return 1; }
     dt_out("noise", "%d", noise[12345]);
