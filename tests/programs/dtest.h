@@ -414,11 +414,17 @@ static inline size_t dt_ranges_merged_like(const struct dt_range *r, int n)
 }
 
 /* Poll (10 ms) until at least `frac` of the ranges' pages look merged. Returns
- * the time waited in ms, or -1 on timeout. Does not touch the ranges. */
+ * the time waited in ms, or -1 on timeout. Does not touch the ranges.
+ * "At least frac" rounds up: a test that checks >= 0.9 * 1024 pages needs
+ * 922, and a wait that stopped at 921 (rounding down) left the check to race
+ * the scanner for the last page. */
 static inline double dt_wait_merged(const struct dt_range *r, int n, double frac, double timeout_ms)
 {
     double t0 = dt_now_ms();
-    size_t want = (size_t)(frac * (double)dt_ranges_pages(r, n));
+    double exact = frac * (double)dt_ranges_pages(r, n);
+    size_t want = (size_t)exact;
+    if ((double)want < exact)
+        want++;
     for (;;) {
         if (dt_ranges_merged_like(r, n) >= want)
             return dt_now_ms() - t0;

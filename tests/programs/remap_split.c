@@ -57,8 +57,10 @@ static void one_case(const char *name, size_t pages, int shim)
 
     char key[64];
     struct dt_range r = {p, half};
-    if (shim)
-        dt_wait_merged(&r, 1, 0.9, 10000);
+    /* the test checks merged_<case> >= 0.9 of the half: wait for that many */
+    if (shim && dt_wait_merged(&r, 1, 0.9, 10000) < 0)
+        fprintf(stderr, "%s: only %zu of %zu pages of the first half look merged after 10 s\n", name,
+                dt_merged_like(p, half), half / DT_PAGE);
     snprintf(key, sizeof key, "merged_%s", name);
     dt_out(key, "%zu", dt_merged_like(p, half));
     if (madvise(p, half, MADV_UNMERGEABLE) != 0)
