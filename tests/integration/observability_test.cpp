@@ -4,6 +4,8 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
+
 using namespace dt;
 
 namespace {
@@ -97,8 +99,15 @@ TEST(PlotProcess, DrawsAProcessSavingOverTimeFromItsLiveLines) {
     DT_REQUIRE_LIB();
     TempDir tmp;
     std::string log = tmp.file("app.log"), png = tmp.file("saving.png");
-    Options o = with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}, {"DEDUP_LOG", log}, {"DEDUP_STATS_INTERVAL_MS", "100"}});
-    Result r = run(prog("sites"), o, tmp);
+    Options o = with_lib({"-1"}, {{"DEDUP_SLEEP_MS", "1"}, {"DEDUP_LOG", log}, {"DEDUP_STATS_INTERVAL_MS", "100"}});
+    // The program holds until released: how long it lives must not decide
+    // whether the scanner wrote a live line (it did not wait for one).
+    Child c(prog("sites"), o, tmp);
+    ASSERT_TRUE(c.wait_ready("1", 30000)) << c.out_so_far();
+    for (double t0 = now_s(); read_file(log).find("live: t=") == std::string::npos && now_s() - t0 < 20;)
+        usleep(20 * 1000);
+    c.release();
+    Result r = c.finish();
     ASSERT_EQ(r.exit_code, 0) << r.describe();
     std::string text = read_file(log);
     EXPECT_NE(text.find("live: t="), std::string::npos) << text;
@@ -124,11 +133,22 @@ TEST(PlotProcess, DrawsTheSeriesFile) {
     DT_REQUIRE_LIB();
     TempDir tmp;
     std::string series = tmp.file("series.%p.jsonl"), png = tmp.file("saving.png");
-    Options o = with_lib({"0"}, {{"DEDUP_SLEEP_MS", "1"}, {"DEDUP_SERIES_FILE", series},
-                                 {"DEDUP_STATS_INTERVAL_MS", "100"}});
-    Result r = run(prog("sites"), o, tmp);
+    Options o = with_lib({"-1"}, {{"DEDUP_SLEEP_MS", "1"}, {"DEDUP_SERIES_FILE", series},
+                                  {"DEDUP_STATS_INTERVAL_MS", "100"}});
+    // Two interval lines are wanted before the exit's: the program holds
+    // until they are there (it exited once merged, which a fast machine
+    // does within two intervals), 20 s at most.
+    Child c(prog("sites"), o, tmp);
+    ASSERT_TRUE(c.wait_ready("1", 30000)) << c.out_so_far();
+    std::string path = tmp.file("series." + std::to_string(c.pid()) + ".jsonl");
+    auto whole_lines = [&] {
+        std::string t = read_file(path);
+        return std::count(t.begin(), t.end(), '\n');
+    };
+    for (double t0 = now_s(); whole_lines() < 2 && now_s() - t0 < 20;) usleep(20 * 1000);
+    c.release();
+    Result r = c.finish();
     ASSERT_EQ(r.exit_code, 0) << r.describe();
-    std::string path = tmp.file("series." + std::to_string(r.pid) + ".jsonl");
     std::vector<std::string> reports = lines(read_file(path));
     ASSERT_GE(reports.size(), 3u) << "want a line every 100 ms and one at exit\n" << read_file(path);
     double last_seconds = -1;
