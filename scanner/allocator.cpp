@@ -143,8 +143,13 @@ __attribute__((noinline)) void* realloc_full(void* p, size_t n) {
     if (ours && big(n)) {  // in place: shrinking, or growing into free memory after the block
         int saved = errno;
         bool in_place = large_resize(p, n);
+        // A block with a mapping of its own moves with its mapping instead:
+        // copying it faulted in every page of the new one (sqlite3 growing a
+        // buffer to 256 MiB took 67,000 page faults more than with glibc).
+        void* moved = in_place ? nullptr : large_remap(p, n);
         errno = saved;
         if (in_place) return p;
+        if (moved) return moved;
     }
     size_t old = usable_size(p);
     void* q = rt_malloc(n);

@@ -27,6 +27,9 @@ long runtime_unmap(void* addr, size_t len) { return unmap_and_forget(addr, len);
 // fresh anonymous memory first (on them the kernel's DONTNEED would bring
 // back the canonical contents, not zeros), under the mm lock.
 long runtime_discard(void* addr, size_t len) { return rt_madvise(addr, len, MADV_DONTNEED); }
+// The registry's records move with the pages; a merged or split block is
+// not moved (the caller copies it).
+long runtime_remap(void* addr, size_t old_len, size_t new_len) { return rt_remap_block(addr, old_len, new_len); }
 
 std::atomic<int> g_built{0};  // 0 no, 1 being built, 2 built
 DEDUP_LARGE_BSS alignas(LargeHeap) unsigned char g_storage[sizeof(LargeHeap)];
@@ -49,7 +52,7 @@ LargeHeap& heap() {
         // already, and clearing 200 KiB of it cost every process that makes
         // one large allocation 50 page faults.
         LargeHeap* h = new (g_storage) LargeHeap;
-        h->init(LargeBackend{runtime_map, runtime_unmap, runtime_discard});
+        h->init(LargeBackend{runtime_map, runtime_unmap, runtime_discard, runtime_remap});
         int saved = errno;
         pthread_atfork(large_fork_prepare, large_fork_parent, large_fork_child);
         errno = saved;
@@ -94,6 +97,7 @@ bool large_detail::owns_page_aligned(uintptr_t p) {
 size_t large_usable(const void* p) { return heap().usable(p); }
 void large_free(void* p) { heap().free(p); }
 bool large_resize(void* p, size_t n) { return heap().resize(p, n); }
+void* large_remap(void* p, size_t n) { return heap().remap(p, n); }
 
 void large_trim() {
     if (LargeHeap* h = built_heap()) h->trim(LargeHeap::kTrimAgeMs, true);

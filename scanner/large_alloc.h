@@ -67,6 +67,9 @@ void large_free(void* p);
 // realloc in place: true if p now has at least n usable bytes (it shrank,
 // or grew into free memory after it); false leaves p as it was.
 bool large_resize(void* p, size_t n);
+// realloc of a block with a mapping of its own by mremap (LargeHeap::remap):
+// the new pointer, or nullptr with p as it was.
+void* large_remap(void* p, size_t n);
 
 // The scanner thread calls this once per wake-up: every 200 ms or so, memory
 // free for a second or more goes back to the kernel (through rt_madvise, so
@@ -93,6 +96,10 @@ struct LargeBackend {
     long (*unmap)(void* addr, size_t len);
     // Makes [addr, addr+len) read zero and gives its memory back.
     long (*discard)(void* addr, size_t len);
+    // Moves or resizes the mapping at addr (mremap with MREMAP_MAYMOVE), its
+    // pages with it; the new address or -errno. nullptr: blocks with a
+    // mapping of their own are resized by copying.
+    long (*remap)(void* addr, size_t old_len, size_t new_len);
 };
 
 class LargeHeap {
@@ -125,6 +132,12 @@ public:
     void free(void* p);
     size_t usable(const void* p);
     bool resize(void* p, size_t n);
+    // realloc of a block with a mapping of its own that resize() could not
+    // do: its mapping is resized or moved, pages and all (no copy, no
+    // fault), as glibc does for its mmapped chunks. The new pointer, or
+    // nullptr (an arena block, a page-aligned one, no remap in the backend,
+    // or the kernel refused) with p unchanged.
+    void* remap(void* p, size_t n);
     // Is p inside one of this heap's arenas? Two loads, no lock.
     bool in_arena(uintptr_t p) const;
     // A page-aligned pointer this heap returned?

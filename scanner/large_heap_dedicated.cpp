@@ -60,6 +60,24 @@ void* LargeHeap::dedicated_alloc(size_t size, size_t align) {
     return reinterpret_cast<void*>(p);
 }
 
+// Only pointers less than a page into their mapping (alignments up to 2048):
+// the new mapping starts on a page, so the pointer at the same offset keeps
+// its alignment. A page-aligned one may need more (and has a table entry).
+void* LargeHeap::remap(void* p, size_t n) {
+    if (!be_.remap || radix_slot((uintptr_t)p) >= 0 || ((uintptr_t)p & (kPage - 1)) == 0) return nullptr;
+    uint64_t* h = header(p);
+    size_t off = (size_t)(h[0] & 0xffffffffull);
+    if (off < 16 || off >= kPage || n > (SIZE_MAX >> 1)) return nullptr;
+    uintptr_t base = (uintptr_t)p - off;
+    size_t old_len = (size_t)(((uintptr_t)p + (size_t)(h[1] & ~uint64_t(15))) - base);
+    size_t new_len = round_up(off + n, kPage);
+    long r = be_.remap((void*)base, old_len, new_len);
+    if (sys::failed(r)) return nullptr;
+    uintptr_t q = (uintptr_t)r + off;
+    write_header(q, off, (uintptr_t)r + new_len - q);
+    return reinterpret_cast<void*>(q);
+}
+
 void LargeHeap::dedicated_free(void* p) {
     uint64_t* h = header(p);
     uintptr_t base = (uintptr_t)p - (uintptr_t)(h[0] & 0xffffffffull);

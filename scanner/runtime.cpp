@@ -153,6 +153,23 @@ long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* 
     return res;
 }
 
+long rt_remap_block(void* addr, size_t old_len, size_t new_len) {
+    if (!runtime_initialised()) return -EAGAIN;  // the records would stay behind
+    uintptr_t start = (uintptr_t)addr, end = start + page_round_up(old_len);
+    size_t new_rlen = page_round_up(new_len);
+    State& s = state();
+    MmLockGuard g(s.lock);
+    uintptr_t vs = 0, ve = 0;
+    int prot = 0;
+    if (has_file_pages(s, start, end) || !vma_at(start, &vs, &ve, &prot) || vs > start || ve < end) return -EAGAIN;
+    long res = sys::mremap(addr, old_len, new_len, MREMAP_MAYMOVE, nullptr);
+    if (sys::failed(res)) return res;
+    uintptr_t dst = (uintptr_t)res;
+    if (dst != start) forget_range(s, dst, dst + new_rlen);
+    follow_remap(s, start, end, dst, new_rlen, MREMAP_MAYMOVE);
+    return res;
+}
+
 long rt_mlock(void* addr, size_t len, unsigned flags) {
     auto kernel = [&] {
         return flags ? sys::call(SYS_mlock2, (long)addr, (long)len, flags) : sys::call(SYS_mlock, (long)addr, (long)len);

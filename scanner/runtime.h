@@ -54,6 +54,13 @@ bool rt_prctl_is_per_thread_credential(int option);
 long rt_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
 long rt_munmap(void* addr, size_t len);
 long rt_mremap(void* old_addr, size_t old_len, size_t new_len, int flags, void* new_addr);
+// The large heap's realloc of a block with a mapping of its own: the kernel
+// resizes or moves it (MREMAP_MAYMOVE) and the records follow, when the block
+// is one anonymous VMA. A block with merged pages, or split into several
+// VMAs, is left as it is (-EAGAIN): making it one mapping again
+// (prepare_remap) copies every present page, no cheaper than the caller's
+// copy. Also -EAGAIN before the runtime is up.
+long rt_remap_block(void* addr, size_t old_len, size_t new_len);
 long rt_mprotect(void* addr, size_t len, int prot);
 long rt_madvise(void* addr, size_t len, int advice);
 // process_madvise(2): on this process, prepares merged ranges for COLLAPSE.

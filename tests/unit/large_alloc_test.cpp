@@ -29,7 +29,7 @@ namespace {
 
 constexpr size_t KiB = 1024, MiB = 1024 * 1024, kPage = 4096;
 
-std::atomic<int> g_maps{0}, g_unmaps{0}, g_discards{0};
+std::atomic<int> g_maps{0}, g_unmaps{0}, g_discards{0}, g_remaps{0};
 
 long raw_map(void* addr, size_t len) {
     g_maps.fetch_add(1);
@@ -44,6 +44,10 @@ long raw_discard(void* addr, size_t len) {
     g_discards.fetch_add(1);
     return sys::madvise(addr, len, MADV_DONTNEED);
 }
+long raw_remap(void* addr, size_t old_len, size_t new_len) {
+    g_remaps.fetch_add(1);
+    return sys::call(SYS_mremap, (long)addr, (long)old_len, (long)new_len, MREMAP_MAYMOVE, 0);
+}
 
 // A heap of its own, in metadata memory (it is too big for the stack).
 class Heap {
@@ -51,8 +55,8 @@ public:
     Heap() {
         mem_ = meta_alloc(sizeof(LargeHeap));
         h_ = new (mem_) LargeHeap;  // meta_alloc memory is zero
-        h_->init(LargeBackend{raw_map, raw_unmap, raw_discard});
-        g_maps = g_unmaps = g_discards = 0;
+        h_->init(LargeBackend{raw_map, raw_unmap, raw_discard, raw_remap});
+        g_maps = g_unmaps = g_discards = g_remaps = 0;
     }
     ~Heap() {
         h_->trim(0, false);  // unmaps every arena that is free by now
@@ -441,6 +445,73 @@ TEST(LargeAlloc, BigBlocksGetTheirOwnMapping) {
     EXPECT_FALSE(h->in_arena((uintptr_t)q));
     EXPECT_TRUE(all_zero(q, 64 * KiB));
     h->free(q);
+}
+
+// realloc of a block with a mapping of its own: the kernel moves the pages
+// (mremap), as glibc does for its mmapped chunks, instead of a copy that
+// faults in every page of a new mapping.
+TEST(LargeAlloc, BigBlocksGrowAndShrinkWithTheirMapping) {
+    Heap h;
+    char* p = static_cast<char*>(h->alloc(6 * MiB, 16, false));
+    ASSERT_NE(p, nullptr);
+    fill(p, 6 * MiB, 7);
+    char* q = static_cast<char*>(h->remap(p, 40 * MiB));
+    ASSERT_NE(q, nullptr);
+    EXPECT_EQ(g_remaps.load(), 1);
+    EXPECT_EQ((uintptr_t)q % kPage, 16u);
+    EXPECT_EQ(hdr(q)[1] & 15, 2u) << "still shaped like a glibc mmapped chunk";
+    EXPECT_EQ(h->usable(q), 40 * MiB + kPage - 16) << "exact: from the pointer to the mapping's end";
+    EXPECT_TRUE(check_prefix(q, 6 * MiB, 7)) << "the old contents moved with the pages";
+    EXPECT_EQ(resident_pages(q - 16 + 8 * MiB, 32 * MiB), 0) << "nothing of the new part was touched";
+    EXPECT_FALSE(h->in_arena((uintptr_t)q));
+    EXPECT_EQ(h->counters().dedicated_blocks, 1u);
+    memset(q + 6 * MiB, 3, 34 * MiB);  // the new part is writable
+    char* r = static_cast<char*>(h->remap(q, 5 * MiB));  // shrink
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(h->usable(r), 5 * MiB + kPage - 16);
+    EXPECT_TRUE(check_prefix(r, 5 * MiB, 7));
+    int unmaps = g_unmaps.load();
+    h->free(r);
+    EXPECT_EQ(g_unmaps.load(), unmaps + 1);
+    EXPECT_EQ(h->counters().dedicated_blocks, 0u);
+    // An alignment below a page keeps its offset, so its alignment.
+    char* a = static_cast<char*>(h->alloc(5 * MiB, 2048, false));
+    ASSERT_NE(a, nullptr);
+    fill(a, 5 * MiB, 9);
+    char* b = static_cast<char*>(h->remap(a, 20 * MiB));
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ((uintptr_t)b % 2048, 0u);
+    EXPECT_GE(h->usable(b), 20 * MiB);
+    EXPECT_TRUE(check_prefix(b, 5 * MiB, 9));
+    h->free(b);
+    // Not by remap: arena blocks (resize() or a copy) and page-aligned blocks.
+    char* s = static_cast<char*>(h->alloc(256 * KiB, 16, false));
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(h->remap(s, 8 * MiB), nullptr);
+    h->free(s);
+    char* pa = static_cast<char*>(h->alloc(6 * MiB, kPage, false));
+    ASSERT_NE(pa, nullptr);
+    EXPECT_EQ(h->remap(pa, 12 * MiB), nullptr);
+    h->free(pa);
+    EXPECT_EQ(g_remaps.load(), 3);
+    h.expect_consistent();
+}
+
+// A backend without remap (or a kernel that refuses) leaves the block as it
+// was: the caller copies.
+TEST(LargeAlloc, WithoutRemapBigBlocksStayPut) {
+    void* mem = meta_alloc(sizeof(LargeHeap));
+    LargeHeap* h = new (mem) LargeHeap;
+    h->init(LargeBackend{raw_map, raw_unmap, raw_discard, nullptr});
+    char* p = static_cast<char*>(h->alloc(6 * MiB, 16, false));
+    ASSERT_NE(p, nullptr);
+    fill(p, 6 * MiB, 5);
+    EXPECT_EQ(h->remap(p, 12 * MiB), nullptr);
+    EXPECT_TRUE(check_fill(p, 6 * MiB, 5));
+    EXPECT_EQ(h->usable(p), 6 * MiB + kPage - 16);
+    h->free(p);
+    h->~LargeHeap();
+    meta_free(mem, sizeof(LargeHeap));
 }
 
 TEST(LargeAlloc, ManyThreadsWithChecksums) {
