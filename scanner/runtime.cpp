@@ -161,7 +161,11 @@ long rt_remap_block(void* addr, size_t old_len, size_t new_len) {
     MmLockGuard g(s.lock);
     uintptr_t vs = 0, ve = 0;
     int prot = 0;
-    if (has_file_pages(s, start, end) || !vma_at(start, &vs, &ve, &prot) || vs > start || ve < end) return -EAGAIN;
+    // One VMA, with the heap's protection: not merged, not split, and no
+    // write window over it (a window's record would stay at the old address).
+    if (has_file_pages(s, start, end) || !vma_at(start, &vs, &ve, &prot) || vs > start || ve < end ||
+        prot != (PROT_READ | PROT_WRITE))
+        return -EAGAIN;
     long res = sys::mremap(addr, old_len, new_len, MREMAP_MAYMOVE, nullptr);
     if (sys::failed(res)) return res;
     uintptr_t dst = (uintptr_t)res;
