@@ -61,7 +61,7 @@ long advise_mergeable(State& s, void* addr, size_t len, bool mergeable) {
             return mergeable ? (f | kRegAdvised) & ~kRegUnmergeable : (f | kRegUnmergeable) & ~kRegAdvised;
         });
     }
-    if (mergeable) runtime_after_register();
+    if (mergeable) runtime_activate();
     return result;
 }
 

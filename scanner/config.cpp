@@ -53,6 +53,7 @@ const Option kOptions[] = {
     OPT_ENUM("DEDUP_SUMMARY", summary, kSummaryNames, "auto"),
     OPT("DEDUP_SERIES_FILE", Kind::kString, 0, 0, series_file, "none"),
     OPT("DEDUP_DOMAIN", Kind::kString, 0, 64, domain, "none (merge within the process)"),
+    OPT("DEDUP_START_MIN", Kind::kSize, 0, 1ull << 40, start_min, "4M"),
 };
 #undef OPT_ENUM
 #undef OPT

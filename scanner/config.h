@@ -31,6 +31,7 @@ struct Config {
     char stats_file[256] = "";            // JSON written here at exit
     Summary summary = Summary::kAuto;     // the exit summary: auto | always | never
     char series_file[256] = "";           // a JSON line appended per DEDUP_STATS_INTERVAL_MS, and at exit
+    uint64_t start_min = 4ull << 20;      // bytes registered (heap blocks: in use) before the scanner starts
 };
 
 // Parses the environment (envp-style array) into `out`, reporting bad values

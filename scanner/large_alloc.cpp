@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "scanner/large_bss.h"
+#include "scanner/lifecycle.h"
 #include "scanner/os/sys.h"
 #include "scanner/registration.h"
 #include "scanner/runtime.h"
@@ -20,7 +21,9 @@ namespace dedup {
 namespace {
 
 long runtime_map(void* addr, size_t len) {
-    return map_and_register(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (addr ? MAP_FIXED : 0), -1, 0);
+    // An arena counts toward DEDUP_START_MIN by the blocks it hands out.
+    return map_and_register(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (addr ? MAP_FIXED : 0), -1, 0,
+                            false);
 }
 long runtime_unmap(void* addr, size_t len) { return unmap_and_forget(addr, len); }
 // What madvise(MADV_DONTNEED) from the program does: merged pages become
@@ -86,7 +89,9 @@ void* large_alloc(size_t size, size_t align, bool zero) {
     LargeHeap& h = heap();
     // While allocation sites are captured, each block keeps a mapping (and
     // so a registered region and a site) of its own, as before arenas.
-    return h.alloc(size, align, zero, sites_enabled());
+    void* p = h.alloc(size, align, zero, sites_enabled());
+    if (p && !runtime_active()) runtime_heap_use((long)h.usable(p));
+    return p;
 }
 
 bool large_detail::owns_page_aligned(uintptr_t p) {
@@ -95,9 +100,22 @@ bool large_detail::owns_page_aligned(uintptr_t p) {
 }
 
 size_t large_usable(const void* p) { return heap().usable(p); }
-void large_free(void* p) { heap().free(p); }
-bool large_resize(void* p, size_t n) { return heap().resize(p, n); }
-void* large_remap(void* p, size_t n) { return heap().remap(p, n); }
+void large_free(void* p) {
+    if (!runtime_active()) runtime_heap_use(-(long)heap().usable(p));
+    heap().free(p);
+}
+bool large_resize(void* p, size_t n) {
+    long before = runtime_active() ? 0 : (long)heap().usable(p);
+    bool ok = heap().resize(p, n);
+    if (ok && !runtime_active()) runtime_heap_use((long)heap().usable(p) - before);
+    return ok;
+}
+void* large_remap(void* p, size_t n) {
+    long before = runtime_active() ? 0 : (long)heap().usable(p);
+    void* q = heap().remap(p, n);
+    if (q && !runtime_active()) runtime_heap_use((long)heap().usable(q) - before);
+    return q;
+}
 
 void large_trim() {
     if (LargeHeap* h = built_heap()) h->trim(LargeHeap::kTrimAgeMs, true);

@@ -14,10 +14,21 @@ bool runtime_initialised();
 // Whether initialisation found the runtime off (DEDUP_DISABLE=1, AT_SECURE):
 // final once true.
 bool runtime_disabled();
-// After a registration, without the mm lock: installs the fault handler,
-// opens the kept files while the program has descriptors to spare, and
-// starts the scanner thread.
-void runtime_after_register();
+// After a registration, without the mm lock, with the bytes it adds to the
+// memory the program uses (a mapping of its own in full; a large-heap block
+// while allocated, negative when freed; 0 for an arena): once that reaches
+// DEDUP_START_MIN, activates the runtime (runtime_activate).
+void runtime_after_register(long in_use_bytes);
+// Installs the fault handler, opens the kept files while the program has
+// descriptors to spare, and starts the scanner thread; at once, whatever was
+// registered (madvise(MADV_MERGEABLE) and prctl ask for merging). Without
+// the mm lock.
+void runtime_activate();
+// A large-heap block allocated (bytes > 0) or freed (< 0): counts toward
+// DEDUP_START_MIN until the runtime is active; nothing after.
+void runtime_heap_use(long bytes);
+// Whether runtime_activate ran (here, or in the parent before fork).
+bool runtime_active();
 // What the scanner and the reports need and a process that never registers
 // does not (the zero page's hash, the THP mode, the VMA budget): read once,
 // at the first registration or report. Under the mm lock.

@@ -42,7 +42,7 @@ uint32_t region_flags_of(uint32_t vm_flags) {
 
 }  // namespace
 
-long map_and_register(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+long map_and_register(void* addr, size_t len, int prot, int flags, int fd, off_t off, bool in_use) {
     State& s = state();
     // libunwind's own caches, mapped while it captures a site, are not the
     // program's memory.
@@ -74,7 +74,7 @@ long map_and_register(void* addr, size_t len, int prot, int flags, int fd, off_t
         s.stats.registered_bytes_total += end - start;
         s.registered_anything = true;
     }
-    runtime_after_register();
+    runtime_after_register(in_use ? (long)page_round_up(len) : 0);
     return r;
 }
 

@@ -13,8 +13,10 @@ namespace dedup {
 // mmap(2) for the program: maps, and registers a private anonymous mapping
 // of at least DEDUP_MIN_REGION; forgets what a MAP_FIXED mapping replaced.
 // Gives VMAs back and retries once when the kernel says ENOMEM at the VMA
-// limit. Returns the address or -errno.
-long map_and_register(void* addr, size_t len, int prot, int flags, int fd, off_t off);
+// limit. Returns the address or -errno. in_use: the mapping counts toward
+// DEDUP_START_MIN (runtime_after_register); not the large heap's arenas,
+// whose blocks count while they are allocated.
+long map_and_register(void* addr, size_t len, int prot, int flags, int fd, off_t off, bool in_use = true);
 // munmap(2) for the program: unmaps, then forgets the range (only after the
 // kernel succeeded: a failed munmap must not drop records of mapped pages).
 long unmap_and_forget(void* addr, size_t len);

@@ -274,7 +274,7 @@ long rt_prctl_memory_merge(int option, unsigned long a2, unsigned long a3, unsig
             s.merge_all = false;
         }
     }
-    if (a2) runtime_after_register();
+    if (a2) runtime_activate();
     return 0;
 }
 

@@ -58,7 +58,7 @@ Result run_cell(const std::string& advice, const std::string& phase, const std::
     if (!library.empty()) {
         o.args.push_back("--shim");
         o.preload = library;
-        o.env = {{"DEDUP_SLEEP_MS", "0"}, {"DEDUP_SCOPE", "all"}};
+        o.env = {{"DEDUP_SLEEP_MS", "0"}, {"DEDUP_START_MIN", "0"}, {"DEDUP_SCOPE", "all"}};
     }
     return run(prog("advice_matrix"), o, tmp);
 }

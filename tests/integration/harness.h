@@ -147,13 +147,15 @@ struct Options {
     bool stats = true;  // set DEDUP_STATS_FILE to a fresh file unless env has one
 };
 
-// The usual options: the library under test, scanner at full speed.
+// The usual options: the library under test, scanner at full speed and
+// started at the first registration (the tests' regions are small; the
+// default DEDUP_START_MIN has its own tests in start_test.cpp).
 inline Options with_lib(std::vector<std::string> args,
                         std::map<std::string, std::string> env = {}) {
     Options o;
     o.args = std::move(args);
     o.preload = lib();
-    o.env = {{"DEDUP_SLEEP_MS", "0"}};
+    o.env = {{"DEDUP_SLEEP_MS", "0"}, {"DEDUP_START_MIN", "0"}};
     for (auto& kv : env) o.env[kv.first] = kv.second;
     return o;
 }

@@ -159,7 +159,8 @@ class DedupRunCommandLine(unittest.TestCase):
                 "--stats": ("DEDUP_STATS_FILE", "/nonexistent/s.%p.json", "/nonexistent/s.%p.json"),
                 "--summary": ("DEDUP_SUMMARY", "never", "never"),
                 "--series": ("DEDUP_SERIES_FILE", "/nonexistent/s.%p.jsonl", "/nonexistent/s.%p.jsonl"),
-                "--domain": ("DEDUP_DOMAIN", "web", "web")}
+                "--domain": ("DEDUP_DOMAIN", "web", "web"),
+                "--start-min": ("DEDUP_START_MIN", "16M", "16M")}
         self.assertEqual(sorted(v[0] for v in opts.values()), sorted(library_variables()),
                          "a variable of scanner/config.cpp has no dedup-run option here (or the reverse)")
         args = []

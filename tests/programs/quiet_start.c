@@ -7,6 +7,11 @@
  * the threads in /proc/self/task, and the mappings in /proc/self/maps that
  * are the shim's (its memfd, its files in /dev/shm).
  *
+ * With --malloc-kib K it also keeps K KiB of large mallocs (64 KiB each,
+ * written), which the shim does register: below DEDUP_START_MIN the
+ * process must still find nothing of the shim; at or above it, a scanner
+ * thread and the shim's descriptors and mappings.
+ *
  * Output: fds=<comma list> (without the one that reads the directory),
  * threads=<n>, shim_maps=<n>.
  */
@@ -16,8 +21,15 @@
 
 static void noop(int sig) { (void)sig; }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    long kib = dt_arg_long(argc, argv, "--malloc-kib", 0);
+    for (long i = 0; i < kib / 64; i++) {
+        char *b = malloc(64 * 1024);
+        if (!b)
+            dt_die("malloc");
+        memset(b, (int)i, 64 * 1024); /* kept: in use until exit */
+    }
     /* What a short program does; nothing here is registered. */
     char *small[64];
     for (int i = 0; i < 64; i++) {
