@@ -65,6 +65,11 @@ LargeHeap& heap() {
     return *reinterpret_cast<LargeHeap*>(g_storage);
 }
 
+// What p counts toward DEDUP_START_MIN: its usable size until the runtime is
+// active, then nothing (runtime_heap_use ignores it, and the size of a
+// page-aligned block would cost a look-up under the heap's lock).
+long counted_usable(const void* p) { return runtime_active() ? 0 : (long)heap().usable(p); }
+
 }  // namespace
 
 // Whether this thread's fork took the heap's lock: a heap built by another
@@ -90,7 +95,7 @@ void* large_alloc(size_t size, size_t align, bool zero) {
     // While allocation sites are captured, each block keeps a mapping (and
     // so a registered region and a site) of its own, as before arenas.
     void* p = h.alloc(size, align, zero, sites_enabled());
-    if (p && !runtime_active()) runtime_heap_use((long)h.usable(p));
+    if (p) runtime_heap_use(counted_usable(p));
     return p;
 }
 
@@ -101,19 +106,19 @@ bool large_detail::owns_page_aligned(uintptr_t p) {
 
 size_t large_usable(const void* p) { return heap().usable(p); }
 void large_free(void* p) {
-    if (!runtime_active()) runtime_heap_use(-(long)heap().usable(p));
+    runtime_heap_use(-counted_usable(p));
     heap().free(p);
 }
 bool large_resize(void* p, size_t n) {
-    long before = runtime_active() ? 0 : (long)heap().usable(p);
+    long before = counted_usable(p);
     bool ok = heap().resize(p, n);
-    if (ok && !runtime_active()) runtime_heap_use((long)heap().usable(p) - before);
+    if (ok) runtime_heap_use(counted_usable(p) - before);
     return ok;
 }
 void* large_remap(void* p, size_t n) {
-    long before = runtime_active() ? 0 : (long)heap().usable(p);
+    long before = counted_usable(p);
     void* q = heap().remap(p, n);
-    if (q && !runtime_active()) runtime_heap_use((long)heap().usable(q) - before);
+    if (q) runtime_heap_use(counted_usable(q) - before);
     return q;
 }
 

@@ -60,16 +60,24 @@ void* LargeHeap::dedicated_alloc(size_t size, size_t align) {
     return reinterpret_cast<void*>(p);
 }
 
+// The mapping of a block with a mapping of its own: from the header, the
+// pointer's offset into it and its end (usable bytes run to the end).
+static void dedicated_mapping(void* p, uintptr_t* base, size_t* len) {
+    const uint64_t* h = header(p);
+    *base = (uintptr_t)p - (uintptr_t)(h[0] & 0xffffffffull);
+    *len = (size_t)(((uintptr_t)p + (size_t)(h[1] & ~uint64_t(15))) - *base);
+}
+
 // Only pointers less than a page into their mapping (alignments up to 2048):
 // the new mapping starts on a page, so the pointer at the same offset keeps
 // its alignment. A page-aligned one may need more (and has a table entry).
 void* LargeHeap::remap(void* p, size_t n) {
     if (!be_.remap || radix_slot((uintptr_t)p) >= 0 || ((uintptr_t)p & (kPage - 1)) == 0) return nullptr;
-    uint64_t* h = header(p);
-    size_t off = (size_t)(h[0] & 0xffffffffull);
+    uintptr_t base;
+    size_t old_len;
+    dedicated_mapping(p, &base, &old_len);
+    size_t off = (uintptr_t)p - base;
     if (off < 16 || off >= kPage || n > (SIZE_MAX >> 1)) return nullptr;
-    uintptr_t base = (uintptr_t)p - off;
-    size_t old_len = (size_t)(((uintptr_t)p + (size_t)(h[1] & ~uint64_t(15))) - base);
     size_t new_len = round_up(off + n, kPage);
     long r = be_.remap((void*)base, old_len, new_len);
     if (sys::failed(r)) return nullptr;
@@ -79,9 +87,9 @@ void* LargeHeap::remap(void* p, size_t n) {
 }
 
 void LargeHeap::dedicated_free(void* p) {
-    uint64_t* h = header(p);
-    uintptr_t base = (uintptr_t)p - (uintptr_t)(h[0] & 0xffffffffull);
-    size_t len = (size_t)(((uintptr_t)p + (size_t)(h[1] & ~uint64_t(15))) - base);
+    uintptr_t base;
+    size_t len;
+    dedicated_mapping(p, &base, &len);
     if (((uintptr_t)p & (kPage - 1)) == 0) aligned_erase((uintptr_t)p);
     dedicated_.fetch_sub(1, std::memory_order_relaxed);
     be_.unmap((void*)base, len);

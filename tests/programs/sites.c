@@ -46,12 +46,10 @@ int main(int argc, char **argv)
     unsigned char *noise = make_noise(2 << 20);
     long before = pss_kb();
     for (int i = 0; i < 200 && pss_kb() > before - 8 * 1024; i++) usleep(50 * 1000);
-    dt_out("ready", "1");
     if (hold_ms < 0) {
-        char c;
-        while (read(0, &c, 1) < 0 && errno == EINTR) {
-        }
+        dt_ready("1");
     } else {
+        dt_out("ready", "1");
         usleep((useconds_t)hold_ms * 1000);
     }
     for (int i = 1; i < 12; i++)
