@@ -293,7 +293,7 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
             // here, so the batch window closes rather than stand in its way.
             if (m.hash32 && !same_fingerprint(m, h)) {
                 flush(s, r, run);
-                batch_window_close();
+                batch_window_close(s);
             }
             a = choose(s, addr, m, h);
         }
@@ -313,7 +313,7 @@ size_t scan_batch(State& s, Region& r, uintptr_t from, size_t max_pages) {
         start_run(run, a, addr, h);
     }
     flush(s, r, run);
-    batch_end();
+    batch_end(s);
     s.store.flush_punches();
     return n;
 }

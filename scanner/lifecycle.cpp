@@ -27,6 +27,7 @@
 #include "scanner/sites.h"
 #include "scanner/state.h"
 #include "scanner/write_window.h"
+#include "scanner/zero_giveback.h"
 
 namespace dedup {
 
@@ -316,6 +317,11 @@ void under_lock(F&& f) {
     if (take) lock.unlock();
 }
 }  // namespace
+
+void rt_before_seccomp() {
+    zero_giveback_forbid_vector();
+    under_lock([] {});  // a batch in flight may be about to make the call
+}
 
 void rt_before_exec() { under_lock([] { live_file_remove(); }); }
 void rt_exec_failed() { under_lock([] { live_file_relink(); }); }

@@ -11,6 +11,7 @@
 #include "scanner/os/sys.h"
 #include "scanner/registration.h"
 #include "scanner/write_window.h"
+#include "scanner/zero_giveback.h"
 
 namespace dedup {
 namespace {
@@ -103,6 +104,13 @@ BatchWindow& batch_window() {
     return *reinterpret_cast<BatchWindow*>(g_batch_storage);
 }
 
+// Closes the batch window, giving back first the zero pages queued under it
+// (zero_giveback.h): they stay write-protected until they are gone.
+void close_batch_window(State& s) {
+    zero_giveback_flush(s);
+    batch_window().window.close();
+}
+
 // Counts why a window over [a, b) did not open; a protection the program
 // changed behind the shim's back is taken into the registry after the batch.
 void window_failed(State& s, const WriteWindow& w, uintptr_t a, uintptr_t b) {
@@ -134,12 +142,15 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
     // Zero pages inside a huge page are most often a huge page being
     // filled: giving back 4 KiB of it would cost the whole huge page.
     if (splits && kind == Act::kZero) return nullptr;
-    batch.window.close();
+    close_batch_window(s);
     uintptr_t end = start + len, window_end = end;
     if (batch.r == &r && !may_be_huge(s, r))
         while (window_end < batch.limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
     WriteWindow* w = nullptr;
-    if (window_end > end) {  // the batch goes on past this run: open the batch window
+    // The batch window if the batch goes on past this run, and for zero pages
+    // of a batch in any case: they go back with the batch's others when it
+    // closes (zero_giveback.h).
+    if (window_end > end || (kind == Act::kZero && batch.r == &r)) {
         if (batch.window.open(start, window_end - start, r.prot)) {
             w = &batch.window;
         } else if (!batch.window.gave_up_for_pin()) {
@@ -158,23 +169,18 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
     return w;
 }
 
+// Under the batch window the verified zero pages wait for it to close and
+// go back with the batch's others in one call; under a window of their own
+// they go now.
 void merge_zero_run(State& s, Region& r, const Run& run) {
     WriteWindow own;
-    if (!open_run_window(s, r, run.start, run.n, Act::kZero, own)) return;
+    WriteWindow* w = open_run_window(s, r, run.start, run.n, Act::kZero, own);
+    if (!w) return;
     size_t k = 0;
     while (k < run.n && page_is_zero(page(run.start + k * kPageSize))) ++k;
-    if (k && !sys::failed(sys::madvise(page(run.start), k * kPageSize, MADV_DONTNEED))) {
-        for (size_t i = 0; i < k; ++i) {
-            PageMeta& m = r.at(run.start + i * kPageSize);
-            m.state = kZeroFreed;
-            m.hash32 = 0;
-        }
-        s.stats.zero_pages += k;
-        s.stats.pass_zero_freed += k;
-        s.zero_given_back = true;
-    } else if (k) {
+    if (k && !(w == &batch_window().window && zero_give_back_later(r, run.start, k)) &&
+        !zero_give_back_now(s, r, run.start, k))
         ++s.stats.merge_failures;
-    }
     own.close();
     note_saving(s);
 }
@@ -202,7 +208,7 @@ bool map_onto_slots(State& s, Region& r, uintptr_t start, size_t k, uint32_t fir
 void merge_pair_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     Region& cr = *run.cand_region;
-    batch_window().window.close();  // a pair run has a window of its own over both runs
+    close_batch_window(s);  // a pair run has a window of its own over both runs
     if (!s.vmas.can_afford(4)) {
         s.stats.pass_budget_skips += 2 * run.n;
         return;
@@ -250,7 +256,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
 // the other member's pages merge onto them at its next look.
 void merge_publish_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
-    batch_window().window.close();
+    close_batch_window(s);
     if (!s.vmas.can_afford(2)) {
         s.stats.pass_budget_skips += run.n;
         return;
@@ -374,12 +380,11 @@ void batch_begin(Region& r, uintptr_t limit) {
     batch.limit = limit;
 }
 
-void batch_window_close() { batch_window().window.close(); }
+void batch_window_close(State& s) { close_batch_window(s); }
 
-void batch_end() {
-    BatchWindow& batch = batch_window();
-    batch.window.close();
-    batch.r = nullptr;
+void batch_end(State& s) {
+    close_batch_window(s);
+    batch_window().r = nullptr;
 }
 
 void release_slot(State& s, uint32_t slot) { release_slot_ref(s, slot); }

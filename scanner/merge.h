@@ -17,7 +17,8 @@
 // A pair run (two runs of equal pages, neither merged yet) first copies the
 // content into new slots through the store's private writable view, under a
 // window over both runs. A zero run gives its verified zero pages back with
-// MADV_DONTNEED instead of step 3.
+// MADV_DONTNEED instead of step 3 (zero_giveback.h: under the batch window,
+// when it closes).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -75,8 +76,8 @@ void learn_domain_slots(State& s, bool all);
 // (the batch's last page likely to be merged). batch_window_close() closes
 // it early (the program is changing a page there); batch_end() closes it.
 void batch_begin(Region& r, uintptr_t limit);
-void batch_window_close();
-void batch_end();
+void batch_window_close(State& s);
+void batch_end(State& s);
 
 // Drops one page's reference to slot (and its index entry once unused).
 void release_slot(State& s, uint32_t slot);

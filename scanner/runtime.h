@@ -43,6 +43,10 @@ void rt_fork_child();
 // started again after it, so that the new one inherits the caller's
 // credentials and namespaces. Returns fn's result, with the errno fn left.
 long rt_without_scanner(long (*fn)(void*), void* ctx);
+// A seccomp filter is about to be installed (prctl(PR_SET_SECCOMP),
+// seccomp(2)): the scanner stops using system calls a filter may not expect
+// (zero_giveback.h), from before the install on.
+void rt_before_seccomp();
 // exec runs no destructor: the live file goes before it, and comes back if
 // the exec fails.
 void rt_before_exec();

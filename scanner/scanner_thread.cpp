@@ -25,6 +25,7 @@
 #include "scanner/state.h"
 #include "scanner/unmerge.h"
 #include "scanner/vma_giveback.h"
+#include "scanner/zero_giveback.h"
 
 namespace dedup {
 namespace {
@@ -272,6 +273,7 @@ void* scanner_main(void*) {
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals are for the application's threads
     pthread_setname_np(pthread_self(), "dedup-scan");
+    zero_giveback_thread_started();  // (seccomp filters are per thread: this one's count)
     State& s = state();
     ScanPace pace = control_pace();  // config()'s, or what dedupstat --set changed since
     CpuPacer pacer(pace.cpu_percent ? pace.cpu_percent : 100);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/uio.h>
 
 #include "scanner/runtime.h"
@@ -92,6 +93,7 @@ EXPORT int prctl(int option, ...) {
     long r = rt_prctl_memory_merge(option, a2, a3, a4, a5, &handled);
     errno = saved;
     if (handled) return (int)set_errno(r);
+    if (option == PR_SET_SECCOMP) rt_before_seccomp();
     if (!rt_prctl_is_per_thread_credential(option)) return next_prctl.get()(option, a2, a3, a4, a5);
     struct Call {
         int option;

@@ -14,6 +14,7 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <stdarg.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -480,9 +481,16 @@ bool process_call(long nr, const long* a, long* r) {
             long m = rt_prctl_memory_merge((int)a[0], a[1], a[2], a[3], a[4], &handled);
             if (handled) *r = as_syscall(m);
             else if (rt_prctl_is_per_thread_credential((int)a[0])) *r = without_scanner(nr, a);
-            else *r = raw(nr, a);
+            else {
+                if (a[0] == PR_SET_SECCOMP) rt_before_seccomp();
+                *r = raw(nr, a);
+            }
             return true;
         }
+        case SYS_seccomp:
+            rt_before_seccomp();
+            *r = raw(nr, a);
+            return true;
         case SYS_fork: *r = fork_like(nr, a, 0); return true;
         case SYS_clone: *r = fork_like(nr, a, (unsigned long)a[0]); return true;
         case SYS_clone3:
