@@ -273,7 +273,7 @@ void* scanner_main(void*) {
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals are for the application's threads
     pthread_setname_np(pthread_self(), "dedup-scan");
-    zero_giveback_thread_started();  // (seccomp filters are per thread: this one's count)
+    zero_giveback_thread_started();
     State& s = state();
     ScanPace pace = control_pace();  // config()'s, or what dedupstat --set changed since
     CpuPacer pacer(pace.cpu_percent ? pace.cpu_percent : 100);

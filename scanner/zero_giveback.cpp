@@ -1,12 +1,12 @@
 #include "scanner/zero_giveback.h"
 
 #include <atomic>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 
 #include "scanner/merge.h"
+#include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
 
 namespace dedup {
@@ -34,22 +34,6 @@ void note_given_back(State& s, Region& r, uintptr_t start, size_t n) {
     s.stats.zero_pages += n;
     s.stats.pass_zero_freed += n;
     s.zero_given_back = true;
-}
-
-// Whether this thread runs under a seccomp filter (or the answer is unknown).
-bool thread_has_seccomp() {
-    long fd = sys::call(SYS_openat, AT_FDCWD, (long)"/proc/thread-self/status", O_RDONLY | O_CLOEXEC);
-    if (sys::failed(fd)) return true;
-    char buf[4096];
-    long n = sys::call(SYS_read, fd, (long)buf, sizeof buf - 1);
-    sys::close((int)fd);
-    if (n <= 0) return true;
-    buf[n] = 0;
-    const char* f = strstr(buf, "\nSeccomp:");
-    if (!f) return true;
-    f += 9;
-    while (*f == ' ' || *f == '\t') ++f;
-    return *f != '0';
 }
 
 }  // namespace
@@ -101,7 +85,11 @@ void zero_giveback_flush(State& s) {
     note_saving(s);
 }
 
-void zero_giveback_thread_started() { g_thread_may = !thread_has_seccomp(); }
+// The leader's mode, read through the kept status file (no new descriptor):
+// a filter inherited across exec, or installed by a constructor that ran
+// before ours, is on the leader too. One a non-leader thread installed
+// through libc set g_forbidden already.
+void zero_giveback_thread_started() { g_thread_may = read_leader_seccomp_mode() == 0; }
 
 void zero_giveback_forbid_vector() { g_forbidden.store(true, std::memory_order_release); }
 

@@ -10,12 +10,12 @@
 // are still zero when they go.
 //
 // process_madvise is a system call the program may not expect. A seccomp
-// filter could answer it with SIGSYS, so it is used only by a scanner thread
-// that started with no filter (/proc/thread-self/status), and never again
-// once the program installs one through libc (prctl(PR_SET_SECCOMP),
-// syscall(SYS_seccomp)): zero_giveback_forbid_vector() runs before the
-// install, and waits for a batch in flight. A filter installed with an
-// inline syscall is not seen (README, limits). Any error (an older kernel
+// filter could answer it with SIGSYS, so it is used only while the process's
+// leader thread has no filter (read when the scanner thread starts), and
+// never again once the program installs one through libc
+// (prctl(PR_SET_SECCOMP), syscall(SYS_seccomp)): zero_giveback_forbid_vector()
+// runs before the install, and waits for a batch in flight. A filter
+// installed with an inline syscall is not seen (README, limits). Any error (an older kernel
 // without PIDFD_SELF, EPERM) falls back to madvise, range by range, for good.
 //
 // Every function but zero_giveback_forbid_vector requires the mm lock.

@@ -269,6 +269,20 @@ bool read_thread_state(int* threads, bool* leader_zombie) {
     return true;
 }
 
+int read_leader_seccomp_mode() {
+    KeptFile& status = kept_files().status;
+    if (!status.ensure("/proc/self/status", O_RDONLY)) return -1;
+    char buf[4096];
+    long n = status.pread(buf, sizeof(buf) - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    const char* f = strstr(buf, "\nSeccomp:");
+    if (!f) return -1;
+    f += 9;
+    while (*f == ' ' || *f == '\t') ++f;
+    return *f >= '0' && *f <= '9' ? *f - '0' : -1;
+}
+
 void read_process_name(char* out, size_t cap) {
     if (!cap) return;
     out[0] = 0;

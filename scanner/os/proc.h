@@ -82,6 +82,9 @@ bool for_each_anon_vma(uintptr_t start, uintptr_t end, F&& fn) {
 // thread-group leader is a zombie (it left with pthread_exit). False if it
 // cannot be read.
 bool read_thread_state(int* threads, bool* leader_zombie);
+// The thread-group leader's seccomp mode from the same file ("Seccomp:": 0
+// none, 1 strict, 2 filter); -1 if it cannot be read.
+int read_leader_seccomp_mode();
 
 // The process's name (the thread-group leader's comm, as /proc/self/comm
 // has it) from the Name line of the kept /proc/self/status: no descriptor
