@@ -1,11 +1,43 @@
 #include "scanner/vma_giveback.h"
 
+#include <sys/mman.h>
+
 #include "scanner/log.h"
 #include "scanner/os/clock.h"
+#include "scanner/os/sys.h"
 #include "scanner/unmerge.h"
 
 namespace dedup {
 namespace {
+
+// VMAs held back for the hard limit. There the program's own call has just
+// failed for want of a VMA, and unmerging needs a few (a scratch mapping, a
+// window's splits, and mremap refuses within 3 of the limit): without them
+// the program's mprotect got ENOMEM it would not get without the shim. So
+// while merged pieces exist the shim keeps kReservePages one-page PROT_NONE
+// VMAs (kept apart by MADV_DONTDUMP on every other page), gives them up with
+// one munmap (a whole mapping: no split) before unmerging at the limit, and
+// takes them again once the count is back under the budget. Only the
+// scanner's paths, under the lock, use it.
+constexpr size_t kReservePages = 7;
+char* g_reserve = nullptr;
+
+void reserve_take() {
+    if (g_reserve) return;
+    long err = 0;
+    void* p = sys::mmap(nullptr, kReservePages * kPageSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                        0, &err);
+    if (p == MAP_FAILED) return;
+    g_reserve = static_cast<char*>(p);
+    for (size_t i = 0; i < kReservePages; i += 2) sys::madvise(g_reserve + i * kPageSize, kPageSize, MADV_DONTDUMP);
+}
+
+bool reserve_release() {
+    if (!g_reserve) return false;
+    sys::munmap(g_reserve, kReservePages * kPageSize);
+    g_reserve = nullptr;
+    return true;
+}
 
 // The region with the most memfd pieces (runs of merged pages), or count().
 size_t most_fragmented(State& s) {
@@ -51,17 +83,21 @@ bool give_back_vmas(State& s, bool at_limit) {
     // Waiting (bounded) for syscalls writing into a region: a program that
     // keeps reading into it would otherwise never get its VMAs back.
     auto if_pinned = WriteWindow::IfPinned::kWait;
-    bool freed = false;
+    // At the limit the held-back VMAs go first: they are what the unmerges
+    // need (and, with nothing merged, what the program's retry needs).
+    bool released = at_limit && reserve_release();
+    bool unmerged = false;
     while (n >= target) {
         size_t best = most_fragmented(s);
         if (best == s.regions.count()) break;
         Region& r = s.regions[best];
         if (make_anonymous(s, r, r.start, r.end, if_pinned) != 0) break;
-        freed = true;
+        unmerged = true;
         n = count_vmas();
     }
     s.vmas.recount();
-    if (!freed) return false;
+    if (s.vmas.last_count() < target) reserve_take();
+    if (!unmerged) return released;
     s.vmas.hold_off(10ull * 1000 * 1000000);  // no VMA-costing merge for a while: no churn
     log_warning("the program's VMAs approach vm.max_map_count (%llu of %llu); merged regions were unmerged to give VMAs back",
                 (unsigned long long)n, (unsigned long long)max);
@@ -75,6 +111,8 @@ void relieve_vma_pressure(State& s) {
     last_ns = now;
     MmLockGuard g(s.lock);
     if (under_pressure(s)) give_back_vmas(s, false);
+    // Held back while merged pieces exist, and while there is room.
+    if (s.stats.merge_runs.load(std::memory_order_relaxed) && s.vmas.last_count() < s.vmas.limit()) reserve_take();
 }
 
 }  // namespace dedup
