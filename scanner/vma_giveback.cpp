@@ -17,8 +17,8 @@ namespace {
 // while merged pieces exist the shim keeps kReservePages one-page PROT_NONE
 // VMAs (kept apart by MADV_DONTDUMP on every other page), gives them up with
 // one munmap (a whole mapping: no split) before unmerging at the limit, and
-// takes them again once the count is back under the budget. Only the
-// scanner's paths, under the lock, use it.
+// takes them again once the count is back under the budget. Used under the
+// mm lock only (the scanner's check, and the wrappers' retry at ENOMEM).
 constexpr size_t kReservePages = 7;
 char* g_reserve = nullptr;
 
