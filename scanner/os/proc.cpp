@@ -252,47 +252,52 @@ bool for_each_anon_vma_fn(uintptr_t start, uintptr_t end, AnonVmaFn fn, void* ct
     return true;
 }
 
-bool read_thread_state(int* threads, bool* leader_zombie) {
+namespace {
+// The kept /proc/self/status read into buf (NUL-terminated): no descriptor
+// of the program's. False if it cannot be read.
+bool read_status(char* buf, size_t cap) {
     KeptFile& status = kept_files().status;
     if (!status.ensure("/proc/self/status", O_RDONLY)) return false;
-    char buf[4096];
-    long n = status.pread(buf, sizeof(buf) - 1, 0);
+    long n = status.pread(buf, cap - 1, 0);
     if (n <= 0) return false;
     buf[n] = 0;
-    const char* t = strstr(buf, "\nThreads:");
-    const char* st = strstr(buf, "\nState:");
+    return true;
+}
+
+// The value of one of its lines (key "\nState:"), past the blanks; nullptr
+// if there is no such line.
+const char* status_field(const char* buf, const char* key) {
+    const char* f = strstr(buf, key);
+    if (!f) return nullptr;
+    f += strlen(key);
+    while (*f == ' ' || *f == '\t') ++f;
+    return f;
+}
+}  // namespace
+
+bool read_thread_state(int* threads, bool* leader_zombie) {
+    char buf[4096];
+    if (!read_status(buf, sizeof buf)) return false;
+    const char* t = status_field(buf, "\nThreads:");
+    const char* st = status_field(buf, "\nState:");
     if (!t || !st) return false;
-    *threads = atoi(t + 9);
-    const char* c = st + 7;
-    while (*c == ' ' || *c == '\t') ++c;
-    *leader_zombie = *c == 'Z';
+    *threads = atoi(t);
+    *leader_zombie = *st == 'Z';
     return true;
 }
 
 int read_leader_seccomp_mode() {
-    KeptFile& status = kept_files().status;
-    if (!status.ensure("/proc/self/status", O_RDONLY)) return -1;
     char buf[4096];
-    long n = status.pread(buf, sizeof(buf) - 1, 0);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    const char* f = strstr(buf, "\nSeccomp:");
-    if (!f) return -1;
-    f += 9;
-    while (*f == ' ' || *f == '\t') ++f;
-    return *f >= '0' && *f <= '9' ? *f - '0' : -1;
+    if (!read_status(buf, sizeof buf)) return -1;
+    const char* f = status_field(buf, "\nSeccomp:");
+    return f && *f >= '0' && *f <= '9' ? *f - '0' : -1;
 }
 
 void read_process_name(char* out, size_t cap) {
     if (!cap) return;
     out[0] = 0;
-    KeptFile& status = kept_files().status;
-    if (!status.ensure("/proc/self/status", O_RDONLY)) return;
     char buf[256];  // "Name:" is the first line
-    long n = status.pread(buf, sizeof(buf) - 1, 0);
-    if (n <= 0) return;
-    buf[n] = 0;
-    if (strncmp(buf, "Name:", 5) != 0) return;
+    if (!read_status(buf, sizeof buf) || strncmp(buf, "Name:", 5) != 0) return;
     const char* c = buf + 5;
     while (*c == ' ' || *c == '\t') ++c;
     size_t o = 0;
