@@ -104,13 +104,6 @@ BatchWindow& batch_window() {
     return *reinterpret_cast<BatchWindow*>(g_batch_storage);
 }
 
-// Closes the batch window, giving back first the zero pages queued under it
-// (zero_giveback.h): they stay write-protected until they are gone.
-void close_batch_window(State& s) {
-    zero_giveback_flush(s);
-    batch_window().window.close();
-}
-
 // Counts why a window over [a, b) did not open; a protection the program
 // changed behind the shim's back is taken into the registry after the batch.
 void window_failed(State& s, const WriteWindow& w, uintptr_t a, uintptr_t b) {
@@ -142,7 +135,7 @@ WriteWindow* open_run_window(State& s, Region& r, uintptr_t start, size_t n, Act
     // Zero pages inside a huge page are most often a huge page being
     // filled: giving back 4 KiB of it would cost the whole huge page.
     if (splits && kind == Act::kZero) return nullptr;
-    close_batch_window(s);
+    batch_window_close(s);
     uintptr_t end = start + len, window_end = end;
     if (batch.r == &r && !may_be_huge(s, r))
         while (window_end < batch.limit && !in_file_vma(r.at(window_end).state)) window_end += kPageSize;
@@ -208,7 +201,7 @@ bool map_onto_slots(State& s, Region& r, uintptr_t start, size_t k, uint32_t fir
 void merge_pair_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
     Region& cr = *run.cand_region;
-    close_batch_window(s);  // a pair run has a window of its own over both runs
+    batch_window_close(s);  // a pair run has a window of its own over both runs
     if (!s.vmas.can_afford(4)) {
         s.stats.pass_budget_skips += 2 * run.n;
         return;
@@ -256,7 +249,7 @@ void merge_pair_run(State& s, Region& r, const Run& run) {
 // the other member's pages merge onto them at its next look.
 void merge_publish_run(State& s, Region& r, const Run& run) {
     size_t len = run.n * kPageSize;
-    close_batch_window(s);
+    batch_window_close(s);
     if (!s.vmas.can_afford(2)) {
         s.stats.pass_budget_skips += run.n;
         return;
@@ -380,10 +373,15 @@ void batch_begin(Region& r, uintptr_t limit) {
     batch.limit = limit;
 }
 
-void batch_window_close(State& s) { close_batch_window(s); }
+// The zero pages queued under the window go first (zero_giveback.h): they
+// stay write-protected until they are gone.
+void batch_window_close(State& s) {
+    zero_giveback_flush(s);
+    batch_window().window.close();
+}
 
 void batch_end(State& s) {
-    close_batch_window(s);
+    batch_window_close(s);
     batch_window().r = nullptr;
 }
 

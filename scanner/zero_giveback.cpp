@@ -59,15 +59,15 @@ void zero_giveback_flush(State& s) {
     size_t count = g_count;
     g_count = 0;
     g_region = nullptr;
-    long done = -1;
+    // Bytes advised: 0 if the call was forbidden since they were queued, or
+    // failed (an error at the first range fails the call whole).
+    long done = 0;
     if (vector_usable()) {
         done = sys::call(SYS_process_madvise, kPidfdSelfThreadGroup, (long)g_iov, (long)count, MADV_DONTNEED, 0);
         if (sys::failed(done)) {
-            g_failed = true;  // (the first call fails whole: nothing was advised)
+            g_failed = true;
             done = 0;
         }
-    } else {
-        done = 0;  // forbidden since they were queued
     }
     // The kernel advises the vector in order: what it did not reach (an
     // error part way) is given back one range at a time.

@@ -13,10 +13,11 @@
 // filter could answer it with SIGSYS, so it is used only while the process's
 // leader thread has no filter (read when the scanner thread starts), and
 // never again once the program installs one through libc
-// (prctl(PR_SET_SECCOMP), syscall(SYS_seccomp)): zero_giveback_forbid_vector()
-// runs before the install, and waits for a batch in flight. A filter
-// installed with an inline syscall is not seen (README, limits). Any error (an older kernel
-// without PIDFD_SELF, EPERM) falls back to madvise, range by range, for good.
+// (prctl(PR_SET_SECCOMP), syscall(SYS_seccomp)): rt_before_seccomp() calls
+// zero_giveback_forbid_vector() before the install, then waits for a batch
+// in flight. A filter installed with an inline syscall is not seen (README,
+// limits). Any error (an older kernel without PIDFD_SELF, EPERM) falls back
+// to madvise, range by range, for good.
 //
 // Every function but zero_giveback_forbid_vector requires the mm lock.
 #pragma once
