@@ -54,6 +54,7 @@ const Option kOptions[] = {
     OPT("DEDUP_SERIES_FILE", Kind::kString, 0, 0, series_file, "none"),
     OPT("DEDUP_DOMAIN", Kind::kString, 0, 64, domain, "none (merge within the process)"),
     OPT("DEDUP_START_MIN", Kind::kSize, 0, 1ull << 40, start_min, "4M"),
+    OPT("DEDUP_BUSY_WAIT_MS", Kind::kUint, 0, 60 * 1000, busy_wait_ms, "1000"),
 };
 #undef OPT_ENUM
 #undef OPT

@@ -32,6 +32,7 @@ struct Config {
     Summary summary = Summary::kAuto;     // the exit summary: auto | always | never
     char series_file[256] = "";           // a JSON line appended per DEDUP_STATS_INTERVAL_MS, and at exit
     uint64_t start_min = 4ull << 20;      // bytes registered (heap blocks: in use) before the scanner starts
+    uint64_t busy_wait_ms = 1000;         // longest wait while the program's threads are busy (busy_wait.h); 0 = none
 };
 
 // Parses the environment (envp-style array) into `out`, reporting bad values

@@ -11,6 +11,7 @@
 #include <linux/futex.h>
 
 #include "scanner/batch_scan.h"
+#include "scanner/busy_wait.h"
 #include "scanner/config.h"
 #include "scanner/control.h"
 #include "scanner/cow_sweep.h"
@@ -277,6 +278,8 @@ void* scanner_main(void*) {
     State& s = state();
     ScanPace pace = control_pace();  // config()'s, or what dedupstat --set changed since
     CpuPacer pacer(pace.cpu_percent ? pace.cpu_percent : 100);
+    BusyWait busy_wait;
+    busy_wait.set_limit_ms(config().busy_wait_ms);
     while (!g_stop.load(std::memory_order_acquire)) {
         pace = control_pace();
         pacer.set_percent(pace.cpu_percent ? pace.cpu_percent : 100);
@@ -289,7 +292,13 @@ void* scanner_main(void*) {
             cow_storm = cow_sweep_wakeup(s);
         }
         bool wait_for_age = young(s);  // the rest of the loop (reports, requests) runs as usual
-        while (!wait_for_age && done < pace.pages_to_scan && !g_stop.load(std::memory_order_relaxed)) {
+        // The program's threads are busy: merging now would interrupt them
+        // (busy_wait.h). Not while they rewrite merged memory, nor while
+        // dedupstat has the scanner stopped or unmerging.
+        bool wait_for_calm = !wait_for_age && !cow_storm && control_run() == 1 &&
+                             busy_wait.should_wait(monotonic_ns(), process_cpu_ns(), thread_cpu_ns());
+        while (!wait_for_age && !wait_for_calm && done < pace.pages_to_scan &&
+               !g_stop.load(std::memory_order_relaxed)) {
             size_t n = scan_step(s, pace.pages_to_scan - done, &pass_ended);
             done += n;
             if (pass_ended || n == 0) break;
@@ -306,9 +315,12 @@ void* scanner_main(void*) {
         relieve_vma_pressure(s);
         uint64_t paced_ms = pace.cpu_percent ? pacer.owed_ms() : 0;
         uint64_t rest_ms = pass_ended ? quiet_rest_ms() : 0;
-        if (wait_for_age)
+        if (wait_for_age) {
             sleep_ms(young_left_ms(s), true);
-        else if (cow_storm)
+        } else if (wait_for_calm) {
+            s.stats.busy_wait_ms.fetch_add(BusyWait::kSliceMs, std::memory_order_relaxed);
+            sleep_ms(BusyWait::kSliceMs);
+        } else if (cow_storm)
             sleep_ms(1);  // the program is rewriting merged memory: free canonical pages as it goes
         else if (control_run() != 1)
             sleep_ms(100);  // stopped (dedupstat): copy-on-write sweeps and requests only

@@ -61,7 +61,8 @@ namespace dedup {
     X(domain_pages_shared_with_others, DERIVED, U64, 0, PLAIN, "", "pages this process maps that other members map too") \
     X(domain_members, DERIVED, U64, 0, PLAIN, "", "processes in the merge domain now")                              \
     X(domain_canonical_pages, DERIVED, U64, 0, PLAIN, "", "canonical pages of the merge domain in use")             \
-    X(domain_pages_saved, DERIVED, U64, 0, PLAIN, "", "pages saved across all members of the merge domain")
+    X(domain_pages_saved, DERIVED, U64, 0, PLAIN, "", "pages saved across all members of the merge domain")        \
+    X(busy_wait_ms, COUNTED, U64, 0, PLAIN, "", "milliseconds the scanner waited while the program's threads were busy")
 
 // The live counters, updated as things happen. Fields of the table counted
 // as they happen are atomics here; the rest are the scanner's per-pass

@@ -155,7 +155,10 @@ inline Options with_lib(std::vector<std::string> args,
     Options o;
     o.args = std::move(args);
     o.preload = lib();
-    o.env = {{"DEDUP_SLEEP_MS", "0"}, {"DEDUP_START_MIN", "0"}};
+    // DEDUP_BUSY_WAIT_MS=0: the writers of a race keep the CPUs busy, and
+    // the scanner must race them from the start (busy_wait_test.cpp tests
+    // the wait).
+    o.env = {{"DEDUP_SLEEP_MS", "0"}, {"DEDUP_START_MIN", "0"}, {"DEDUP_BUSY_WAIT_MS", "0"}};
     for (auto& kv : env) o.env[kv.first] = kv.second;
     return o;
 }

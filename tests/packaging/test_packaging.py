@@ -160,7 +160,8 @@ class DedupRunCommandLine(unittest.TestCase):
                 "--summary": ("DEDUP_SUMMARY", "never", "never"),
                 "--series": ("DEDUP_SERIES_FILE", "/nonexistent/s.%p.jsonl", "/nonexistent/s.%p.jsonl"),
                 "--domain": ("DEDUP_DOMAIN", "web", "web"),
-                "--start-min": ("DEDUP_START_MIN", "16M", "16M")}
+                "--start-min": ("DEDUP_START_MIN", "16M", "16M"),
+                "--busy-wait-ms": ("DEDUP_BUSY_WAIT_MS", "250", "250")}
         self.assertEqual(sorted(v[0] for v in opts.values()), sorted(library_variables()),
                          "a variable of scanner/config.cpp has no dedup-run option here (or the reverse)")
         args = []
