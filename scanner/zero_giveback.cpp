@@ -6,13 +6,12 @@
 #include <sys/uio.h>
 
 #include "scanner/merge.h"
+#include "scanner/os/linux_compat.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
 
 namespace dedup {
 namespace {
-
-constexpr long kPidfdSelfThreadGroup = -10001;  // PIDFD_SELF_THREAD_GROUP (Linux 6.15)
 
 std::atomic<bool> g_forbidden{false};  // a seccomp filter was (or is being) installed
 bool g_thread_may = false;             // the scanner thread started without a filter
@@ -63,7 +62,7 @@ void zero_giveback_flush(State& s) {
     // failed (an error at the first range fails the call whole).
     long done = 0;
     if (vector_usable()) {
-        done = sys::call(SYS_process_madvise, kPidfdSelfThreadGroup, (long)g_iov, (long)count, MADV_DONTNEED, 0);
+        done = sys::call(SYS_process_madvise, PIDFD_SELF_THREAD_GROUP, (long)g_iov, (long)count, MADV_DONTNEED, 0);
         if (sys::failed(done)) {
             g_failed = true;
             done = 0;

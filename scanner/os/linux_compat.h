@@ -1,4 +1,5 @@
-// Constants newer than Debian 12's headers (values from linux/mman.h).
+// Constants newer than Debian 12's headers (values from linux/mman.h and
+// linux/pidfd.h).
 #pragma once
 #include <sys/mman.h>
 
@@ -22,4 +23,10 @@
 #endif
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4
+#endif
+#ifndef PIDFD_SELF_THREAD
+#define PIDFD_SELF_THREAD (-10000)  // Linux 6.15: the calling thread, as a pidfd
+#endif
+#ifndef PIDFD_SELF_THREAD_GROUP
+#define PIDFD_SELF_THREAD_GROUP (-10001)  // Linux 6.15: the calling process
 #endif

@@ -12,6 +12,7 @@
 
 #include "scanner/large_bss.h"
 #include "scanner/os/kept_file.h"
+#include "scanner/os/linux_compat.h"
 #include "scanner/os/sys.h"
 
 namespace dedup {
@@ -298,8 +299,7 @@ void read_process_name(char* out, size_t cap) {
     out[0] = 0;
     char buf[256];  // "Name:" is the first line
     if (!read_status(buf, sizeof buf) || strncmp(buf, "Name:", 5) != 0) return;
-    const char* c = buf + 5;
-    while (*c == ' ' || *c == '\t') ++c;
+    const char* c = status_field(buf, "Name:");
     size_t o = 0;
     // The kernel escapes a newline and a backslash in the name there.
     for (; *c && *c != '\n' && o + 1 < cap; ++c) {
@@ -314,8 +314,7 @@ void read_process_name(char* out, size_t cap) {
 }
 
 bool pidfd_is_self(int pidfd) {
-    constexpr int kSelfThread = -10000, kSelfThreadGroup = -10001;  // linux/pidfd.h
-    if (pidfd == kSelfThread || pidfd == kSelfThreadGroup) return true;
+    if (pidfd == PIDFD_SELF_THREAD || pidfd == PIDFD_SELF_THREAD_GROUP) return true;
     struct PidfdInfo {  // struct pidfd_info, PIDFD_INFO_SIZE_VER0
         uint64_t mask, cgroupid;
         uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid, spare0;
