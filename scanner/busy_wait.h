@@ -2,11 +2,12 @@
 //
 // Every merge remaps a page, and the kernel then flushes that page from the
 // TLB of every CPU running one of the process's threads: an inter-processor
-// interrupt to each CPU a busy thread is on. On these machines a remap made
-// while the program writes costs three times one made after, and each
-// interrupt also stops the program's thread. A program that fills its memory
-// (a load phase, a cache warming up, the bench's write phase) is busy for a
-// few seconds and then calms down: the same merges made after cost a third.
+// interrupt to each CPU a busy thread is on. On these machines an mremap made
+// while the program writes costs three times one made after (a merge, its
+// scanning included, 1.7 times: DESIGN.md), and each interrupt also stops
+// the program's thread. A program that fills its memory (a load phase, a
+// cache warming up, the bench's write phase) is busy for a few seconds and
+// then calms down: the same merges made after cost less, and stop nobody.
 //
 // So the scanner takes a look at the process's CPU time before each
 // wake-up. If its other threads used at least half a CPU since the last
