@@ -14,7 +14,7 @@ namespace dedup {
 
 bool rt_owns_fd(int fd) {
     if (fd < 0 || !runtime_initialised()) return false;
-    for (KeptFile* f : kept_files().all)
+    for (KeptFile* f : kept_files().all())
         if (fd == f->fd()) return true;
     int dom[3];
     int n = state().domain.fds(dom);
@@ -26,7 +26,7 @@ bool rt_owns_fd(int fd) {
 int rt_fds(int out[kMaxShimFds]) {
     if (!runtime_initialised()) return 0;
     int n = 0;
-    for (KeptFile* f : kept_files().all)
+    for (KeptFile* f : kept_files().all())
         if (f->fd() >= 0) out[n++] = f->fd();
     if (log_file_fd() >= 0) out[n++] = log_file_fd();
     n += state().domain.fds(out + n);
@@ -42,7 +42,7 @@ int rt_fds(int out[kMaxShimFds]) {
 void rt_vacate_fd(int fd) {
     if (!rt_owns_fd(fd)) return;
     MmLockGuard g(state().lock);
-    for (KeptFile* f : kept_files().all) {
+    for (KeptFile* f : kept_files().all()) {
         if (fd == f->fd()) {  // reopened on demand
             f->close();
             return;

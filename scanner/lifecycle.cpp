@@ -125,7 +125,7 @@ void fork_child() {
     if (!s.domain.joined() || !s.store.in_domain()) forget_parents_store(s);
     // Kept files opened by the parent describe the parent (a child reading
     // its parent's pagemap once skipped every page it had rewritten).
-    for (KeptFile* f : kept_files().all) f->close();
+    for (KeptFile* f : kept_files().all()) f->close();
     reports_reset_in_child();
     g_descriptors_had.store(false);
     scanner_forget_after_fork();

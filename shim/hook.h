@@ -5,13 +5,21 @@
 #pragma once
 #include <atomic>
 #include <dlfcn.h>
+#include <stddef.h>
 
 namespace dedup {
 
 template <typename Fn>
 class NextSymbol {
 public:
-    explicit constexpr NextSymbol(const char* name) : name_(name) {}
+    // The name is kept in the object, not pointed to: a pointer would be a
+    // relocation that ld.so writes at load, in every process, for each of
+    // the ~100 wrappers (a page of .data copied for nothing).
+    template <size_t N>
+    explicit constexpr NextSymbol(const char (&name)[N]) : name_{} {
+        static_assert(N <= kMaxName, "NextSymbol: name too long");
+        for (size_t i = 0; i < N; ++i) name_[i] = name[i];
+    }
     Fn get() {
         Fn f = fn_.load(std::memory_order_acquire);
         if (!f) {
@@ -22,7 +30,8 @@ public:
     }
 
 private:
-    const char* name_;
+    static constexpr size_t kMaxName = 40;
+    char name_[kMaxName];
     std::atomic<Fn> fn_{nullptr};
 };
 

@@ -23,8 +23,14 @@ namespace dedup {
 
 class KeptFile {
 public:
-    // what names the file in the warning ("/proc/self/pagemap").
-    explicit constexpr KeptFile(const char* what) : what_(what) {}
+    // what names the file in the warning ("/proc/self/pagemap"). Kept in
+    // the object, not pointed to: a pointer is a relocation, which ld.so
+    // writes at load (a page of .data copied in every process).
+    template <size_t N>
+    explicit constexpr KeptFile(const char (&what)[N]) : what_{} {
+        static_assert(N <= kMaxWhat, "KeptFile: name too long");
+        for (size_t i = 0; i < N; ++i) what_[i] = what[i];
+    }
 
     // Opens path (O_CLOEXEC added) unless already open. False if it cannot
     // be had now.
@@ -38,7 +44,8 @@ public:
 private:
     bool still_ours(int fd) const;
 
-    const char* what_;
+    static constexpr size_t kMaxWhat = 24;
+    char what_[kMaxWhat];
     std::atomic<int> fd_{-1};
     std::atomic<unsigned long> ino_{0}, dev_{0};
     std::atomic<uint64_t> retry_at_ns_{0};
@@ -54,7 +61,13 @@ struct KeptFiles {
     KeptFile live{"the live stats file"};
 
     static constexpr int kCount = 4;
-    KeptFile* all[kCount] = {&pagemap, &maps, &status, &live};
+    // All of them, for a loop (an array of pointers would be relocations).
+    struct All {
+        KeptFile* files[kCount];
+        KeptFile* const* begin() const { return files; }
+        KeptFile* const* end() const { return files + kCount; }
+    };
+    All all() { return {{&pagemap, &maps, &status, &live}}; }
 };
 KeptFiles& kept_files();
 
