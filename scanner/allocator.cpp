@@ -128,7 +128,7 @@ size_t usable_size(void* p) {
     if (is_bootstrap(p)) return bootstrap_size(p);
     if (large_owns(p)) return large_usable(p);
     const NextAllocator* a = next_allocator();
-    return a ? a->malloc_usable_size(p) : 0;
+    return a ? next_fn(a->malloc_usable_size)(p) : 0;
 }
 
 __attribute__((noinline)) void* realloc_full(void* p, size_t n) {
@@ -207,7 +207,7 @@ int rt_posix_memalign(void** out, size_t align, size_t n) {
         return 0;
     }
     const NextAllocator* a = next_allocator();
-    if (a) return a->posix_memalign(out, align, n);
+    if (a) return next_fn(a->posix_memalign)(out, align, n);
     void* p = bootstrap_alloc(n, align);
     if (!p) return ENOMEM;
     *out = p;
@@ -221,20 +221,20 @@ void* rt_aligned_alloc(size_t align, size_t n) {
     }
     if (void* p = large(n, align)) return p;
     const NextAllocator* a = next_allocator();
-    return a ? a->aligned_alloc(align, n) : bootstrap_alloc(n, align);
+    return a ? next_fn(a->aligned_alloc)(align, n) : bootstrap_alloc(n, align);
 }
 
 void* rt_memalign(size_t align, size_t n) {
     if (power_of_two(align))
         if (void* p = large(n, align)) return p;
     const NextAllocator* a = next_allocator();
-    return a ? a->memalign(align, n) : bootstrap_alloc(n, power_of_two(align) ? align : 16);
+    return a ? next_fn(a->memalign)(align, n) : bootstrap_alloc(n, power_of_two(align) ? align : 16);
 }
 
 void* rt_valloc(size_t n) {
     if (void* p = large(n, 4096)) return p;
     const NextAllocator* a = next_allocator();
-    return a ? a->valloc(n) : bootstrap_alloc(n, 4096);
+    return a ? next_fn(a->valloc)(n) : bootstrap_alloc(n, 4096);
 }
 
 void* rt_pvalloc(size_t n) {
@@ -245,7 +245,7 @@ void* rt_pvalloc(size_t n) {
     }
     if (void* p = large(r ? r : 4096, 4096)) return p;
     const NextAllocator* a = next_allocator();
-    return a ? a->pvalloc(n) : bootstrap_alloc(r ? r : 4096, 4096);
+    return a ? next_fn(a->pvalloc)(n) : bootstrap_alloc(r ? r : 4096, 4096);
 }
 
 size_t rt_malloc_usable_size(void* p) { return p ? usable_size(p) : 0; }

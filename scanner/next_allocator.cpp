@@ -57,6 +57,30 @@ int libc_posix_memalign(void** out, size_t align, size_t n) {
 }
 size_t no_usable_size(void*) { return 0; }
 
+// The six entry points few programs call are looked up on their first call,
+// not with the four every program uses: each dlsym is paid by every process
+// the shim is preloaded into. Until then the slot holds one of these, which
+// looks the function up, stores it in its slot and calls it.
+template <typename Fn>
+Fn lookup(Fn* slot, const char* name, Fn fallback) {
+    Fn f = fallback;
+    resolve(&f, name, fallback);
+    __atomic_store_n(slot, f, __ATOMIC_RELAXED);
+    return f;
+}
+void* first_memalign(size_t a, size_t n) { return lookup(&g_next.memalign, "memalign", &__libc_memalign)(a, n); }
+int first_posix_memalign(void** out, size_t a, size_t n) {
+    return lookup(&g_next.posix_memalign, "posix_memalign", &libc_posix_memalign)(out, a, n);
+}
+void* first_aligned_alloc(size_t a, size_t n) {
+    return lookup(&g_next.aligned_alloc, "aligned_alloc", &__libc_memalign)(a, n);
+}
+void* first_valloc(size_t n) { return lookup(&g_next.valloc, "valloc", &__libc_valloc)(n); }
+void* first_pvalloc(size_t n) { return lookup(&g_next.pvalloc, "pvalloc", &__libc_pvalloc)(n); }
+size_t first_malloc_usable_size(void* p) {
+    return lookup(&g_next.malloc_usable_size, "malloc_usable_size", &no_usable_size)(p);
+}
+
 }  // namespace
 
 const NextAllocator* next_detail::resolve_slow() {
@@ -66,16 +90,19 @@ const NextAllocator* next_detail::resolve_slow() {
     if (g_state.compare_exchange_strong(expected, 1)) {
         t_resolving = true;
         NextAllocator n;
-        resolve(&n.malloc, "malloc", &__libc_malloc);
-        resolve(&n.free, "free", &__libc_free);
-        resolve(&n.calloc, "calloc", &__libc_calloc);
-        resolve(&n.realloc, "realloc", &__libc_realloc);
-        resolve(&n.memalign, "memalign", &__libc_memalign);
-        resolve(&n.posix_memalign, "posix_memalign", &libc_posix_memalign);
-        resolve(&n.aligned_alloc, "aligned_alloc", &__libc_memalign);
-        resolve(&n.valloc, "valloc", &__libc_valloc);
-        resolve(&n.pvalloc, "pvalloc", &__libc_pvalloc);
-        resolve(&n.malloc_usable_size, "malloc_usable_size", &no_usable_size);
+        // Not string literals: in a process that stays off, nothing else
+        // reads .rodata, whose first read is a page fault (mapping 16 pages).
+        static char names[4][8] = {"malloc", "free", "calloc", "realloc"};
+        resolve(&n.malloc, names[0], &__libc_malloc);
+        resolve(&n.free, names[1], &__libc_free);
+        resolve(&n.calloc, names[2], &__libc_calloc);
+        resolve(&n.realloc, names[3], &__libc_realloc);
+        n.memalign = &first_memalign;
+        n.posix_memalign = &first_posix_memalign;
+        n.aligned_alloc = &first_aligned_alloc;
+        n.valloc = &first_valloc;
+        n.pvalloc = &first_pvalloc;
+        n.malloc_usable_size = &first_malloc_usable_size;
         g_next = n;
         next_detail::g_free.store(n.free, std::memory_order_relaxed);
         t_resolving = false;

@@ -49,6 +49,13 @@ inline void next_free(void* p) { next_detail::g_free.load(std::memory_order_rela
 // complete and next_allocator() returns it.
 inline bool next_ready() { return next_detail::g_state.load(std::memory_order_acquire) == 2; }
 
+// A function of the next allocator, read as its first call may be storing
+// it (memalign and the other rarely used ones are looked up then).
+template <typename Fn>
+inline Fn next_fn(const Fn& slot) {
+    return __atomic_load_n(&slot, __ATOMIC_RELAXED);
+}
+
 // The resolved allocator; only after next_ready() returned true.
 inline const NextAllocator& next_fns() { return next_detail::g_next; }
 
