@@ -22,6 +22,10 @@ SHIM_SRCS    := $(wildcard shim/*.cpp)
 # no C++ runtime function) and no libunwind (loaded on demand with DEDUP_SITES=1):
 # every process it is preloaded into pays for loading what it links.
 LIB_LIBS     := -nodefaultlibs -lc -lgcc -lgcc_s -pthread -ldl
+# Lazy binding: a process that never starts the runtime (DEDUP_DISABLE=1)
+# binds only the imports it calls; one that starts it binds them all then
+# (scanner/os/plt_bind.h). --no-undefined still fails the link on a missing one.
+LIB_LDFLAGS  := -Wl,-z,lazy -Wl,-z,relro -Wl,--no-undefined -Wl,-fini=dedup_fini
 # The code every process runs at start-up (constructor, options, the
 # wrappers a shell calls) is linked first, so that it shares the first pages
 # of .text: each 64 KiB of .text touched is a page fault of its own.
@@ -62,19 +66,19 @@ $(BUILD)/VERSION: FORCE
 	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
 
 $(BUILD)/libdedup.so: $(LIB_OBJS) $(BUILD)/VERSION
-	$(CXX) -shared -o $@ $(LIB_OBJS) -Wl,-soname,$(SONAME) -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
+	$(CXX) -shared -o $@ $(LIB_OBJS) -Wl,-soname,$(SONAME) $(LIB_LDFLAGS) $(LIB_LIBS)
 
 # Test-only: a library whose merge skips the write protection, so it loses
 # writes under races. The race test must catch it (proves it can fail).
 $(BUILD)/libdedup-broken.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_MERGE -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
+	    $(LIB_LDFLAGS) $(LIB_LIBS)
 
 # Unit tests link the scanner (no interposition) straight into the test binary.
 $(BUILD)/unit_tests: $(UNIT_SRCS) $(wildcard tests/unit/*.h) $(SCANNER_SRCS) $(LIB_HDRS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(WARN) -std=c++17 -pthread -I. $(UNIT_SRCS) $(SCANNER_SRCS) \
-	    -o $@ -lgtest -lgtest_main -ldl
+	    -o $@ -lgtest -lgtest_main -ldl -Wl,-z,lazy
 
 $(BUILD)/integration_tests: $(INTEG_SRCS) $(wildcard tests/integration/*.h)
 	@mkdir -p $(dir $@)
@@ -108,12 +112,12 @@ unit: $(BUILD)/unit_tests
 # Test-only: pins are ignored, so a read(2) can land in a write-protect window.
 $(BUILD)/libdedup-nopin.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_NO_PIN -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
+	    $(LIB_LDFLAGS) $(LIB_LIBS)
 
 # Test-only: remapped pieces lose DONTFORK/DONTDUMP/HUGEPAGE advice.
 $(BUILD)/libdedup-noflags.so: $(SCANNER_SRCS) $(SHIM_SRCS) $(LIB_HDRS)
 	$(CXX) $(LIB_CXXFLAGS) -DDEDUP_BROKEN_DROP_FLAGS -shared -o $@ $(SCANNER_SRCS) $(SHIM_SRCS) \
-	    -Wl,-z,now -Wl,--no-undefined $(LIB_LIBS)
+	    $(LIB_LDFLAGS) $(LIB_LIBS)
 
 integration: lib $(BUILD)/libdedup-broken.so $(BUILD)/libdedup-nopin.so $(BUILD)/libdedup-noflags.so \
 	    programs $(BUILD)/integration_tests
@@ -132,9 +136,9 @@ test-all: unit integration sanitize test-apps test-packaging
 sanitize: $(UNIT_SRCS) $(SCANNER_SRCS)
 	@mkdir -p $(BUILD)
 	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=thread $(UNIT_SRCS) $(SCANNER_SRCS) \
-	    -o $(BUILD)/unit_tests_tsan -lgtest -lgtest_main -ldl
+	    -o $(BUILD)/unit_tests_tsan -lgtest -lgtest_main -ldl -Wl,-z,lazy
 	$(CXX) -O1 -g $(WARN) -std=c++17 -pthread -I. -fsanitize=undefined -fno-sanitize-recover=undefined \
-	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main -ldl
+	    $(UNIT_SRCS) $(SCANNER_SRCS) -o $(BUILD)/unit_tests_ubsan -lgtest -lgtest_main -ldl -Wl,-z,lazy
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/unit_tests_tsan
 	$(BUILD)/unit_tests_ubsan
 

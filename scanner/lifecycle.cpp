@@ -14,10 +14,12 @@
 #include "scanner/large_alloc.h"
 #include "scanner/large_bss.h"
 #include "scanner/live_file.h"
+#include "scanner/log.h"
 #include "scanner/merge.h"
 #include "scanner/os/clock.h"
 #include "scanner/os/kept_file.h"
 #include "scanner/os/linux_compat.h"
+#include "scanner/os/plt_bind.h"
 #include "scanner/os/proc.h"
 #include "scanner/os/sys.h"
 #include "scanner/reports.h"
@@ -113,11 +115,32 @@ void forget_parents_store(State& s) {
     s.index.clear();
 }
 
+// Every import of the library bound before the fault handler is installed,
+// a window opened or the scanner started (os/plt_bind.h): none of the shim's
+// code enters ld.so's lazy resolver from then on. A second thread waits for
+// the first. The binding thread does not come back here through its own
+// allocations: g_activated is already set.
+std::atomic<int> g_imports{0};  // 0 lazily bound, 1 binding, 2 bound
+
+void bind_imports_once() {
+    if (g_imports.load(std::memory_order_acquire) == 2) return;
+    int expected = 0;
+    if (g_imports.compare_exchange_strong(expected, 1)) {
+        if (plt_bind_all() < 0) log_warning("cannot read the library's imports; each is bound on its first call");
+        g_imports.store(2, std::memory_order_release);
+        return;
+    }
+    while (g_imports.load(std::memory_order_acquire) != 2) sys::call(SYS_sched_yield);
+}
+
 // The child has one thread, a copy of the registry, and mappings of the
 // parent's memfd that it must never write to or punch: it forgets the
 // parent's store and builds its own on demand.
 void fork_child() {
     reset_current_tid();
+    // Forked while another thread was binding: the child must not wait for
+    // a thread it does not have (its next activation binds again).
+    if (g_imports.load() == 1) g_imports.store(0);
     if (g_init.load() != kReady) return;
     State& s = state();
     s.lock.reset_after_fork();
@@ -246,6 +269,7 @@ void runtime_heap_use(long bytes) {
 
 void runtime_activate() {
     g_activated.store(true, std::memory_order_relaxed);
+    bind_imports_once();
     fault_handler_install();
     // The shim's descriptors are had now, while the program is likely to
     // have some to spare, rather than first by the scanner later, when it

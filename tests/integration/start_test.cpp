@@ -89,3 +89,41 @@ TEST(StartCost, StatsFileOfAProcessThatRegisteredNothing) {
     EXPECT_GT(st["vma_limit"], 0) << st.text;
     EXPECT_GT(st["vmas_used"], 0) << st.text;
 }
+
+// Once the runtime activates, no code of the shim enters ld.so's lazy
+// resolver (os/plt_bind.h: the fault handler may run on a small alternate
+// stack). The library is linked -z lazy; activation binds every import.
+// ld.so's LD_DEBUG=bindings shows each lazy binding as a line naming the
+// library as the binding file and the symbol's version: after the program
+// has registered enough to activate, the scanner thread, the wrappers and
+// the exit report must make none. (Lines without a version are the
+// wrappers' dlsym(RTLD_NEXT) look-ups, not the resolver.)
+TEST(StartCost, AnActiveRuntimeNeverEntersTheLazyResolver) {
+    DT_REQUIRE_LIB();
+    TempDir tmp;
+    Options o = quiet_options({{"LD_DEBUG", "bindings"}, {"DEDUP_BUSY_WAIT_MS", "0"}},
+                              {"--malloc-kib", "8192", "--mark"});
+    Result r = run(prog("quiet_start"), o, tmp);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_GE(r.num("threads"), 2) << "the runtime did not activate\n" << r.describe();
+    const std::string mark = "-- registered --\n";
+    size_t at = r.err.find(mark);
+    ASSERT_NE(at, std::string::npos) << r.describe();
+    const std::string lib_file = "binding file " + lib() + " ";
+    auto versioned_bindings = [&](const std::string& text, std::string* first) {
+        int n = 0;
+        std::istringstream in(text);
+        for (std::string line; std::getline(in, line);)
+            if (line.find(lib_file) != std::string::npos && line.find("[GLIBC_") != std::string::npos) {
+                if (!n && first) *first = line;
+                ++n;
+            }
+        return n;
+    };
+    // Before: the program's first calls bound lazily, and the activation's
+    // binding of all the others (the check sees such lines at all).
+    EXPECT_GT(versioned_bindings(r.err.substr(0, at), nullptr), 10) << r.describe();
+    std::string first;
+    EXPECT_EQ(versioned_bindings(r.err.substr(at + mark.size()), &first), 0)
+        << "bound lazily after activation: " << first;
+}

@@ -12,6 +12,10 @@
  * process must still find nothing of the shim; at or above it, a scanner
  * thread and the shim's descriptors and mappings.
  *
+ * With --mark it writes "-- registered --" to stderr after those mallocs
+ * (the runtime has activated by then if K is at DEDUP_START_MIN or more),
+ * for a test that reads ld.so's LD_DEBUG lines on either side of it.
+ *
  * Output: fds=<comma list> (without the one that reads the directory),
  * threads=<n>, shim_maps=<n>.
  */
@@ -29,6 +33,11 @@ int main(int argc, char **argv)
         if (!b)
             dt_die("malloc");
         memset(b, (int)i, 64 * 1024); /* kept: in use until exit */
+    }
+    if (dt_arg_flag(argc, argv, "--mark")) {
+        static const char mark[] = "-- registered --\n";
+        if (write(2, mark, sizeof mark - 1) < 0)
+            dt_die("write");
     }
     /* What a short program does; nothing here is registered. */
     char *small[64];
