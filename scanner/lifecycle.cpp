@@ -139,7 +139,7 @@ void bind_imports_once() {
 void fork_child() {
     reset_current_tid();
     // Forked while another thread was binding: the child must not wait for
-    // a thread it does not have (its next activation binds again).
+    // a thread it does not have. It binds before its scanner starts.
     if (g_imports.load() == 1) g_imports.store(0);
     if (g_init.load() != kReady) return;
     State& s = state();
@@ -212,6 +212,7 @@ void start_scanner_in_child() {
         g_child_needs_scanner.store(true);
         return;
     }
+    bind_imports_once();  // forked while another thread of the parent was binding
     scanner_ensure_started();
 }
 
