@@ -3,8 +3,10 @@
 #include <atomic>
 #include <errno.h>
 #include <linux/falloc.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "scanner/domain_layout.h"
 #include "scanner/log.h"
@@ -16,8 +18,37 @@ using namespace domain_layout;
 
 // ---- the lock -----------------------------------------------------------------------
 
+namespace {
+
+// When a member dies holding the lock, the kernel marks the lock's owner
+// dead and wakes one waiter. If that waiter is a member being killed too,
+// the wake-up dies with it and the others sleep on: so they wait in slices,
+// and each slice reads the lock word again, which says its owner died.
+int lock_robust(pthread_mutex_t* m) {
+#if defined(__SANITIZE_THREAD__)
+    // ThreadSanitizer (GCC 12) does not intercept pthread_mutex_clocklock,
+    // and its timedlock ignores EOWNERDEAD: it would take every later
+    // unlock for one of an unlocked mutex. Its trylock knows both.
+    for (;;) {
+        int r = pthread_mutex_trylock(m);
+        if (r != EBUSY) return r;
+        usleep(1000);
+    }
+#else
+    constexpr uint64_t kSliceNs = 50 * 1000 * 1000;
+    for (;;) {
+        uint64_t until = monotonic_ns() + kSliceNs;  // a wall-clock step cannot stretch a slice
+        struct timespec t = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
+        int r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &t);
+        if (r != ETIMEDOUT) return r;
+    }
+#endif
+}
+
+}  // namespace
+
 void Domain::lock() const {
-    int r = pthread_mutex_lock(&shared_->lock);
+    int r = lock_robust(&shared_->lock);
     if (r != EOWNERDEAD) return;
     // A member died holding the lock: what it changed may be half done.
     // The slot table is the truth (every change to it is one atomic store);
@@ -264,6 +295,30 @@ void Domain::vanish_for_test() {
     for (int* m : mine)
         if (*m >= 0) sys::close(*m), *m = -1;
     shared_ = nullptr;  // the mapping stays: a dead process's would go, nothing reads it here
+}
+
+int* Domain::lose_wakeup_for_test(int (*wait_for_waiter)(void*), void* arg) {
+    // A thread holds the lock; once wait_for_waiter says another waits on
+    // it, the word is made what a killed holder leaves (owner died, waiters
+    // bit kept), with no wake-up: the one the kernel sent went to a waiter
+    // that was killed too. The holding thread then ends without unlocking
+    // (its robust list no longer matches the word).
+    struct Args {
+        DomainShared* d;
+        int (*wait)(void*);
+        void* arg;
+    } a{shared_, wait_for_waiter, arg};
+    pthread_t t;
+    pthread_create(&t, nullptr, [](void* p) -> void* {
+        Args* a = static_cast<Args*>(p);
+        pthread_mutex_lock(&a->d->lock);
+        a->wait(a->arg);
+        int* word = &a->d->lock.__data.__lock;
+        __atomic_store_n(word, (int)(FUTEX_OWNER_DIED | FUTEX_WAITERS), __ATOMIC_SEQ_CST);
+        return nullptr;
+    }, &a);
+    pthread_join(t, nullptr);
+    return &shared_->lock.__data.__lock;
 }
 
 void Domain::abandon_lock_for_test() {

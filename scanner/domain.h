@@ -98,6 +98,10 @@ public:
     // bits stay); a thread takes the domain's lock and dies holding it.
     void vanish_for_test();
     void abandon_lock_for_test();
+    // A holder dies and the kernel's one wake-up is lost (it went to a
+    // waiter killed too): returns the lock word once wait_for_waiter(arg)
+    // returned and the word says its owner died, with nobody woken.
+    int* lose_wakeup_for_test(int (*wait_for_waiter)(void*), void* arg);
 
 private:
     bool connect_and_receive(int* memfd);

@@ -4,6 +4,8 @@
 // of the protocol step by step, and kill one.
 #include <gtest/gtest.h>
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -117,6 +119,43 @@ TEST(DomainLock, RecoveryFromADeadHolderStacksEverySlotOnce) {
     int64_t x = a.alloc_run(1), y = a.alloc_run(1);
     EXPECT_EQ(x, s);
     EXPECT_NE(x, y) << "one slot handed out twice";
+}
+
+// A member dies holding the lock while two others wait: the kernel wakes
+// one of them, and if that one is being killed too, its wake-up is lost.
+// The other must still get the lock (it waits in slices and reads the word
+// again) instead of sleeping for good with its scanner, and its process's
+// exit behind it.
+TEST(DomainLock, AWaiterGetsTheLockWhenTheWakeUpIsLost) {
+    Domain a;
+    ASSERT_TRUE(a.join(fresh_name("lost").c_str()));
+    int64_t s = a.alloc_run(1);
+    ASSERT_GE(s, 0);
+    a.publish((uint32_t)s, 0x55);
+    struct Waiter {
+        Domain* d;
+        uint32_t slot;
+        std::atomic<bool> done{false};
+        std::thread t;
+    } w;
+    w.d = &a;
+    w.slot = (uint32_t)s;
+    int* word = a.lose_wakeup_for_test(
+        [](void* p) {
+            Waiter* w = static_cast<Waiter*>(p);
+            w->t = std::thread([w] {
+                w->d->drop(w->slot);  // waits for the lock the holder keeps
+                w->done = true;
+            });
+            usleep(100 * 1000);  // long enough to be asleep in the kernel
+            return 0;
+        },
+        &w);
+    for (int i = 0; i < 200 && !w.done; ++i) usleep(10 * 1000);
+    EXPECT_TRUE(w.done) << "the waiter still sleeps 2 s after its lock's holder died";
+    if (!w.done) syscall(SYS_futex, word, FUTEX_WAKE, 1, nullptr, nullptr, 0);  // let it go: no hang here
+    w.t.join();
+    EXPECT_EQ(a.canonical_pages(), 0u) << "the drop after recovering the lock freed the slot";
 }
 
 // Hints: members that scan the same data in the same order put many
