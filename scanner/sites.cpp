@@ -19,6 +19,7 @@
 
 #include "scanner/log.h"
 #include "scanner/meta_alloc.h"
+#include "scanner/os/self_object.h"
 
 extern char** environ;
 
@@ -58,25 +59,6 @@ bool load_libunwind() {
 std::atomic<int> g_table_state{0};  // 0 none, 1 allocating, 2 ready, 3 failed
 uintptr_t g_self_lo = 0, g_self_hi = 0;  // libdedup's own text: frames to skip
 
-int find_self(struct dl_phdr_info* info, size_t, void* data) {
-    uintptr_t probe = (uintptr_t)data;
-    for (int i = 0; i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        if (ph.p_type != PT_LOAD) continue;
-        uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
-        if (probe >= lo && probe < hi) {
-            g_self_lo = info->dlpi_addr;
-            for (int j = 0; j < info->dlpi_phnum; ++j)
-                if (info->dlpi_phdr[j].p_type == PT_LOAD) {
-                    uintptr_t e = info->dlpi_addr + info->dlpi_phdr[j].p_vaddr + info->dlpi_phdr[j].p_memsz;
-                    if (e > g_self_hi) g_self_hi = e;
-                }
-            return 1;
-        }
-    }
-    return 0;
-}
-
 bool ensure_table() {
     int st = g_table_state.load(std::memory_order_acquire);
     if (st == 2) return true;
@@ -87,7 +69,8 @@ bool ensure_table() {
         // Per-thread caching of unwind information, as heaptrack does: the
         // second capture from a call site costs a fraction of the first.
         g_unw.set_caching_policy(*g_unw.local_addr_space, UNW_CACHE_PER_THREAD);
-        dl_iterate_phdr(find_self, (void*)(uintptr_t)&find_self);
+        SelfObject self;
+        if (self_object(&self)) g_self_lo = self.base, g_self_hi = self.end;
         g_table_state.store(g_sites ? 2 : 3, std::memory_order_release);
         return g_sites != nullptr;
     }

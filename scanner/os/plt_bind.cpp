@@ -2,8 +2,9 @@
 
 #include <dlfcn.h>
 #include <elf.h>
-#include <link.h>
 #include <stdint.h>
+
+#include "scanner/os/self_object.h"
 
 namespace dedup {
 namespace {
@@ -13,29 +14,6 @@ constexpr unsigned kJumpSlot = R_X86_64_JUMP_SLOT;
 #else
 #error "plt_bind.cpp knows the PLT relocation of x86-64 only"
 #endif
-
-struct Found {
-    ElfW(Addr) base = 0;
-    const ElfW(Dyn)* dynamic = nullptr;
-};
-
-// The object whose loaded segments contain this function.
-int find_self(struct dl_phdr_info* info, size_t, void* data) {
-    Found* f = static_cast<Found*>(data);
-    const uintptr_t self = reinterpret_cast<uintptr_t>(&find_self);
-    bool mine = false;
-    const ElfW(Dyn)* dyn = nullptr;
-    for (int i = 0; i < info->dlpi_phnum; ++i) {
-        const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-        uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-        if (ph.p_type == PT_LOAD && self >= start && self - start < ph.p_memsz) mine = true;
-        if (ph.p_type == PT_DYNAMIC) dyn = reinterpret_cast<const ElfW(Dyn)*>(start);
-    }
-    if (!mine) return 0;
-    f->base = info->dlpi_addr;
-    f->dynamic = dyn;
-    return 1;
-}
 
 // glibc rewrites the address entries of a loaded object's dynamic section
 // to absolute addresses; other loaders leave them relative to the base.
@@ -72,8 +50,8 @@ void bind_one(const PltImport& imp, void* ctx) {
 }  // namespace
 
 int plt_imports_for_each(void (*fn)(const PltImport&, void*), void* ctx) {
-    Found self;
-    if (!dl_iterate_phdr(find_self, &self) || !self.dynamic) return -1;
+    SelfObject self;
+    if (!self_object(&self) || !self.dynamic) return -1;
     const ElfW(Addr) base = self.base;
     ElfW(Addr) jmprel = 0, symtab = 0, strtab = 0, versym = 0, verneed = 0;
     size_t pltrelsz = 0, verneednum = 0;
