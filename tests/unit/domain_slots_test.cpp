@@ -107,12 +107,19 @@ TEST_F(TwoMembers, ADeadMembersSlotsAreReaped) {
 // use of a slot: the one that recovers the lock rebuilds the free stack, and
 // the dropper must not push the slot a second time (two owners of one id
 // would write two contents into one canonical page).
-TEST(DomainLock, RecoveryFromADeadHolderStacksEverySlotOnce) {
+// One member with one published slot, whose lock the tests take from it.
+struct DomainLock : testing::Test {
+    void SetUp() override {
+        ASSERT_TRUE(a.join(fresh_name("lock").c_str()));
+        s = a.alloc_run(1);
+        ASSERT_GE(s, 0);
+        a.publish((uint32_t)s, 0x77);
+    }
     Domain a;
-    ASSERT_TRUE(a.join(fresh_name("lock").c_str()));
-    int64_t s = a.alloc_run(1);
-    ASSERT_GE(s, 0);
-    a.publish((uint32_t)s, 0x77);
+    int64_t s = -1;
+};
+
+TEST_F(DomainLock, RecoveryFromADeadHolderStacksEverySlotOnce) {
     a.abandon_lock_for_test();
     a.drop((uint32_t)s);  // recovers the lock, then frees
     EXPECT_EQ(a.canonical_pages(), 0u);
@@ -126,12 +133,7 @@ TEST(DomainLock, RecoveryFromADeadHolderStacksEverySlotOnce) {
 // The other must still get the lock (it waits in slices and reads the word
 // again) instead of sleeping for good with its scanner, and its process's
 // exit behind it.
-TEST(DomainLock, AWaiterGetsTheLockWhenTheWakeUpIsLost) {
-    Domain a;
-    ASSERT_TRUE(a.join(fresh_name("lost").c_str()));
-    int64_t s = a.alloc_run(1);
-    ASSERT_GE(s, 0);
-    a.publish((uint32_t)s, 0x55);
+TEST_F(DomainLock, AWaiterGetsTheLockWhenTheWakeUpIsLost) {
     struct Waiter {
         Domain* d;
         uint32_t slot;
